@@ -1,0 +1,1 @@
+"""The gateway daemon: sources, detectors, local rules, outbox, uplink. Imports only ``models``."""

@@ -1,0 +1,87 @@
+"""The asset-type catalogue: what points an asset has, their units and ranges, and how the edge
+watches them. Shared by edge (which detectors run) and cloud (what a twin looks like).
+
+Types are YAML files; the built-in ones live in ``models/types/``. A field marked ``personal``
+(a driver or patient id) is pseudonymised before it is stored.
+"""
+
+from __future__ import annotations
+
+from functools import cache
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+TYPES_DIR = Path(__file__).with_name("types")
+
+
+class DetectorSpec(BaseModel):
+    """One edge detector on a point; parameters beyond ``kind`` go to the detector unchanged."""
+
+    model_config = ConfigDict(extra="allow")
+    kind: str
+
+
+class PointSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    unit: str
+    description: str = ""
+    normal_range: tuple[float, float] | None = None
+    physical_range: tuple[float, float] | None = None
+    personal: bool = False
+    detectors: list[DetectorSpec] = Field(default_factory=list)
+
+
+class LocalRule(BaseModel):
+    """A threshold held for a time, evaluated on the gateway so the alarm exists while offline."""
+
+    model_config = ConfigDict(extra="forbid")
+    name: str
+    point: str
+    above: float | None = None
+    below: float | None = None
+    for_s: float = Field(ge=0)
+    severity: Literal["low", "medium", "high", "critical"] = "high"
+
+    @model_validator(mode="after")
+    def _one_limit(self) -> LocalRule:
+        if (self.above is None) == (self.below is None):
+            raise ValueError(f"rule {self.name}: give exactly one of 'above' or 'below'")
+        return self
+
+
+class AssetType(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    id: str
+    name: str
+    description: str = ""
+    points: dict[str, PointSpec]
+    local_rules: list[LocalRule] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _rules_name_points(self) -> AssetType:
+        for rule in self.local_rules:
+            if rule.point not in self.points:
+                raise ValueError(f"rule {rule.name}: unknown point {rule.point!r}")
+        return self
+
+
+def load_type(path: Path | str) -> AssetType:
+    data: Any = yaml.safe_load(Path(path).read_text())
+    return AssetType.model_validate(data)
+
+
+@cache
+def builtin_types() -> dict[str, AssetType]:
+    types = (load_type(p) for p in sorted(TYPES_DIR.glob("*.yaml")))
+    return {t.id: t for t in types}
+
+
+def get_type(type_id: str) -> AssetType:
+    try:
+        return builtin_types()[type_id]
+    except KeyError:
+        known = ", ".join(sorted(builtin_types()))
+        raise KeyError(f"unknown asset type {type_id!r} (known: {known})") from None

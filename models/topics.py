@@ -1,0 +1,61 @@
+"""Topic names, in one place: every publisher and subscriber builds them here.
+
+Layout: ``twin/v1/{tenant}/{gateway}/{kind}``. The gateway id sits in the topic so a broker ACL
+can pin a gateway to its own subtree, and so per-gateway partitioning needs no payload parsing.
+"""
+
+from __future__ import annotations
+
+from typing import Literal, NamedTuple
+
+PREFIX = "twin/v1"
+Kind = Literal["telemetry", "events", "status", "config/desired", "config/reported", "commands"]
+KINDS: tuple[str, ...] = ("telemetry", "events", "status", "config/desired", "config/reported", "commands")
+INGEST_SHARE_GROUP = "ingest"
+
+
+def topic(tenant: str, gateway: str, kind: Kind) -> str:
+    for part, name in ((tenant, "tenant"), (gateway, "gateway")):
+        if not part or any(c in part for c in "/+#") or part.startswith("$"):
+            raise ValueError(f"{name} {part!r} cannot be used in a topic")
+    return f"{PREFIX}/{tenant}/{gateway}/{kind}"
+
+
+def telemetry(tenant: str, gateway: str) -> str:
+    return topic(tenant, gateway, "telemetry")
+
+
+def events(tenant: str, gateway: str) -> str:
+    return topic(tenant, gateway, "events")
+
+
+def status(tenant: str, gateway: str) -> str:
+    return topic(tenant, gateway, "status")
+
+
+def config_desired(tenant: str, gateway: str) -> str:
+    return topic(tenant, gateway, "config/desired")
+
+
+def config_reported(tenant: str, gateway: str) -> str:
+    return topic(tenant, gateway, "config/reported")
+
+
+def ingest_filter(kind: Kind, shared: bool = True) -> str:
+    """Filter for all gateways of all tenants; shared (MQTT 5 ``$share``) so workers split the load."""
+    f = f"{PREFIX}/+/+/{kind}"
+    return f"$share/{INGEST_SHARE_GROUP}/{f}" if shared else f
+
+
+class TopicParts(NamedTuple):
+    tenant: str
+    gateway: str
+    kind: str
+
+
+def parse(name: str) -> TopicParts:
+    """Split a platform topic; raises ValueError naming the topic when it is not one of ours."""
+    parts = name.split("/", 4)
+    if len(parts) != 5 or f"{parts[0]}/{parts[1]}" != PREFIX or parts[4] not in KINDS:
+        raise ValueError(f"not a {PREFIX} topic: {name!r}")
+    return TopicParts(parts[2], parts[3], parts[4])
