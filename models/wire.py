@@ -15,9 +15,9 @@ from __future__ import annotations
 import json
 import zlib
 from enum import IntEnum
-from typing import Literal, TypeVar
+from typing import Annotated, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, model_validator
 
 SCHEMA_VERSION = "v1"
 MAX_PAYLOAD_BYTES = 8 * 1024 * 1024
@@ -172,6 +172,15 @@ def _inflate(payload: bytes) -> bytes:
     raise WireError(f"payload is neither JSON nor zlib (first byte 0x{first:02x})")
 
 
+EdgeEvent = Annotated[AnomalyEvent | AlarmEvent, Field(discriminator="kind")]
+_EVENT = TypeAdapter(EdgeEvent)
+
+
+def decode_event(payload: bytes) -> AnomalyEvent | AlarmEvent:
+    """Events share a topic; ``kind`` says which one this is."""
+    return decode(payload, _EVENT)  # type: ignore[arg-type]
+
+
 def decode(payload: bytes, model: type[M]) -> M:
     """Parse and validate one message, raising WireError with a readable reason."""
     raw = _inflate(payload)
@@ -184,8 +193,10 @@ def decode(payload: bytes, model: type[M]) -> M:
     if obj.get("v") != SCHEMA_VERSION:
         raise WireError(f"unsupported schema version {obj.get('v')!r} (expected {SCHEMA_VERSION!r})")
     try:
+        if isinstance(model, TypeAdapter):
+            return model.validate_python(obj)
         return model.model_validate(obj)
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first["loc"]) or "message"
-        raise WireError(f"{model.__name__}: {where}: {first['msg']}") from None
+        raise WireError(f"{exc.title}: {where}: {first['msg']}") from None

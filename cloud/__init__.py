@@ -1,0 +1,1 @@
+"""The cloud twin: ingest, stores, twin state, rules, alerts, API. Imports only ``models``."""

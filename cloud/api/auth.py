@@ -1,0 +1,51 @@
+"""API keys: ``Authorization: Bearer <key>`` or ``X-API-Key``; every key has a role and a tenant."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Annotated
+
+from fastapi import Depends, Header, Request
+
+from cloud.api.problems import Problem
+from cloud.registry import ROLES
+
+
+@dataclass(frozen=True)
+class Principal:
+    key_id: str
+    tenant: str
+    role: str
+
+    def can(self, role: str) -> bool:
+        return ROLES.index(self.role) >= ROLES.index(role)
+
+
+def principal(request: Request, authorization: str | None = Header(default=None),
+              x_api_key: str | None = Header(default=None)) -> Principal:
+    key = x_api_key
+    if authorization:
+        scheme, _, value = authorization.partition(" ")
+        if scheme.lower() != "bearer" or not value:
+            raise Problem(401, "Unauthorized", "Authorization header must be 'Bearer <api key>'")
+        key = value.strip()
+    if not key:
+        raise Problem(401, "Unauthorized", "an API key is required (Authorization: Bearer <key> or X-API-Key)")
+    found = request.app.state.platform.registry.lookup_key(key)
+    if found is None:
+        raise Problem(401, "Unauthorized", "unknown or revoked API key")
+    return Principal(found.id, found.tenant, found.role)
+
+
+def require(role: str):
+    def dep(p: Principal = Depends(principal)) -> Principal:
+        if not p.can(role):
+            raise Problem(403, "Forbidden", f"this needs the {role} role; the key has {p.role}")
+        return p
+
+    return dep
+
+
+Viewer = Annotated[Principal, Depends(principal)]
+Operator = Annotated[Principal, Depends(require("operator"))]
+Admin = Annotated[Principal, Depends(require("admin"))]

@@ -1,0 +1,196 @@
+"""The registry: everything relational about the fleet (tenants, gateways, assets, anomalies, alarms,
+dead letters, API keys, ingest de-duplication). SQLAlchemy 2; SQLite by default, PostgreSQL in
+production, the same code and tests on both.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+import time
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    String,
+    Text,
+    create_engine,
+    event,
+    select,
+)
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Engine
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
+
+ROLES = ("viewer", "operator", "admin")
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class Tenant(Base):
+    __tablename__ = "tenants"
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    name: Mapped[str] = mapped_column(String(200), default="")
+
+
+class Gateway(Base):
+    __tablename__ = "gateways"
+    tenant: Mapped[str] = mapped_column(String(64), ForeignKey("tenants.id"), primary_key=True)
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    state: Mapped[str] = mapped_column(String(16), default="unknown")
+    last_seen_ns: Mapped[int] = mapped_column(BigInteger, default=0)
+    config_version: Mapped[int] = mapped_column(Integer, default=0)
+    counters: Mapped[dict] = mapped_column(JSON, default=dict)
+    high_seq: Mapped[int] = mapped_column(BigInteger, default=-1)
+    missing_seqs: Mapped[int] = mapped_column(BigInteger, default=0)
+
+
+class Asset(Base):
+    __tablename__ = "assets"
+    tenant: Mapped[str] = mapped_column(String(64), ForeignKey("tenants.id"), primary_key=True)
+    id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    type: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    gateway: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    site: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    first_seen_ns: Mapped[int] = mapped_column(BigInteger, default=0)
+
+
+class AnomalyRecord(Base):
+    __tablename__ = "anomalies"
+    tenant: Mapped[str] = mapped_column(String(64), primary_key=True)
+    event_id: Mapped[str] = mapped_column(String(200), primary_key=True)
+    gateway: Mapped[str] = mapped_column(String(64))
+    asset: Mapped[str] = mapped_column(String(128))
+    point: Mapped[str] = mapped_column(String(128))
+    start_ns: Mapped[int] = mapped_column(BigInteger)
+    end_ns: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    peak_score: Mapped[float] = mapped_column(Float)
+    peak_value: Mapped[float | None] = mapped_column(Float, nullable=True)
+    detectors: Mapped[list] = mapped_column(JSON)
+    __table_args__ = (Index("anomalies_asset_time", "tenant", "asset", "start_ns"),)
+
+
+class AlarmRecord(Base):
+    """Alarms raised by gateways' local rules (kept as the gateway reported them)."""
+
+    __tablename__ = "edge_alarms"
+    tenant: Mapped[str] = mapped_column(String(64), primary_key=True)
+    event_id: Mapped[str] = mapped_column(String(200), primary_key=True)
+    gateway: Mapped[str] = mapped_column(String(64))
+    asset: Mapped[str] = mapped_column(String(128))
+    rule: Mapped[str] = mapped_column(String(128))
+    severity: Mapped[str] = mapped_column(String(16))
+    start_ns: Mapped[int] = mapped_column(BigInteger)
+    evidence: Mapped[dict] = mapped_column(JSON)
+
+
+class DeadLetter(Base):
+    __tablename__ = "dead_letters"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    received_ns: Mapped[int] = mapped_column(BigInteger)
+    tenant: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    topic: Mapped[str] = mapped_column(Text)
+    reason: Mapped[str] = mapped_column(Text)
+    payload: Mapped[bytes] = mapped_column(LargeBinary)
+
+
+class IngestSeen(Base):
+    """(gateway, seq) already written: redelivered or replayed batches are dropped, across restarts."""
+
+    __tablename__ = "ingest_seen"
+    tenant: Mapped[str] = mapped_column(String(64), primary_key=True)
+    gateway: Mapped[str] = mapped_column(String(64), primary_key=True)
+    seq: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+
+
+class ApiKey(Base):
+    __tablename__ = "api_keys"
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    hash: Mapped[str] = mapped_column(String(64), unique=True)
+    tenant: Mapped[str] = mapped_column(String(64), ForeignKey("tenants.id"))
+    role: Mapped[str] = mapped_column(String(16))
+    name: Mapped[str] = mapped_column(String(200), default="")
+    revoked: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_ns: Mapped[int] = mapped_column(BigInteger, default=0)
+
+
+def hash_key(key: str) -> str:
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+class Registry:
+    def __init__(self, url: str) -> None:
+        kwargs: dict[str, Any] = {}
+        if url.startswith("sqlite"):
+            kwargs["connect_args"] = {"check_same_thread": False, "timeout": 30}
+        else:
+            kwargs.update(pool_size=10, max_overflow=20, pool_pre_ping=True)
+        self.engine: Engine = create_engine(url, **kwargs)
+        if url.startswith("sqlite"):
+            event.listen(self.engine, "connect", _sqlite_pragmas)
+        self.Session = sessionmaker(self.engine, expire_on_commit=False)
+        self.dialect = self.engine.dialect.name
+
+    def create_schema(self) -> None:
+        Base.metadata.create_all(self.engine)
+
+    @contextmanager
+    def session(self) -> Iterator[Session]:
+        with self.Session.begin() as s:
+            yield s
+
+    def insert_ignore(self, s: Session, model: type[Base], rows: list[dict]) -> None:
+        """Insert rows, skipping those whose primary key exists (same SQL intent on both engines)."""
+        if not rows:
+            return
+        ins = (postgresql.insert if self.dialect == "postgresql" else sqlite.insert)(model)
+        s.execute(ins.on_conflict_do_nothing(), rows)
+
+    def upsert(self, s: Session, model: type[Base], rows: list[dict], keys: Iterable[str]) -> None:
+        if not rows:
+            return
+        ins = (postgresql.insert if self.dialect == "postgresql" else sqlite.insert)(model)
+        keys = list(keys)
+        update = {c: ins.excluded[c] for c in rows[0] if c not in keys}
+        s.execute(ins.on_conflict_do_update(index_elements=keys, set_=update), rows)
+
+    # -- tenants and keys ------------------------------------------------------------------------
+    def ensure_tenant(self, tenant: str, name: str = "") -> None:
+        with self.session() as s:
+            self.insert_ignore(s, Tenant, [{"id": tenant, "name": name or tenant}])
+
+    def create_api_key(self, tenant: str, role: str, name: str = "", key: str | None = None) -> str:
+        """Returns the clear key once; only its hash is stored."""
+        if role not in ROLES:
+            raise ValueError(f"role must be one of {', '.join(ROLES)}, got {role!r}")
+        self.ensure_tenant(tenant)
+        key = key or f"twk_{secrets.token_urlsafe(24)}"
+        with self.session() as s:
+            existing = s.scalar(select(ApiKey).where(ApiKey.hash == hash_key(key)))
+            if existing is None:
+                s.add(ApiKey(id=secrets.token_hex(8), hash=hash_key(key), tenant=tenant, role=role, name=name,
+                             created_ns=time.time_ns()))
+        return key
+
+    def lookup_key(self, key: str) -> ApiKey | None:
+        with self.session() as s:
+            k = s.scalar(select(ApiKey).where(ApiKey.hash == hash_key(key)))
+            return None if k is None or k.revoked else k
+
+
+def _sqlite_pragmas(dbapi_conn, _record) -> None:
+    cur = dbapi_conn.cursor()
+    cur.execute("PRAGMA journal_mode=WAL")
+    cur.execute("PRAGMA synchronous=NORMAL")
+    cur.close()

@@ -1,0 +1,57 @@
+"""Process entry points: ``twin cloud run`` (API + ingest workers) and ``twin cloud ingest``."""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing as mp
+import signal
+import threading
+
+import uvicorn
+
+from cloud.api.app import create_app
+from cloud.platform import Platform
+from cloud.settings import CloudSettings
+
+log = logging.getLogger("cloud.run")
+
+
+def run_ingest(settings: CloudSettings) -> None:
+    """One ingest worker until SIGTERM/SIGINT."""
+    platform = Platform.open(settings, with_ingest=True)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    platform.start()
+    log.info("ingest worker running (%s → %s)", settings.mqtt_url, settings.store)
+    stop.wait()
+    platform.close()
+
+
+def _worker(settings_json: str) -> None:
+    from twin.logs import setup_logging
+
+    setup_logging()
+    run_ingest(CloudSettings.model_validate_json(settings_json))
+
+
+def run_cloud(settings: CloudSettings, workers: int = 1) -> None:
+    """The API in this process with one in-process ingest worker, plus ``workers - 1`` more processes."""
+    platform = Platform.open(settings, with_ingest=workers > 0)
+    procs = []
+    for i in range(max(0, workers - 1)):
+        s = settings.model_copy(update={"ingest_client_id": f"{settings.ingest_client_id}-{i + 1}"})
+        pr = mp.get_context("spawn").Process(target=_worker, args=(s.model_dump_json(),), daemon=True)
+        pr.start()
+        procs.append(pr)
+    platform.start()
+    app = create_app(platform)
+    server = uvicorn.Server(uvicorn.Config(app, host=settings.api_host, port=settings.api_port,
+                                           log_level="warning", access_log=False))
+    try:
+        server.run()
+    finally:
+        platform.close()
+        for pr in procs:
+            pr.terminate()
+            pr.join(5)

@@ -1,0 +1,40 @@
+"""Cloud settings from the environment (``TWIN_`` prefix), so a container needs no config file."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class CloudSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="TWIN_", env_file=None, extra="ignore")
+
+    # Registry (tenants, assets, alerts, keys, dead letters): SQLite by default, PostgreSQL in production.
+    database_url: str = "sqlite:///twin.sqlite"
+
+    # Time series: "influx" (InfluxDB: v2 write API, InfluxQL reads over /query) or "embedded" (SQLite).
+    store: Literal["influx", "embedded"] = "embedded"
+    embedded_path: str = "timeseries.sqlite"
+    influx_url: str = "http://127.0.0.1:8086"
+    influx_token: str = ""
+    influx_org: str = "assettwin"
+    influx_bucket: str = "assettwin/autogen"
+    influx_database: str = "assettwin"
+
+    # Broker
+    mqtt_url: str = "mqtt://127.0.0.1:1883"
+    mqtt_username: str | None = None
+    mqtt_password: str | None = None
+    mqtt_ca_file: str | None = None
+    mqtt_version: Literal["5", "3.1.1"] = "5"
+    ingest_shared: bool = True
+    ingest_client_id: str = "ingest"
+    ingest_max_batch_points: int = 50_000
+    ingest_max_wait_ms: int = 50
+
+    # API
+    api_host: str = "127.0.0.1"
+    api_port: int = 8000
+    bootstrap_api_key: str | None = None
+    bootstrap_tenant: str = "demo"

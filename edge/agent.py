@@ -1,0 +1,246 @@
+"""The edge agent: sources → sample buffer → (each tick) detectors, local rules → outbox → uplink.
+
+Follow a sample: a source calls ``EdgeAgent.sink`` which appends it to the ``SampleBuffer``; every
+``tick_ms`` the agent swaps the buffer, runs the detectors over the whole tick in one call, turns
+flags into anomaly events, evaluates local rules, and commits the tick as one telemetry batch (with
+its sequence number) to the ``Outbox``; the ``Uplink`` drains the outbox to the cloud.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import signal
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+from edge.buffer import SampleBuffer, Tick
+from edge.config import GatewayConfig, MqttSource, parse_config
+from edge.outbox import Outbox
+from edge.rules import LocalRules
+from edge.sources import Source
+from edge.sources.mqtt import MqttSourceRunner
+from edge.uplink import Uplink
+from edge.watch import PointWatch
+from models import topics
+from models.wire import (
+    AlarmEvent,
+    AnomalyEvent,
+    PointSeries,
+    ReportedConfig,
+    TelemetryBatch,
+    WireError,
+    encode,
+)
+
+log = logging.getLogger("edge.agent")
+
+MAX_BATCH_SAMPLES = 20_000
+"""Split larger ticks: keeps an MQTT message well under broker limits and a retry cheap."""
+
+
+def build_sources(cfg: GatewayConfig) -> list[Source]:
+    out: list[Source] = []
+    for i, s in enumerate(cfg.sources):
+        if isinstance(s, MqttSource):
+            out.append(MqttSourceRunner(s, f"gw-{cfg.gateway}-src{i}"))
+        else:
+            from edge.sources.opcua import OpcUaSourceRunner  # asyncua only when configured
+
+            out.append(OpcUaSourceRunner(s))
+    return out
+
+
+class EdgeAgent:
+    def __init__(self, cfg: GatewayConfig) -> None:
+        self.cfg = cfg
+        self.points = cfg.points()
+        self.index = {p: i for i, p in enumerate(self.points)}
+        self._asset_of = np.array([a for a, _ in self.points], dtype=object)
+        self._point_of = np.array([p for _, p in self.points], dtype=object)
+        self.buffer = SampleBuffer()
+        self.watch = PointWatch(cfg, self.points)
+        self.rules = LocalRules(self._rule_list(cfg))
+        self.outbox = Outbox(cfg.outbox.path, cfg.outbox.max_bytes)
+        self.counts = {"samples_in": 0, "unmapped": 0, "ticks": 0, "anomalies": 0, "alarms": 0,
+                       "config_rejected": 0}
+        self.uplink = Uplink(cfg, self.outbox, self.counters, on_desired=self.apply_desired)
+        self.sources = build_sources(cfg)
+        self._telemetry_topic = topics.telemetry(cfg.tenant, cfg.gateway)
+        self._events_topic = topics.events(cfg.tenant, cfg.gateway)
+        self._stop = threading.Event()
+        self._state_path = cfg.state_dir / "detectors.npz"
+        self._load_state()
+
+    def _rule_list(self, cfg: GatewayConfig):
+        rules = []
+        for a in cfg.assets:
+            for r in [*a.asset_type.local_rules, *cfg.local_rules]:
+                if (a.id, r.point) in self.index:
+                    rules.append((a.id, r, self.index[(a.id, r.point)]))
+        return rules
+
+    # -- hot path ---------------------------------------------------------------------------
+    def sink(self, asset: str, point: str, t_ns: int, value: float, quality: int) -> None:
+        i = self.index.get((asset, point))
+        if i is None:
+            self.counts["unmapped"] += 1
+            return
+        self.buffer.append(i, t_ns, value, quality)
+
+    def tick(self) -> int:
+        tick = self.buffer.swap()
+        n = len(tick)
+        if n == 0:
+            return 0
+        self.counts["ticks"] += 1
+        self.counts["samples_in"] += n
+        for ev in self.watch.process(tick):
+            self._emit_anomaly(*ev)
+        for f in self.rules.evaluate(tick):
+            self._emit_alarm(f)
+        for lo in range(0, n, MAX_BATCH_SAMPLES):
+            part = Tick(*(a[lo : lo + MAX_BATCH_SAMPLES] for a in (tick.idx, tick.t_ns, tick.x, tick.quality)))
+            self._commit(part)
+        self.uplink.wake()
+        return n
+
+    def _commit(self, tick: Tick) -> None:
+        order = np.argsort(tick.idx, kind="stable")
+        idx = tick.idx[order]
+        uniq, starts = np.unique(idx, return_index=True)
+        bounds = [*starts.tolist(), len(idx)]
+        t_s, x_s, q_s = tick.t_ns[order], tick.x[order], tick.quality[order]
+        series = []
+        for k, p in enumerate(uniq.tolist()):
+            a, b = bounds[k], bounds[k + 1]
+            x = x_s[a:b]
+            values = x.tolist() if not np.isnan(x).any() else [None if v != v else v for v in x.tolist()]
+            series.append(PointSeries.model_construct(
+                asset=self._asset_of[p], point=self._point_of[p],
+                t_ns=t_s[a:b].tolist(), values=values, quality=q_s[a:b].tolist()))
+
+        def payload(seq: int) -> bytes:
+            batch = TelemetryBatch.model_construct(
+                v="v1", kind="telemetry", tenant=self.cfg.tenant, gateway=self.cfg.gateway,
+                seq=seq, sent_ns=time.time_ns(), series=series)
+            return encode(batch, compress=self.cfg.compress)
+
+        self.outbox.put_telemetry(self._telemetry_topic, len(tick), payload)
+
+    def _emit_anomaly(self, p: int, start_ns: int, end_ns: int | None, peak: float, peak_value: float,
+                      detectors: list[str]) -> None:
+        self.counts["anomalies"] += 1
+        asset, point = self.points[p]
+        ev = AnomalyEvent(
+            tenant=self.cfg.tenant, gateway=self.cfg.gateway,
+            event_id=f"{self.cfg.gateway}:{asset}:{point}:{start_ns}", asset=asset, point=point,
+            start_ns=start_ns, end_ns=end_ns, peak_score=peak, peak_value=peak_value, detectors=detectors)
+        self.outbox.put_event(self._events_topic, encode(ev))
+
+    def _emit_alarm(self, f) -> None:
+        self.counts["alarms"] += 1
+        log.warning("local alarm %s on %s: %s since %d", f.rule.name, f.asset, f.rule.point, f.start_ns)
+        ev = AlarmEvent(
+            tenant=self.cfg.tenant, gateway=self.cfg.gateway,
+            event_id=f"{self.cfg.gateway}:{f.asset}:{f.rule.name}:{f.start_ns}", asset=f.asset,
+            rule=f.rule.name, severity=f.rule.severity, start_ns=f.start_ns,
+            evidence={"point": f.rule.point, "value": f.value, "fired_ns": f.fired_ns,
+                      "limit": f.rule.above if f.rule.above is not None else f.rule.below,
+                      "for_s": f.rule.for_s})
+        self.outbox.put_event(self._events_topic, encode(ev))
+
+    # -- health -----------------------------------------------------------------------------
+    def counters(self) -> dict[str, int]:
+        out = dict(self.counts)
+        for s in self.sources:
+            for k, v in s.counters().items():
+                out[k] = out.get(k, 0) + v
+        out.update(self.outbox.stats())
+        out.update(self.uplink.stats)
+        return out
+
+    # -- remote configuration ----------------------------------------------------------------
+    def apply_desired(self, payload: bytes) -> None:
+        """Validate a desired configuration; report applied or rejected (the running one stays)."""
+        from models.wire import DesiredConfig, decode
+
+        topic = topics.config_reported(self.cfg.tenant, self.cfg.gateway)
+        try:
+            desired = decode(payload, DesiredConfig)
+            if desired.version <= self.cfg.version:
+                return  # already running it (retained message seen again on reconnect)
+            merged = {**self.cfg.model_dump(mode="json"), **desired.config, "version": desired.version}
+            new_cfg = parse_config(merged, f"desired config v{desired.version}")
+            self.watch.reconfigure(new_cfg, self.points)
+            self.cfg.version = new_cfg.version
+            report = ReportedConfig(gateway=self.cfg.gateway, version=desired.version, applied=True)
+            log.info("applied desired configuration v%d", desired.version)
+        except (WireError, ValueError) as exc:
+            self.counts["config_rejected"] += 1
+            version = json.loads(payload).get("version", -1) if payload[:1] == b"{" else -1
+            report = ReportedConfig(gateway=self.cfg.gateway, version=int(version), applied=False,
+                                    reason=str(exc)[:2000])
+            log.warning("rejected desired configuration: %s", exc)
+        self.uplink.client.publish(topic, encode(report), qos=1, retain=True)
+
+    # -- lifecycle ----------------------------------------------------------------------------
+    def _load_state(self) -> None:
+        if self._state_path.exists():
+            try:
+                self.watch.load(self._state_path)
+                log.info("detector state restored from %s", self._state_path)
+            except (OSError, ValueError, KeyError) as exc:
+                log.warning("detector state %s unusable (%s): starting cold", self._state_path, exc)
+
+    def save_state(self) -> None:
+        self._state_path.parent.mkdir(parents=True, exist_ok=True)
+        self.watch.save(self._state_path)
+
+    def start(self) -> None:
+        self.uplink.start()
+        for s in self.sources:
+            s.start(self.sink)
+
+    def run(self) -> None:
+        """Tick until ``stop()``; then flush and save state."""
+        period = self.cfg.tick_ms / 1000
+        last_save = time.monotonic()
+        next_tick = time.monotonic() + period
+        while not self._stop.is_set():
+            self._stop.wait(max(0.0, next_tick - time.monotonic()))
+            next_tick += period
+            self.tick()
+            if time.monotonic() - last_save > 60:
+                self.save_state()
+                last_save = time.monotonic()
+        self.shutdown()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def shutdown(self, flush_s: float = 5.0) -> None:
+        for s in self.sources:
+            s.stop()
+        self.tick()
+        self.save_state()
+        self.uplink.flush(flush_s)
+        self.uplink.stop()
+        self.outbox.close()
+
+
+def run_forever(config_path: Path) -> None:
+    """`twin edge run`: start, tick until SIGTERM/SIGINT, then flush and save detector state."""
+    from edge.config import load_config
+
+    cfg = load_config(config_path)
+    agent = EdgeAgent(cfg)
+    signal.signal(signal.SIGTERM, lambda *_: agent.stop())
+    signal.signal(signal.SIGINT, lambda *_: agent.stop())
+    agent.start()
+    log.info("edge agent %s/%s running: %d points, %d sources", cfg.tenant, cfg.gateway,
+             len(agent.points), len(agent.sources))
+    agent.run()

@@ -1,0 +1,23 @@
+"""Protocol sources: one module per protocol, each one class with ``start(sink)`` and ``stop()``.
+
+The sink is the only thing a source knows about the rest of the agent: it is called with
+(asset, point, t_ns, value, quality) for every reading and must be cheap.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+
+class Sink(Protocol):
+    def __call__(self, asset: str, point: str, t_ns: int, value: float, quality: int) -> None: ...
+
+
+class Source(Protocol):
+    name: str
+
+    def start(self, sink: Sink) -> None: ...
+
+    def stop(self) -> None: ...
+
+    def counters(self) -> dict[str, int]: ...

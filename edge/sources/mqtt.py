@@ -1,0 +1,169 @@
+"""MQTT source: subscribes to sensor topics and maps topic + payload to (asset, point, t, value).
+
+Payloads are bare numbers (``4.25``) or JSON with configurable paths for value, timestamp and
+quality. A bad payload is counted and logged with its topic, never raised: one broken sensor must
+not take the gateway down.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import re
+import time
+from dataclasses import dataclass
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.matcher import MQTTMatcher
+
+from edge.config import MqttSource, MqttSubscription
+from edge.mqttlink import connect_async, make_client
+from edge.sources import Sink
+from models.wire import Quality
+
+log = logging.getLogger("edge.sources.mqtt")
+
+_TS_SCALE = {"ns": 1, "us": 1_000, "ms": 1_000_000, "s": 1_000_000_000}
+_CAPTURE = re.compile(r"\{(\d+)\}")
+
+
+class PayloadError(ValueError):
+    pass
+
+
+def _dig(obj: object, path: str) -> object:
+    for key in path.split("."):
+        if not isinstance(obj, dict) or key not in obj:
+            raise PayloadError(f"missing '{path}'")
+        obj = obj[key]
+    return obj
+
+
+@dataclass(frozen=True)
+class _Route:
+    sub: MqttSubscription
+    wildcard_levels: tuple[int, ...]
+
+    def resolve(self, topic: str) -> tuple[str, str]:
+        levels = topic.split("/")
+        captured = []
+        for i in self.wildcard_levels:
+            captured.append("/".join(levels[i:]) if i < 0 else levels[i])
+
+        def fill(template: str) -> str:
+            return _CAPTURE.sub(lambda m: captured[int(m.group(1)) - 1], template)
+
+        return fill(self.sub.asset), fill(self.sub.point)
+
+    def parse(self, payload: bytes) -> tuple[float, int | None, int]:
+        sub = self.sub
+        try:
+            text = payload.decode()
+        except UnicodeDecodeError:
+            raise PayloadError("payload is not UTF-8") from None
+        if sub.payload == "bare":
+            try:
+                return float(text), None, Quality.GOOD
+            except ValueError:
+                raise PayloadError(f"not a number: {text[:40]!r}") from None
+        try:
+            obj = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise PayloadError(f"not JSON: {exc.msg}") from None
+        raw_v = _dig(obj, sub.value_path)
+        if raw_v is None:
+            value, quality = math.nan, Quality.BAD
+        elif isinstance(raw_v, bool | int | float):
+            value, quality = float(raw_v), Quality.GOOD
+        else:
+            raise PayloadError(f"'{sub.value_path}' is not a number: {raw_v!r:.40}")
+        t_ns = None
+        if sub.ts_path and isinstance(obj, dict) and sub.ts_path.split(".")[0] in obj:
+            raw_t = _dig(obj, sub.ts_path)
+            if not isinstance(raw_t, int | float) or isinstance(raw_t, bool):
+                raise PayloadError(f"'{sub.ts_path}' is not a number: {raw_t!r:.40}")
+            t_ns = int(raw_t * _TS_SCALE[sub.ts_unit])
+        if sub.quality_path and isinstance(obj, dict) and sub.quality_path in obj:
+            q = obj[sub.quality_path]
+            if q not in (0, 1, 2):
+                raise PayloadError(f"'{sub.quality_path}' must be 0, 1 or 2, got {q!r:.20}")
+            quality = max(quality, int(q))
+        return value, t_ns, quality
+
+
+def _wildcards(topic_filter: str) -> tuple[int, ...]:
+    out = []
+    for i, level in enumerate(topic_filter.split("/")):
+        if level == "+":
+            out.append(i)
+        elif level == "#":
+            out.append(i)  # '#' captures the rest, joined (handled in resolve by slicing)
+    return tuple(out)
+
+
+class MqttSourceRunner:
+    """One broker connection serving all of a source's subscriptions."""
+
+    def __init__(self, cfg: MqttSource, client_id: str) -> None:
+        self.name = cfg.name
+        self.cfg = cfg
+        self._client_id = client_id
+        self._matcher = MQTTMatcher()
+        for sub in cfg.subscriptions:
+            self._matcher[sub.topic] = _Route(sub, _wildcards(sub.topic))
+        self._client: mqtt.Client | None = None
+        self._sink: Sink | None = None
+        self._counts = {"messages": 0, "bad_payloads": 0, "unmapped": 0}
+        self._last_bad_log = 0.0
+
+    def start(self, sink: Sink) -> None:
+        self._sink = sink
+        c = make_client(self.cfg.link, self._client_id)
+        c.on_connect = self._on_connect
+        c.on_message = self._on_message
+        self._client = c
+        connect_async(c, self.cfg.link)
+
+    def stop(self) -> None:
+        if self._client is not None:
+            self._client.disconnect()
+            self._client.loop_stop()
+            self._client = None
+
+    def counters(self) -> dict[str, int]:
+        return dict(self._counts)
+
+    def _on_connect(self, client, userdata, flags, reason_code, properties=None) -> None:
+        if reason_code.is_failure:
+            log.warning("source %s: broker refused connection: %s", self.name, reason_code)
+            return
+        client.subscribe([(s.topic, s.qos) for s in self.cfg.subscriptions])
+        log.info("source %s: connected, %d subscriptions", self.name, len(self.cfg.subscriptions))
+
+    def _on_message(self, client, userdata, msg: mqtt.MQTTMessage) -> None:
+        self._counts["messages"] += 1
+        try:
+            route: _Route = next(iter(self._matcher.iter_match(msg.topic)))
+        except StopIteration:
+            self._counts["unmapped"] += 1
+            return
+        try:
+            value, t_ns, quality = route.parse(msg.payload)
+        except PayloadError as exc:
+            self._bad(msg.topic, str(exc))
+            return
+        asset, point = route.resolve(msg.topic)
+        if t_ns is None:
+            t_ns = time.time_ns()  # the sensor gave no time: stamp at arrival, once, here
+        assert self._sink is not None
+        self._sink(asset, point, t_ns, value, quality)
+
+    def _bad(self, topic: str, reason: str) -> None:
+        self._counts["bad_payloads"] += 1
+        now = time.monotonic()
+        # Log every bad payload's topic, but at most ~10 lines a second so a flood cannot fill the disk.
+        if now - self._last_bad_log > 0.1:
+            self._last_bad_log = now
+            log.warning("bad payload on %s: %s (bad_payloads=%d)", topic, reason,
+                        self._counts["bad_payloads"])

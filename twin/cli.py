@@ -1,0 +1,119 @@
+"""``twin``: subcommands for each part of the platform. Heavy imports happen inside the commands, so a
+gateway with only the ``[edge]`` extra can run ``twin edge`` without FastAPI or SQLAlchemy."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from twin.logs import setup_logging
+
+app = typer.Typer(help="assettwin: IoT edge-to-cloud asset twin platform.", no_args_is_help=True,
+                  pretty_exceptions_show_locals=False)
+edge_app = typer.Typer(help="The gateway agent.", no_args_is_help=True)
+cloud_app = typer.Typer(help="The cloud twin: API and ingest.", no_args_is_help=True)
+keys_app = typer.Typer(help="API keys.", no_args_is_help=True)
+app.add_typer(edge_app, name="edge")
+app.add_typer(cloud_app, name="cloud")
+cloud_app.add_typer(keys_app, name="keys")
+
+
+def _mount_optional() -> None:
+    """Subcommand groups whose modules need optional extras: mounted when importable."""
+    try:
+        from simulators.cli import app as sim_app
+
+        app.add_typer(sim_app, name="sim", help="Simulated sensors: scenarios, replay, fleet load.")
+    except ImportError:
+        pass
+    try:
+        from edge.detect.cli import app as detect_app
+
+        app.add_typer(detect_app, name="detect", help="Anomaly detectors: offline scoring.")
+    except ImportError:
+        pass
+    try:
+        from simulators.bench import app as bench_app
+
+        app.add_typer(bench_app, name="bench", help="Benchmarks; figures go to docs/benchmarks.md.")
+    except ImportError:
+        pass
+
+
+@edge_app.command("run")
+def edge_run(config: Path = typer.Option(..., "--config", "-c", help="gateway.yaml")) -> None:
+    """Run the edge agent until SIGTERM (then flush the outbox and save detector state)."""
+    setup_logging()
+    from edge.agent import run_forever
+    from edge.config import ConfigError
+
+    try:
+        run_forever(config)
+    except ConfigError as exc:
+        typer.echo(f"configuration error:\n{exc}", err=True)
+        raise typer.Exit(2) from None
+
+
+@edge_app.command("check")
+def edge_check(config: Path = typer.Option(..., "--config", "-c")) -> None:
+    """Validate a gateway configuration and exit."""
+    from edge.config import ConfigError, load_config
+
+    try:
+        cfg = load_config(config)
+    except ConfigError as exc:
+        typer.echo(f"configuration error:\n{exc}", err=True)
+        raise typer.Exit(2) from None
+    typer.echo(f"ok: {cfg.tenant}/{cfg.gateway}, {len(cfg.points())} points, {len(cfg.sources)} sources")
+
+
+@cloud_app.command("run")
+def cloud_run(workers: int = typer.Option(1, "--workers", "-w", help="ingest worker processes")) -> None:
+    """API and ingest (settings from TWIN_* environment variables)."""
+    setup_logging()
+    from cloud.run import run_cloud
+    from cloud.settings import CloudSettings
+
+    run_cloud(CloudSettings(), workers=workers)
+
+
+@cloud_app.command("ingest")
+def cloud_ingest() -> None:
+    """One ingest worker, no API."""
+    setup_logging()
+    from cloud.run import run_ingest
+    from cloud.settings import CloudSettings
+
+    run_ingest(CloudSettings())
+
+
+@keys_app.command("create")
+def keys_create(tenant: str = typer.Option(...), role: str = typer.Option("viewer"),
+                name: str = typer.Option("")) -> None:
+    """Create an API key; the key is printed once and only its hash is stored."""
+    from cloud.registry import Registry
+    from cloud.settings import CloudSettings
+
+    reg = Registry(CloudSettings().database_url)
+    reg.create_schema()
+    typer.echo(reg.create_api_key(tenant, role, name))
+
+
+@app.command()
+def demo(
+    broker: str | None = typer.Option(None, help="mqtt://host:port of a real broker (default: embedded)"),
+    influx: str | None = typer.Option(None, help="http://host:port of a real InfluxDB (default: embedded)"),
+    port: int = typer.Option(8000, help="API port"),
+    data_dir: Path = typer.Option(Path(".demo"), help="where the demo keeps its files"),
+    trailers: int = typer.Option(3, help="simulated trailers"),
+    duration: float = typer.Option(0.0, help="stop after this many seconds (0: until Ctrl-C)"),
+) -> None:
+    """The whole chain on one machine: simulated trailers → edge agent → broker → cloud → API."""
+    setup_logging("text", "WARNING")
+    from twin.demo import run_demo
+
+    run_demo(broker=broker, influx=influx, port=port, data_dir=data_dir, trailers=trailers, duration=duration)
+
+
+_mount_optional()
