@@ -19,6 +19,8 @@ from dataclasses import dataclass, field
 from urllib.parse import urlparse
 
 import paho.mqtt.client as mqtt
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
 from sqlalchemy import select
 
 from cloud.registry import AlarmRecord, AnomalyRecord, Asset, DeadLetter, Gateway, IngestSeen, Registry
@@ -31,6 +33,8 @@ from models.wire import AnomalyEvent, GatewayStatus, TelemetryBatch, WireError, 
 log = logging.getLogger("cloud.ingest")
 
 MAX_TOPIC_LEN = 256
+SESSION_EXPIRY_S = 7 * 24 * 3600
+"""How long the broker keeps a worker's session (and its queued messages) while the worker is away."""
 
 
 @dataclass
@@ -74,8 +78,11 @@ class Ingest:
     def _make_client(self) -> mqtt.Client:
         s = self.settings
         v5 = s.mqtt_version == "5"
-        c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"{s.ingest_client_id}-{id(self):x}",
-                        protocol=mqtt.MQTTv5 if v5 else mqtt.MQTTv311, manual_ack=True)
+        # A stable client id with a persistent session: while this worker is down the broker keeps
+        # (and on reconnect delivers) what arrived for it, including unacknowledged messages.
+        c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=s.ingest_client_id,
+                        protocol=mqtt.MQTTv5 if v5 else mqtt.MQTTv311, manual_ack=True,
+                        **({} if v5 else {"clean_session": False}))
         if s.mqtt_username:
             c.username_pw_set(s.mqtt_username, s.mqtt_password)
         if urlparse(s.mqtt_url).scheme == "mqtts":
@@ -108,7 +115,12 @@ class Ingest:
 
     def start(self) -> None:
         u = urlparse(self.settings.mqtt_url)
-        self._client.connect_async(u.hostname or "127.0.0.1", u.port or 1883, keepalive=30)
+        kwargs: dict = {}
+        if self.settings.mqtt_version == "5":
+            props = Properties(PacketTypes.CONNECT)
+            props.SessionExpiryInterval = SESSION_EXPIRY_S
+            kwargs = {"clean_start": False, "properties": props}
+        self._client.connect_async(u.hostname or "127.0.0.1", u.port or 1883, keepalive=30, **kwargs)
         self._client.loop_start()
         self._thread.start()
 

@@ -1,0 +1,54 @@
+# The two commands of the README: `make demo` and `make test`. Both work from a fresh clone:
+# they create .venv with pip when it is missing and install what they need.
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+PIP    := $(PY) -m pip -q --disable-pip-version-check
+PYTEST_ARGS ?=
+
+.PHONY: demo test servers lint bench clean
+
+$(PY):
+	python3 -m venv $(VENV)
+	$(PIP) install --upgrade pip
+
+$(VENV)/.demo-installed: pyproject.toml | $(PY)
+	$(PIP) install -e '.[edge,cloud,sim,demo]'
+	touch $@
+
+$(VENV)/.dev-installed: pyproject.toml | $(PY)
+	$(PIP) install -e '.[dev]'
+	touch $@
+
+## Run the whole platform on embedded defaults (no server to install); Ctrl-C stops it.
+demo: $(VENV)/.demo-installed
+	$(VENV)/bin/twin demo
+
+## Install what the tests need (Python packages and the real servers) and run the suite.
+test: $(VENV)/.dev-installed servers
+	$(PY) -m pytest -q $(PYTEST_ARGS)
+
+## The real servers the tests start on loopback: Mosquitto, InfluxDB, PostgreSQL.
+servers:
+	@missing=""; \
+	command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || missing="$$missing mosquitto"; \
+	command -v influxd >/dev/null 2>&1 || [ -x /usr/bin/influxd ] || missing="$$missing influxdb"; \
+	ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || command -v initdb >/dev/null 2>&1 || missing="$$missing postgresql"; \
+	if [ -n "$$missing" ]; then \
+	  if command -v apt-get >/dev/null 2>&1; then \
+	    echo "installing test servers:$$missing"; \
+	    $(if $(filter 0,$(shell id -u)),,sudo) apt-get update -qq && \
+	    DEBIAN_FRONTEND=noninteractive $(if $(filter 0,$(shell id -u)),,sudo) apt-get install -y -qq $$missing >/dev/null; \
+	  else \
+	    echo "The tests need real servers. Install:$$missing (Debian: apt-get install -y mosquitto influxdb postgresql)"; \
+	    exit 1; \
+	  fi; \
+	fi
+
+lint: $(VENV)/.dev-installed
+	$(VENV)/bin/ruff check .
+
+bench: $(VENV)/.dev-installed
+	$(VENV)/bin/twin bench all
+
+clean:
+	rm -rf .demo .pytest_cache tests/artifacts

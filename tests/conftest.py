@@ -1,0 +1,89 @@
+"""Shared fixtures. The real-server harness lives in ``tests/harness``; this file only wires it to pytest.
+
+Session fixtures ``mosquitto``, ``influxdb`` and ``postgres`` each start one REAL server (the installed
+binary, on a free loopback port, data in a temp dir; never the default ports, which the machine's own
+services may hold) for the whole session, and tear it down at the end. They are lazy: a test run that
+does not use them starts nothing. A missing binary FAILS the test (it does not skip): a suite that
+silently skips its integration tests reports green for code it never ran.
+
+``influxdb.url`` is a TEST-ONLY front that adds the v2 write endpoint to Debian's InfluxDB 1.6 (see
+``tests/harness/influx_front.py``); the data is stored and queried by the real influxd behind it.
+
+Per-test isolation: ``influx_db`` (a fresh InfluxDB database name) and ``pg_db`` (the SQLAlchemy URL
+of a fresh PostgreSQL database), both dropped after the test.
+"""
+
+from __future__ import annotations
+
+import sys
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import TypeVar
+
+import pytest
+
+# The repository root, so `tests.harness` (and the project's packages) import when pytest is run
+# as a script rather than as `python -m pytest` (which puts the cwd on sys.path itself).
+_ROOT = str(Path(__file__).resolve().parents[1])
+if _ROOT not in sys.path:
+    sys.path.insert(0, _ROOT)
+
+from tests.harness import HarnessError, InfluxServer, MosquittoServer, PostgresServer  # noqa: E402
+
+ServerT = TypeVar("ServerT", MosquittoServer, InfluxServer, PostgresServer)
+
+
+def _serve(factory: Callable[[], ServerT]) -> Iterator[ServerT]:
+    """Start a server for the session; a missing binary or failed start fails (never skips) its tests."""
+    try:
+        server = factory()
+        server.start()
+    except HarnessError as exc:
+        error = str(exc)  # pytest.fail outside the except: the message alone, without a chained traceback
+    else:
+        error = ""
+    if error:
+        pytest.fail(error, pytrace=False)
+    try:
+        yield server
+    finally:
+        server.close()
+
+
+@pytest.fixture(scope="session")
+def mosquitto() -> Iterator[MosquittoServer]:
+    """A real Mosquitto broker (``.url`` = mqtt://127.0.0.1:<port>, ``.host``, ``.port``, ``.restart()``)."""
+    yield from _serve(MosquittoServer)
+
+
+@pytest.fixture(scope="session")
+def influxdb() -> Iterator[InfluxServer]:
+    """A real influxd: ``.url`` = the TEST-ONLY v2 write front for influxdb-client, ``.raw_url`` = influxd."""
+    yield from _serve(InfluxServer)
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresServer]:
+    """A real PostgreSQL (``.url`` = SQLAlchemy URL of database ``assettwin``, ``.url_for(db)``)."""
+    yield from _serve(PostgresServer)
+
+
+@pytest.fixture
+def influx_db(influxdb: InfluxServer) -> Iterator[str]:
+    """A fresh InfluxDB database for one test; its name (a v2 bucket is ``f"{name}/autogen"``)."""
+    name = f"test_{uuid.uuid4().hex[:12]}"
+    influxdb.create_database(name)
+    yield name
+    influxdb.start()  # no-op unless an outage test failed before restarting influxd
+    influxdb.drop_database(name)
+
+
+@pytest.fixture
+def pg_db(postgres: PostgresServer) -> Iterator[str]:
+    """A fresh PostgreSQL database for one test; its SQLAlchemy URL."""
+    name = f"test_{uuid.uuid4().hex[:12]}"
+    postgres.create_database(name)
+    yield postgres.url_for(name)
+    postgres.start()  # no-op unless an outage test failed before restarting PostgreSQL
+    postgres.drop_database(name)

@@ -1,0 +1,23 @@
+"""Real-server test harness: throwaway Mosquitto, InfluxDB and PostgreSQL instances for tests.
+
+Each server runs from the Debian-installed binary on a free loopback port with a temporary data
+directory, so tests never touch (or collide with) services already running on the default ports.
+"""
+
+from .influx_front import InfluxV2WriteFront
+from .servers import (
+    HarnessError,
+    InfluxServer,
+    MosquittoServer,
+    PostgresServer,
+    free_port,
+)
+
+__all__ = [
+    "HarnessError",
+    "InfluxServer",
+    "InfluxV2WriteFront",
+    "MosquittoServer",
+    "PostgresServer",
+    "free_port",
+]
