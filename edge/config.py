@@ -117,7 +117,10 @@ class AssetConfig(_Strict):
     @field_validator("type")
     @classmethod
     def _known_type(cls, v: str) -> str:
-        get_type(v)
+        try:
+            get_type(v)
+        except KeyError as exc:
+            raise ValueError(exc.args[0]) from None
         return v
 
     @property

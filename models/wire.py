@@ -165,7 +165,7 @@ def _inflate(payload: bytes) -> bytes:
         if len(raw) > MAX_PAYLOAD_BYTES or d.unconsumed_tail:
             raise WireError(f"payload larger than {MAX_PAYLOAD_BYTES} bytes after decompression")
         return raw
-    if first == ord("{"):
+    if first in b"{[":
         if len(payload) > MAX_PAYLOAD_BYTES:
             raise WireError(f"payload larger than {MAX_PAYLOAD_BYTES} bytes")
         return payload

@@ -32,5 +32,6 @@ def setup_logging(fmt: str | None = None, level: str | None = None) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel((level or os.environ.get("TWIN_LOG_LEVEL", "INFO")).upper())
-    for noisy in ("amqtt", "transitions", "asyncua", "uvicorn.access", "httpx", "numba"):
+    for noisy in ("transitions", "asyncua", "uvicorn.access", "httpx", "numba"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    logging.getLogger("amqtt").setLevel(logging.ERROR)  # the demo broker warns about options it does not need

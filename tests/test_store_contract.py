@@ -1,0 +1,82 @@
+"""One contract, two stores: InfluxDB (real server) and the embedded SQLite store give the same answers."""
+
+from __future__ import annotations
+
+import pytest
+
+from cloud.store import Rows
+from cloud.store.embedded import EmbeddedStore
+from cloud.store.influx import InfluxStore
+
+S = 1_000_000_000
+T0 = 1_767_225_600 * S  # a minute boundary
+
+
+@pytest.fixture(params=["embedded", "influx"])
+def store(request, tmp_path):
+    if request.param == "embedded":
+        s = EmbeddedStore(tmp_path / "ts.sqlite")
+    else:
+        db = request.getfixturevalue("influx_db")
+        influx = request.getfixturevalue("influxdb")
+        s = InfluxStore(influx.url, "", "-", f"{db}/autogen", db)
+    yield s
+    s.close()
+
+
+def _rows() -> Rows:
+    r = Rows()
+    r.extend_series("acme", "trailer-1", "supply_air", [T0 + i * S for i in range(120)],
+                    [float(i) for i in range(120)], [0] * 120)
+    # same timestamp on another point: both must survive
+    r.extend_series("acme", "trailer-1", "return_air", [T0, T0 + 30 * S], [7.5, None], [0, 2])
+    r.extend_series("other", "trailer-1", "supply_air", [T0], [99.0], [0])
+    r.extend_series("acme", "a b,c=d", "p t", [T0], [1.25], [1])  # characters that need escaping
+    return r
+
+
+def test_range_returns_exact_samples_in_order(store):
+    store.write(_rows())
+    s = store.query_range("acme", "trailer-1", "supply_air", T0, T0 + 10 * S)
+    assert s.t_ns == [T0 + i * S for i in range(10)]
+    assert s.values == [float(i) for i in range(10)]
+    assert s.quality == [0] * 10
+    assert store.query_range("acme", "trailer-1", "supply_air", T0, T0 + 120 * S, limit=7).t_ns[-1] == T0 + 6 * S
+
+
+def test_missing_values_keep_their_quality_and_same_timestamps_survive(store):
+    store.write(_rows())
+    s = store.query_range("acme", "trailer-1", "return_air", T0, T0 + 60 * S)
+    assert (s.t_ns, s.values, s.quality) == ([T0, T0 + 30 * S], [7.5, None], [0, 2])
+    assert store.query_range("acme", "trailer-1", "supply_air", T0, T0 + 1).values == [0.0]
+    assert store.query_range("acme", "a b,c=d", "p t", T0, T0 + 1).values == [1.25]
+
+
+def test_tenants_do_not_see_each_other(store):
+    store.write(_rows())
+    assert store.query_range("other", "trailer-1", "supply_air", T0, T0 + 120 * S).values == [99.0]
+    assert store.query_range("nobody", "trailer-1", "supply_air", T0, T0 + 120 * S).t_ns == []
+
+
+@pytest.mark.parametrize(("agg", "expected"), [
+    ("mean", [29.5, 89.5]), ("min", [0.0, 60.0]), ("max", [59.0, 119.0]), ("last", [59.0, 119.0]),
+    ("count", [60, 60]),
+])
+def test_windows_aggregate_per_minute(store, agg, expected):
+    store.write(_rows())
+    s = store.query_window("acme", "trailer-1", "supply_air", T0, T0 + 120 * S, 60 * S, agg)
+    assert s.t_ns == [T0, T0 + 60 * S]
+    assert s.values == expected
+
+
+def test_rewriting_a_sample_replaces_it(store):
+    store.write(_rows())
+    r = Rows()
+    r.extend_series("acme", "trailer-1", "supply_air", [T0], [0.0], [0])
+    store.write(r)
+    assert store.query_range("acme", "trailer-1", "supply_air", T0, T0 + 120 * S).t_ns.__len__() == 120
+
+
+def test_latest_gives_each_points_last_value(store):
+    store.write(_rows())
+    assert store.latest("acme", "trailer-1") == {"supply_air": (T0 + 119 * S, 119.0), "return_air": (T0, 7.5)}
