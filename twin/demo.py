@@ -8,6 +8,7 @@ Simulated trailers publish sensor readings → an edge agent detects and batches
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import secrets
 import signal
@@ -63,10 +64,8 @@ class EmbeddedBroker:
     def stop(self) -> None:
         if self._loop.is_running():
             fut = asyncio.run_coroutine_threadsafe(self._broker.shutdown(), self._loop)
-            try:
+            with contextlib.suppress(Exception):
                 fut.result(5)
-            except Exception:  # noqa: BLE001 - shutting down anyway
-                pass
             self._loop.call_soon_threadsafe(self._loop.stop)
 
 
