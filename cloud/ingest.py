@@ -14,6 +14,7 @@ import logging
 import queue
 import threading
 import time
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from urllib.parse import urlparse
@@ -69,7 +70,7 @@ class Ingest:
         self.connected = threading.Event()
         self.counters = {
             "messages": 0, "batches_written": 0, "points_written": 0, "duplicates": 0,
-            "dead_letters": 0, "events": 0, "store_retries": 0, "seq_gaps": 0,
+            "dead_letters": 0, "events": 0, "store_retries": 0, "seq_gaps": 0, "other_partition": 0,
         }
         self._client = self._make_client()
         self._thread = threading.Thread(target=self._run, name="ingest-writer", daemon=True)
@@ -94,7 +95,8 @@ class Ingest:
         return c
 
     def _filters(self) -> list[str]:
-        shared = self.settings.ingest_shared and self.settings.mqtt_version == "5"
+        s = self.settings
+        shared = s.ingest_shared and s.ingest_mode == "shared"
         return [topics.ingest_filter(k, shared=shared) for k in ("telemetry", "events", "status")]
 
     def _on_connect(self, client, userdata, flags, reason_code, properties=None) -> None:
@@ -177,11 +179,22 @@ class Ingest:
         group.dead.append({"received_ns": time.time_ns(), "tenant": tenant, "topic": m.topic[:MAX_TOPIC_LEN],
                            "reason": reason[:2000], "payload": m.payload if payload is None else payload})
 
+    def owns(self, tenant: str, gateway: str) -> bool:
+        """In partitioned mode, whether this worker's partition holds the gateway."""
+        s = self.settings
+        if s.ingest_mode != "partitioned" or s.ingest_partitions <= 1:
+            return True
+        return zlib.crc32(f"{tenant}/{gateway}".encode()) % s.ingest_partitions == s.ingest_partition
+
     def _classify(self, m: _Msg, group: _Group) -> None:
         try:
             parts = topics.parse(m.topic)
         except ValueError as exc:
-            self._dead(group, m, str(exc))
+            if self.owns("", ""):  # names no gateway: exactly one worker (the owner of the empty key) keeps it
+                self._dead(group, m, str(exc))
+            return
+        if not self.owns(parts.tenant, parts.gateway):
+            self.counters["other_partition"] += 1
             return
         try:
             if parts.kind == "telemetry":

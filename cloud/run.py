@@ -37,10 +37,13 @@ def _worker(settings_json: str) -> None:
 
 def run_cloud(settings: CloudSettings, workers: int = 1) -> None:
     """The API in this process with one in-process ingest worker, plus ``workers - 1`` more processes."""
+    if settings.ingest_mode == "partitioned":
+        settings = settings.model_copy(update={"ingest_partitions": max(1, workers), "ingest_partition": 0})
     platform = Platform.open(settings, with_ingest=workers > 0)
     procs = []
     for i in range(max(0, workers - 1)):
-        s = settings.model_copy(update={"ingest_client_id": f"{settings.ingest_client_id}-{i + 1}"})
+        s = settings.model_copy(update={"ingest_client_id": f"{settings.ingest_client_id}-{i + 1}",
+                                        "ingest_partition": i + 1})
         pr = mp.get_context("spawn").Process(target=_worker, args=(s.model_dump_json(),), daemon=True)
         pr.start()
         procs.append(pr)

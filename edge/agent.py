@@ -46,7 +46,7 @@ def build_sources(cfg: GatewayConfig) -> list[Source]:
     out: list[Source] = []
     for i, s in enumerate(cfg.sources):
         if isinstance(s, MqttSource):
-            out.append(MqttSourceRunner(s, f"gw-{cfg.gateway}-src{i}"))
+            out.append(MqttSourceRunner(s, f"gw-{cfg.tenant}-{cfg.gateway}-src{i}"))
         else:
             from edge.sources.opcua import OpcUaSourceRunner  # asyncua only when configured
 
@@ -92,9 +92,11 @@ class EdgeAgent:
         self.buffer.append(i, t_ns, value, quality)
 
     def tick(self) -> int:
+        marks = [s.mark() for s in self.sources]  # before the swap: marked samples are in this tick
         tick = self.buffer.swap()
         n = len(tick)
         if n == 0:
+            self._commit_sources(marks)
             return 0
         self.counts["ticks"] += 1
         self.counts["samples_in"] += n
@@ -105,8 +107,14 @@ class EdgeAgent:
         for lo in range(0, n, MAX_BATCH_SAMPLES):
             part = Tick(*(a[lo : lo + MAX_BATCH_SAMPLES] for a in (tick.idx, tick.t_ns, tick.x, tick.quality)))
             self._commit(part)
+        self._commit_sources(marks)
         self.uplink.wake()
         return n
+
+    def _commit_sources(self, marks: list[int]) -> None:
+        for s, m in zip(self.sources, marks, strict=True):
+            if m:
+                s.commit(m)
 
     def _commit(self, tick: Tick) -> None:
         order = np.argsort(tick.idx, kind="stable")

@@ -12,7 +12,7 @@ from typing import Annotated, Literal
 from urllib.parse import urlparse
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from models.catalogue import AssetType, DetectorSpec, LocalRule, get_type
 
@@ -75,7 +75,19 @@ class MqttSource(_Strict):
     subscriptions: list[MqttSubscription] = Field(min_length=1)
 
 
+_NODE_ID = re.compile(r"^(ns=\d+;|nsu=[^;]+;)?[isgb]=.+$")
+_BROWSE_SEGMENT = re.compile(r"^(\d+:)?[^/]+$")
+
+
 class OpcUaNode(_Strict):
+    """One OPC-UA variable mapped to (asset, point), watched by a monitored item.
+
+    ``node`` is either a NodeId string (``ns=2;s=trailer-001.supply_air``, ``ns=2;i=1042``,
+    ``nsu=urn:x;s=a``) or a browse path from the Root folder: ``/Objects/2:trailer-001/2:supply_air``,
+    each segment a BrowseName as ``<namespace index>:<name>`` (no index = namespace 0). A browse path
+    survives a server that renumbers its NodeIds; it is resolved again on every (re)connect.
+    """
+
     node: str
     asset: str
     point: str
@@ -83,17 +95,50 @@ class OpcUaNode(_Strict):
     queue_size: int = Field(default=10, ge=1)
     deadband_abs: float | None = Field(default=None, ge=0)
 
+    @field_validator("node")
+    @classmethod
+    def _node(cls, v: str) -> str:
+        if v.startswith("/"):
+            segments = v[1:].split("/")
+            if not all(_BROWSE_SEGMENT.match(s) for s in segments):
+                raise ValueError(f"not a browse path like /Objects/2:asset/2:point: {v!r}")
+        elif not _NODE_ID.match(v):
+            raise ValueError(f"not a NodeId (ns=2;s=name, ns=2;i=42) or a browse path (/Objects/2:name): {v!r}")
+        return v
+
+    @property
+    def is_browse_path(self) -> bool:
+        return self.node.startswith("/")
+
 
 class OpcUaSource(_Strict):
+    """An OPC-UA server read through subscriptions (the server pushes changes; nothing is polled).
+
+    Security ``Sign``/``SignAndEncrypt`` uses ``security_policy`` with the client's certificate and key
+    (PEM or DER); the server's certificate is taken from ``server_cert_file`` when given, else from the
+    server's endpoint list. ``application_uri`` defaults to the URI in the client certificate, which
+    servers check against the session's. Reconnects wait ``reconnect_min_s`` doubling up to
+    ``reconnect_max_s``, each wait spread by ±``reconnect_jitter`` so a fleet does not reconnect in step.
+    """
+
     type: Literal["opcua"]
     name: str = "opcua"
     endpoint: str
     security: Literal["None", "Sign", "SignAndEncrypt"] = "None"
+    security_policy: Literal["Basic256Sha256"] = "Basic256Sha256"
     cert_file: Path | None = None
     key_file: Path | None = None
     server_cert_file: Path | None = None
+    application_uri: str | None = None
     username: str | None = None
     password: str | None = None
+    publishing_interval_ms: float = Field(default=100.0, gt=0)
+    request_timeout_s: float = Field(default=5.0, gt=0)
+    keepalive_s: float = Field(default=1.0, gt=0, description="How often a silent connection is probed.")
+    reconnect_min_s: float = Field(default=0.5, gt=0)
+    reconnect_max_s: float = Field(default=30.0, gt=0)
+    reconnect_jitter: float = Field(default=0.2, ge=0, le=1)
+    unknown_node_retry_s: float = Field(default=10.0, gt=0)
     nodes: list[OpcUaNode] = Field(min_length=1)
 
     @field_validator("endpoint")
@@ -102,6 +147,16 @@ class OpcUaSource(_Strict):
         if not v.startswith("opc.tcp://"):
             raise ValueError(f"not an opc.tcp URL: {v!r}")
         return v
+
+    @model_validator(mode="after")
+    def _security_needs_keys(self) -> OpcUaSource:
+        if self.security != "None" and (self.cert_file is None or self.key_file is None):
+            raise ValueError(f"security {self.security} needs cert_file and key_file (the client's certificate)")
+        if (self.username is None) != (self.password is None):
+            raise ValueError("give both username and password, or neither")
+        if self.reconnect_max_s < self.reconnect_min_s:
+            raise ValueError("reconnect_max_s must be at least reconnect_min_s")
+        return self
 
 
 Source = Annotated[MqttSource | OpcUaSource, Field(discriminator="type")]

@@ -4,10 +4,11 @@ uplink and the MQTT source alike."""
 from __future__ import annotations
 
 import ssl
-import uuid
 from urllib.parse import urlparse
 
 import paho.mqtt.client as mqtt
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
 
 from edge.config import MqttLink
 
@@ -18,13 +19,19 @@ def host_port(url: str) -> tuple[str, int, bool]:
     return parsed.hostname or "127.0.0.1", parsed.port or (8883 if tls else 1883), tls
 
 
-def make_client(link: MqttLink, default_id: str) -> mqtt.Client:
+SESSION_EXPIRY_S = 7 * 24 * 3600
+
+
+def make_client(link: MqttLink, default_id: str, *, persistent: bool = False, manual_ack: bool = False) -> mqtt.Client:
+    """``persistent``: keep the session while we are away (pass the same to ``connect_async``), so QoS 1
+    messages published meanwhile are delivered after a restart. Client ids are stable for that reason."""
     v5 = link.mqtt_version == "5"
     client = mqtt.Client(
         mqtt.CallbackAPIVersion.VERSION2,
-        client_id=link.client_id or f"{default_id}-{uuid.uuid4().hex[:6]}",
+        client_id=link.client_id or default_id,
         protocol=mqtt.MQTTv5 if v5 else mqtt.MQTTv311,
-        **({} if v5 else {"clean_session": True}),
+        manual_ack=manual_ack,
+        **({} if v5 else {"clean_session": not persistent}),
     )
     if link.username:
         client.username_pw_set(link.username, link.password)
@@ -41,8 +48,13 @@ def make_client(link: MqttLink, default_id: str) -> mqtt.Client:
     return client
 
 
-def connect_async(client: mqtt.Client, link: MqttLink) -> None:
+def connect_async(client: mqtt.Client, link: MqttLink, *, persistent: bool = False) -> None:
     """Connect in the background: paho's loop retries with backoff until the broker is there."""
     host, port, _ = host_port(link.url)
-    client.connect_async(host, port, keepalive=link.keepalive_s)
+    kwargs: dict = {}
+    if link.mqtt_version == "5" and persistent:
+        props = Properties(PacketTypes.CONNECT)
+        props.SessionExpiryInterval = SESSION_EXPIRY_S
+        kwargs = {"clean_start": False, "properties": props}
+    client.connect_async(host, port, keepalive=link.keepalive_s, **kwargs)
     client.loop_start()

@@ -48,7 +48,7 @@ class Uplink:
         self._acked: collections.deque[int] = collections.deque()
         self.stats = {"batches_sent": 0, "reconnects": 0, "publish_errors": 0}
         self._connects = 0
-        self.client = make_client(cfg.uplink, f"gw-{cfg.gateway}")
+        self.client = make_client(cfg.uplink, f"gw-{cfg.tenant}-{cfg.gateway}")
         self.client.max_inflight_messages_set(cfg.max_inflight)
         self.client.max_queued_messages_set(0)
         will = encode(GatewayStatus(tenant=cfg.tenant, gateway=cfg.gateway, state="offline"))

@@ -24,8 +24,14 @@ _EPS_VAR = 1e-12
 
 
 @njit(cache=True, nogil=True)
-def ewma_z_kernel(idx, t_ns, x, ok, mean, var, last_t, count, tau_s, threshold, warmup, learn, out_score, out_flag):
+def ewma_z_kernel(idx, t_ns, x, ok, mean, var, last_t, count, tau_s, threshold, warmup, learn,
+                  out_score, out_flag):
     """One pass over a tick. State arrays are per point and updated in place when ``learn``."""
+    # exp() is most of the cost of a sample; polled points share one interval, so remember the last
+    # (interval, tau) -> exp(-dt / tau) — bit-identical to recomputing it.
+    memo_dt = -1
+    memo_tau = 0.0
+    memo_e = 1.0
     for i in range(idx.shape[0]):
         p = idx[i]
         xi = x[i]
@@ -41,16 +47,21 @@ def ewma_z_kernel(idx, t_ns, x, ok, mean, var, last_t, count, tau_s, threshold, 
                 last_t[p] = t_ns[i]
                 count[p] = 1
             continue
-        dt = (t_ns[i] - last_t[p]) * 1e-9
-        if dt < 0.0:
-            dt = 0.0
+        dt_ns = t_ns[i] - last_t[p]
+        if dt_ns < 0:
+            dt_ns = 0
         d = xi - mean[p]
         if c >= warmup[p]:
             z = abs(d) / np.sqrt(var[p] + _EPS_VAR)
             out_score[i] = z
             out_flag[i] = z >= threshold[p]
         if learn:
-            a = 1.0 - np.exp(-dt / tau_s[p])
+            tau = tau_s[p]
+            if dt_ns != memo_dt or tau != memo_tau:
+                memo_e = np.exp(-(dt_ns * 1e-9) / tau)
+                memo_dt = dt_ns
+                memo_tau = tau
+            a = 1.0 - memo_e
             # Until the window has seen enough samples, weigh them as a running mean would,
             # so warm-up does not depend on the sampling interval.
             if c < warmup[p] and a < 1.0 / (c + 1.0):
@@ -87,6 +98,10 @@ class EwmaZ(Detector):
 
     def update(self, idx, t_ns, x, ok):
         return self._run(idx, t_ns, x, ok, True)
+
+    def run_into(self, idx, t_ns, x, ok, learn, out_score, out_flag):
+        ewma_z_kernel(idx, t_ns, x, ok, self.mean, self.var, self.last_t, self.count,
+                      self.tau_s, self.threshold, self.warmup, learn, out_score, out_flag)
 
     def score(self, idx, t_ns, x, ok):
         mean, var, last_t, count = self.mean.copy(), self.var.copy(), self.last_t.copy(), self.count.copy()

@@ -11,6 +11,7 @@ import json
 import logging
 import math
 import re
+import threading
 import time
 from dataclasses import dataclass
 
@@ -116,14 +117,33 @@ class MqttSourceRunner:
         self._sink: Sink | None = None
         self._counts = {"messages": 0, "bad_payloads": 0, "unmapped": 0}
         self._last_bad_log = 0.0
+        self._unacked: list[tuple[int, int]] = []  # (mid, qos) received, not yet committed to the outbox
+        self._unacked_lock = threading.Lock()
 
     def start(self, sink: Sink) -> None:
         self._sink = sink
-        c = make_client(self.cfg.link, self._client_id)
+        # Persistent session + manual acks: a reading is acknowledged to the sensor broker only after the
+        # agent has committed it to the outbox, so neither a kill -9 nor a restart loses it.
+        c = make_client(self.cfg.link, self._client_id, persistent=True, manual_ack=True)
         c.on_connect = self._on_connect
         c.on_message = self._on_message
         self._client = c
-        connect_async(c, self.cfg.link)
+        connect_async(c, self.cfg.link, persistent=True)
+
+    def mark(self) -> int:
+        """How many received messages are already in the sample buffer (call before swapping it)."""
+        with self._unacked_lock:
+            return len(self._unacked)
+
+    def commit(self, mark: int) -> None:
+        """Acknowledge the first ``mark`` messages: their samples are now durable in the outbox."""
+        with self._unacked_lock:
+            done, self._unacked = self._unacked[:mark], self._unacked[mark:]
+        client = self._client
+        if client is None:
+            return
+        for mid, qos in done:
+            client.ack(mid, qos)
 
     def stop(self) -> None:
         if self._client is not None:
@@ -143,6 +163,14 @@ class MqttSourceRunner:
 
     def _on_message(self, client, userdata, msg: mqtt.MQTTMessage) -> None:
         self._counts["messages"] += 1
+        try:
+            self._handle(msg)
+        finally:
+            if msg.qos > 0:
+                with self._unacked_lock:
+                    self._unacked.append((msg.mid, msg.qos))
+
+    def _handle(self, msg: mqtt.MQTTMessage) -> None:
         try:
             route: _Route = next(iter(self._matcher.iter_match(msg.topic)))
         except StopIteration:
