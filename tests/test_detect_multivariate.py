@@ -1,0 +1,134 @@
+"""The multivariate detector: fit on normal rows, T²/SPE against numpy, rows from ticks by last-value hold."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from edge.detect import Ensemble, Mspc, MspcBaseline, RowBuilder, fit
+from edge.detect.multivariate import score_rows
+
+S = 10**9
+
+
+def correlated(n=2000, seed=0):
+    rng = np.random.default_rng(seed)
+    a, b = rng.normal(size=n), rng.normal(size=n)
+    X = np.c_[a, a + 0.1 * rng.normal(size=n), b, 0.5 * a - b + 0.1 * rng.normal(size=n)]
+    return X * [1, 2, 3, 4] + 10
+
+
+def test_mahalanobis_mode_matches_numpy_inverse_covariance():
+    X = correlated()
+    base = fit(X)
+    rows = correlated(50, seed=1)
+    _, t2, spe = score_rows(base, rows)
+    diff = rows - X.mean(axis=0)
+    expect = np.einsum("ij,jk,ik->i", diff, np.linalg.inv(np.cov(X, rowvar=False)), diff)
+    np.testing.assert_allclose(t2, expect, rtol=1e-9)
+    assert not spe.any()
+
+
+def test_pca_mode_matches_numpy_projection():
+    X = correlated()
+    base = fit(X, n_components=2)
+    rows = correlated(50, seed=2)
+    score, t2, spe = score_rows(base, rows)
+    Z = (rows - X.mean(axis=0)) / X.std(axis=0, ddof=1)
+    evals, evecs = np.linalg.eigh(np.corrcoef(X, rowvar=False))
+    P = evecs[:, ::-1][:, :2]
+    T = Z @ P
+    np.testing.assert_allclose(t2, (T**2 / evals[::-1][:2]).sum(axis=1), rtol=1e-9)
+    np.testing.assert_allclose(spe, ((Z - T @ P.T) ** 2).sum(axis=1), rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(score, np.maximum(t2 / base.t2_limit, spe / base.spe_limit), rtol=1e-12)
+
+
+def test_variance_share_picks_the_number_of_components():
+    assert fit(correlated(), n_components=0.9).loadings.shape[1] == 2
+
+
+@pytest.mark.parametrize("limits", ["theory", "quantile"])
+def test_false_alarm_rate_on_normal_data_is_near_alpha(limits):
+    base = fit(correlated(20000, seed=3), n_components=2, alpha=0.01, limits=limits)
+    score, _, _ = score_rows(base, correlated(20000, seed=4))
+    assert 0.002 < np.mean(score >= 1) < 0.04
+
+
+def test_broken_relation_is_flagged_although_each_value_is_in_range():
+    X = correlated()
+    base = fit(X, n_components=2)
+    row = X.mean(axis=0).copy()
+    row[1] = X[:, 1].mean() - 1.5 * X[:, 1].std()  # normal alone, but not with column 0 at its mean
+    score, _, spe = score_rows(base, row[None, :])
+    assert score[0] >= 1 and spe[0] / base.spe_limit >= 1
+
+
+def test_baseline_round_trips_through_npz(tmp_path):
+    base = fit(correlated(), n_components=2)
+    base.save(tmp_path / "b.npz")
+    again = MspcBaseline.load(tmp_path / "b.npz")
+    rows = correlated(20, seed=5)
+    np.testing.assert_array_equal(score_rows(base, rows)[0], score_rows(again, rows)[0])
+
+
+def test_fit_explains_too_few_rows():
+    with pytest.raises(ValueError, match="need more complete rows"):
+        fit(np.ones((3, 4)))
+
+
+def test_row_builder_holds_last_values_and_emits_one_row_per_timestamp():
+    rb = RowBuilder(5, columns=[3, 1], max_age_s=10.0)
+    idx = np.array([1, 3, 0, 1, 3, 1, 3])
+    t = np.array([0, 0, 0, 1, 1, 20, 21]) * S
+    x = np.array([10.0, 30.0, 99.0, 11.0, 31.0, 12.0, np.nan])
+    ok = np.array([True, True, True, True, True, True, True])
+    row_t, rows, pos = rb.rows(idx, t, x, ok)
+    assert row_t.tolist() == [0, 1 * S, 20 * S]
+    np.testing.assert_array_equal(rows, [[30.0, 10.0], [31.0, 11.0], [np.nan, 12.0]])  # 31 is 19 s old
+    assert pos.tolist() == [1, 4, 5]  # the NaN sample at t=21 is not a good sample: no row
+
+
+def test_row_builder_never_seen_column_is_nan_and_state_carries_over_ticks():
+    rb = RowBuilder(2, columns=[0, 1])
+    _, rows, _ = rb.rows(np.array([0]), np.array([0]), np.array([1.0]))
+    assert np.isnan(rows[0, 1])
+    _, rows, _ = rb.rows(np.array([1]), np.array([5 * S]), np.array([2.0]))
+    assert rows.tolist() == [[1.0, 2.0]]
+
+
+def tick_from_rows(X, columns, t0=0):
+    n, d = X.shape
+    idx = np.tile(np.asarray(columns, np.int64), n)
+    t = np.repeat(t0 + np.arange(n, dtype=np.int64) * S, d)
+    return idx, t, X.ravel(), np.ones(n * d, bool)
+
+
+def test_mspc_detector_scores_each_row_at_its_last_sample_and_joins_an_ensemble():
+    X = correlated()
+    base = fit(X, n_components=2)
+    rows = correlated(30, seed=6)
+    rows[17, 1] = rows[17, 0] * 0  # break the relation on one row
+    columns = [4, 2, 0, 1]  # the asset's points among 6 points
+    mspc = Mspc(6, base, columns)
+    idx, t, x, ok = tick_from_rows(rows, columns)
+    ens = Ensemble([mspc])
+    score, mask = ens.update(idx, t, x, ok)
+    expect, _, _ = score_rows(base, rows)
+    last = np.arange(30) * 4 + 3
+    np.testing.assert_allclose(ens.detector_scores(len(idx))[0][0, last], expect, rtol=1e-12)
+    assert np.flatnonzero(mask).tolist() == [17 * 4 + 3]
+    assert not np.delete(score, last).any()
+
+
+def test_mspc_score_leaves_held_values_and_round_trips_state():
+    base = fit(correlated(), n_components=2)
+    rows = correlated(10, seed=7)
+    tick = tick_from_rows(rows, [0, 1, 2, 3])
+    a = Mspc(4, base, [0, 1, 2, 3])
+    a.update(*[v[:20] for v in tick])
+    held = a.builder.held.copy()
+    a.score(*[v[20:] for v in tick])
+    np.testing.assert_array_equal(a.builder.held, held)
+    b = Mspc(4, MspcBaseline.from_state(base.state()), [0, 1, 2, 3])
+    b.load_state(a.state())
+    np.testing.assert_array_equal(a.update(*[v[20:] for v in tick])[0], b.update(*[v[20:] for v in tick])[0])
