@@ -8,8 +8,8 @@ its sequence number) to the ``Outbox``; the ``Uplink`` drains the outbox to the 
 
 from __future__ import annotations
 
-import json
 import logging
+import queue
 import signal
 import threading
 import time
@@ -19,6 +19,7 @@ import numpy as np
 
 from edge.buffer import SampleBuffer, Tick
 from edge.config import GatewayConfig, MqttSource, parse_config
+from edge.detect.events import AnomalyEvent as DetectedEvent
 from edge.outbox import Outbox
 from edge.rules import LocalRules
 from edge.sources import Source
@@ -29,10 +30,12 @@ from models import topics
 from models.wire import (
     AlarmEvent,
     AnomalyEvent,
+    DesiredConfig,
     PointSeries,
     ReportedConfig,
     TelemetryBatch,
     WireError,
+    decode,
     encode,
 )
 
@@ -72,6 +75,8 @@ class EdgeAgent:
         self._telemetry_topic = topics.telemetry(cfg.tenant, cfg.gateway)
         self._events_topic = topics.events(cfg.tenant, cfg.gateway)
         self._stop = threading.Event()
+        self._desired: queue.Queue[bytes] = queue.Queue()
+        self._last_event_seq = -1
         self._state_path = cfg.state_dir / "detectors.npz"
         self._load_state()
 
@@ -101,7 +106,7 @@ class EdgeAgent:
         self.counts["ticks"] += 1
         self.counts["samples_in"] += n
         for ev in self.watch.process(tick):
-            self._emit_anomaly(*ev)
+            self._emit_anomaly(ev)
         for f in self.rules.evaluate(tick):
             self._emit_alarm(f)
         for lo in range(0, n, MAX_BATCH_SAMPLES):
@@ -139,15 +144,18 @@ class EdgeAgent:
 
         self.outbox.put_telemetry(self._telemetry_topic, len(tick), payload)
 
-    def _emit_anomaly(self, p: int, start_ns: int, end_ns: int | None, peak: float, peak_value: float,
-                      detectors: list[str]) -> None:
-        self.counts["anomalies"] += 1
-        asset, point = self.points[p]
-        ev = AnomalyEvent(
+    def _emit_anomaly(self, ev: DetectedEvent) -> None:
+        """Sent when an event opens and again when it closes; the cloud upserts by event id."""
+        if ev.seq > self._last_event_seq:  # count each event once, not once per report
+            self._last_event_seq = ev.seq
+            self.counts["anomalies"] += 1
+        asset, point = self.points[ev.point]
+        msg = AnomalyEvent(
             tenant=self.cfg.tenant, gateway=self.cfg.gateway,
-            event_id=f"{self.cfg.gateway}:{asset}:{point}:{start_ns}", asset=asset, point=point,
-            start_ns=start_ns, end_ns=end_ns, peak_score=peak, peak_value=peak_value, detectors=detectors)
-        self.outbox.put_event(self._events_topic, encode(ev))
+            event_id=f"{self.cfg.gateway}:{asset}:{point}:{ev.start_ns}", asset=asset, point=point,
+            start_ns=ev.start_ns, end_ns=ev.end_ns, peak_score=ev.peak_score, peak_value=ev.peak_value,
+            detectors=list(ev.detectors))
+        self.outbox.put_event(self._events_topic, encode(msg))
 
     def _emit_alarm(self, f) -> None:
         self.counts["alarms"] += 1
@@ -173,27 +181,56 @@ class EdgeAgent:
 
     # -- remote configuration ----------------------------------------------------------------
     def apply_desired(self, payload: bytes) -> None:
-        """Validate a desired configuration; report applied or rejected (the running one stays)."""
-        from models.wire import DesiredConfig, decode
+        """Called from the uplink's network thread: queue it, the tick loop applies it between ticks."""
+        self._desired.put(payload)
 
+    def _apply_pending_desired(self) -> None:
+        while True:
+            try:
+                payload = self._desired.get_nowait()
+            except queue.Empty:
+                return
+            self._apply_desired(payload)
+
+    def _apply_desired(self, payload: bytes) -> None:
+        """Validate a desired configuration and apply it live; report applied or rejected with the
+        reason. A rejected one changes nothing: the running configuration stays."""
         topic = topics.config_reported(self.cfg.tenant, self.cfg.gateway)
+        version = -1
         try:
             desired = decode(payload, DesiredConfig)
+            version = desired.version
             if desired.version <= self.cfg.version:
-                return  # already running it (retained message seen again on reconnect)
+                return  # already running it (the retained message is seen again on every reconnect)
             merged = {**self.cfg.model_dump(mode="json"), **desired.config, "version": desired.version}
             new_cfg = parse_config(merged, f"desired config v{desired.version}")
-            self.watch.reconfigure(new_cfg, self.points)
-            self.cfg.version = new_cfg.version
+            self._reconfigure(new_cfg)
             report = ReportedConfig(gateway=self.cfg.gateway, version=desired.version, applied=True)
             log.info("applied desired configuration v%d", desired.version)
         except (WireError, ValueError) as exc:
             self.counts["config_rejected"] += 1
-            version = json.loads(payload).get("version", -1) if payload[:1] == b"{" else -1
-            report = ReportedConfig(gateway=self.cfg.gateway, version=int(version), applied=False,
-                                    reason=str(exc)[:2000])
-            log.warning("rejected desired configuration: %s", exc)
+            report = ReportedConfig(gateway=self.cfg.gateway, version=version, applied=False, reason=str(exc)[:2000])
+            log.warning("rejected desired configuration v%d: %s", version, exc)
         self.uplink.client.publish(topic, encode(report), qos=1, retain=True)
+
+    def _reconfigure(self, new: GatewayConfig) -> None:
+        old = self.cfg
+        for name in ("tenant", "gateway", "uplink", "outbox", "state_dir"):
+            if getattr(new, name) != getattr(old, name):
+                raise ValueError(f"{name} cannot change without a restart")
+        if [(a.id, a.type) for a in new.assets] != [(a.id, a.type) for a in old.assets]:
+            raise ValueError("assets (ids and types) cannot change without a restart")
+        self.watch.reconfigure(new, self.points)
+        self.rules = LocalRules(self._rule_list(new))
+        if new.sources != old.sources:
+            self.tick()  # commit and acknowledge what the old sources delivered
+            for src in self.sources:
+                src.stop()
+            self.sources = build_sources(new)
+            for src in self.sources:
+                src.start(self.sink)
+        self.cfg = new
+        self.uplink.cfg = new
 
     # -- lifecycle ----------------------------------------------------------------------------
     def _load_state(self) -> None:
@@ -215,12 +252,12 @@ class EdgeAgent:
 
     def run(self) -> None:
         """Tick until ``stop()``; then flush and save state."""
-        period = self.cfg.tick_ms / 1000
         last_save = time.monotonic()
-        next_tick = time.monotonic() + period
+        next_tick = time.monotonic() + self.cfg.tick_ms / 1000
         while not self._stop.is_set():
             self._stop.wait(max(0.0, next_tick - time.monotonic()))
-            next_tick += period
+            next_tick += self.cfg.tick_ms / 1000
+            self._apply_pending_desired()
             self.tick()
             if time.monotonic() - last_save > 60:
                 self.save_state()

@@ -1,7 +1,8 @@
 """Which detectors watch which point, and how their flags become anomaly events.
 
-Built from the asset types in ``models`` (plus per-asset overrides in the gateway config); the whole
-tick goes through each detector kernel in one call.
+Built from the asset types in ``models`` (plus per-asset overrides in the gateway config): one
+``Ensemble`` over all of the gateway's points, so a tick costs one kernel pass per detector kind,
+followed by the ``EventTracker`` that debounces flags into events.
 """
 
 from __future__ import annotations
@@ -12,57 +13,81 @@ import numpy as np
 
 from edge.buffer import Tick
 from edge.config import GatewayConfig
-from edge.detect import EwmaZ
+from edge.detect import Ensemble, EventTracker, build_detectors
+from edge.detect.base import constructor_params, load_npz, save_npz
+from edge.detect.events import AnomalyEvent
 from models.wire import Quality
 
-_DISABLED = np.inf
+EVENT_MIN_SAMPLES = 1
+EVENT_COOLDOWN_S = 60.0
+
+
+def point_specs(cfg: GatewayConfig, points: list[tuple[str, str]]) -> list[list]:
+    """Per point, the detector specs in force: the asset's override, else the asset type's."""
+    overrides = {a.id: a.detectors for a in cfg.assets}
+    types = {a.id: a.asset_type for a in cfg.assets}
+    out = []
+    for asset, point in points:
+        specs = overrides.get(asset, {}).get(point)
+        out.append(specs if specs is not None else types[asset].points[point].detectors)
+    return out
 
 
 class PointWatch:
     def __init__(self, cfg: GatewayConfig, points: list[tuple[str, str]]) -> None:
         self.points = points
-        self.ewma = EwmaZ(len(points))
-        self.reconfigure(cfg, points)
+        self.ensemble = self._build(cfg)
+        self.events = EventTracker(len(points), self.ensemble.names, min_samples=EVENT_MIN_SAMPLES,
+                                   cooldown_s=EVENT_COOLDOWN_S)
+
+    def _build(self, cfg: GatewayConfig) -> Ensemble:
+        names = [f"{a}/{p}" for a, p in self.points]
+        return build_detectors(point_specs(cfg, self.points), names)
 
     def reconfigure(self, cfg: GatewayConfig, points: list[tuple[str, str]]) -> None:
-        """Apply detector parameters live; learned state of unchanged points is kept."""
-        overrides = {a.id: a.detectors for a in cfg.assets}
-        types = {a.id: a.asset_type for a in cfg.assets}
-        for i, (asset, point) in enumerate(points):
-            specs = overrides.get(asset, {}).get(point)
-            if specs is None:
-                specs = types[asset].points[point].detectors
-            ewma = next((s for s in specs if s.kind == "ewma_z"), None)
-            extra = ewma.model_extra if ewma is not None else {}
-            self.ewma.tau_s[i] = float(extra.get("tau_s", 600.0))
-            self.ewma.threshold[i] = float(extra.get("threshold", 6.0)) if ewma is not None else _DISABLED
-            self.ewma.warmup[i] = int(extra.get("warmup", 30))
+        """Apply new detector settings live. What a detector kind has learned is kept when the kind runs
+        on; its parameters come from the new configuration. Raises ValueError for a bad spec."""
+        new = self._build(cfg)
+        _carry_learned(self.ensemble, new)
+        if new.names != self.ensemble.names:
+            self.events = EventTracker(len(points), new.names, min_samples=EVENT_MIN_SAMPLES,
+                                       cooldown_s=EVENT_COOLDOWN_S)
+        self.ensemble = new
 
-    def process(self, tick: Tick) -> list[tuple[int, int, int | None, float, float, list[str]]]:
+    def process(self, tick: Tick) -> list[AnomalyEvent]:
         ok = tick.quality == Quality.GOOD
-        score, flag = self.ewma.update(tick.idx, tick.t_ns, tick.x, ok)
-        if not flag.any():
-            return []
-        events = []
-        hit = np.flatnonzero(flag)
-        for p in np.unique(tick.idx[hit]).tolist():
-            rows = hit[tick.idx[hit] == p]
-            peak = rows[np.argmax(score[rows])]
-            events.append((p, int(tick.t_ns[rows].min()), int(tick.t_ns[rows].max()), float(score[peak]),
-                           float(tick.x[peak]), [self.ewma.name]))
-        return events
+        score, mask = self.ensemble.update(tick.idx, tick.t_ns, tick.x, ok)
+        if not mask.any() and not self.events.phase.any():
+            return []  # nothing flagged and no event in progress: the common tick costs nothing more
+        return self.events.update(tick.idx, tick.t_ns, tick.x, ok, score, mask)
 
     def save(self, path: Path) -> None:
-        tmp = path.with_suffix(".tmp.npz")
-        np.savez(tmp, **{f"ewma.{k}": v for k, v in self.ewma.state().items()})
-        tmp.replace(path)  # atomic: a crash mid-save leaves the previous state intact
+        st = {f"ens.{k}": v for k, v in self.ensemble.state().items()}
+        st.update({f"evt.{k}": v for k, v in self.events.state().items()})
+        save_npz(path, st)
 
     def load(self, path: Path) -> None:
-        with np.load(path) as z:
-            st = {k.split(".", 1)[1]: z[k] for k in z.files if k.startswith("ewma.")}
-        if st["mean"].shape[0] != len(self.points):
+        st = load_npz(path)
+        ens = {k[4:]: v for k, v in st.items() if k.startswith("ens.")}
+        evt = {k[4:]: v for k, v in st.items() if k.startswith("evt.")}
+        if np.asarray(ens["enabled"]).shape[-1] != len(self.points):
             raise ValueError("saved state has a different point layout")
-        params = {k: getattr(self.ewma, k) for k in ("tau_s", "threshold", "warmup")}
-        self.ewma.load_state(st)
-        for k, v in params.items():  # configuration wins over saved parameters
-            setattr(self.ewma, k, v)
+        saved = Ensemble([type(d)(len(self.points)) for d in self.ensemble.detectors])
+        saved.load_state(ens)  # refuses state saved by a different set of detector kinds
+        _carry_learned(saved, self.ensemble)  # learned state from disk, parameters from the configuration
+        self.events.load_state(evt)
+
+
+def _carry_learned(old: Ensemble, new: Ensemble) -> None:
+    """Copy each detector's learned arrays from ``old`` into ``new`` where the kind exists in both."""
+    prev = {d.name: d for d in old.detectors}
+    for det in new.detectors:
+        if det.name not in prev:
+            continue
+        fresh = det.state()
+        carried = dict(prev[det.name].state())
+        for p in constructor_params(type(det)):
+            if p in fresh:
+                carried[p] = fresh[p]
+        det.load_state(carried)
+    new._refresh_scale()
