@@ -55,17 +55,26 @@ class MqttLink(_Strict):
 
 class MqttSubscription(_Strict):
     """Maps a topic filter to (asset, point). ``{1}``, ``{2}``… in asset/point name topic levels
-    matched by the filter's wildcards, in order, so one line can map a whole fleet."""
+    matched by the filter's wildcards, in order, so one line can map a whole fleet.
+
+    ``payload: json_map``: one message carries many points of one asset (``{"t": …, "v": {"supply_air":
+    4.1, "door": 0}}``), the way controllers report a whole read cycle; ``point`` must then be ``*``."""
 
     topic: str
     asset: str
     point: str
-    payload: Literal["bare", "json"] = "json"
+    payload: Literal["bare", "json", "json_map"] = "json"
     value_path: str = "v"
     ts_path: str | None = "t"
     ts_unit: Literal["ns", "us", "ms", "s"] = "ns"
     quality_path: str | None = "q"
     qos: Literal[0, 1, 2] = 1
+
+    @model_validator(mode="after")
+    def _map_means_star(self) -> MqttSubscription:
+        if (self.payload == "json_map") != (self.point == "*"):
+            raise ValueError("point must be '*' exactly when payload is json_map")
+        return self
 
 
 class MqttSource(_Strict):

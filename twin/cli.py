@@ -34,7 +34,7 @@ def _mount_optional() -> None:
     except ImportError:
         pass
     try:
-        from simulators.bench import app as bench_app
+        from twin.bench import app as bench_app
 
         app.add_typer(bench_app, name="bench", help="Benchmarks; figures go to docs/benchmarks.md.")
     except ImportError:

@@ -13,6 +13,15 @@ Limits at false-alarm rate ``alpha``: ``limits="theory"`` uses the chi-square qu
 Hilferty) and Jackson-Mudholkar for SPE; ``limits="quantile"`` the training rows' empirical quantiles
 (better for non-Gaussian data, needs many more than ``1/alpha`` rows). The edge gets only the arrays of an
 ``MspcBaseline`` (``save``/``load`` an .npz). Score = ``max(T²/T²_limit, SPE/SPE_limit)``, flag at 1.
+``limit_scale`` widens both limits: a baseline of a few minutes does not hold all of a process's normal
+variation (slow drift, small operating-point moves), so its quantile alone is too tight.
+
+**Smoothed rows (MEWMA)**, ``fit(..., t_ns=..., smooth_tau_s=tau)``: each row is replaced by a causal,
+time-decayed mean of the rows so far (weight ``1 - exp(-dt / tau)``, a running mean until that is
+larger), and the baseline is fitted on smoothed rows too. Noise averages out while a sustained shift
+does not, so small persistent shifts (a valve closing by a few per cent) stand out that single noisy
+rows hide; the price is a delay of about ``tau``. The baseline carries ``smooth_tau_s`` so the edge
+smooths exactly as the fit did.
 
 **Rows from a tick** (``RowBuilder``): points report separately, so rows are built by last-value hold.
 Each of the asset's points (``columns``, global point indices in the baseline's column order) holds its
@@ -60,6 +69,7 @@ class MspcBaseline:
     eigvals: np.ndarray  # (k,) variance along each direction
     t2_limit: float
     spe_limit: float  # 0 when k == d (no residual space)
+    smooth_tau_s: float = 0.0  # > 0: rows are time-decayed means (MEWMA) before scoring
 
     @property
     def n_features(self) -> int:
@@ -67,7 +77,8 @@ class MspcBaseline:
 
     def state(self) -> dict[str, np.ndarray]:
         return {"mean": self.mean, "scale": self.scale, "loadings": self.loadings, "eigvals": self.eigvals,
-                "t2_limit": np.float64(self.t2_limit), "spe_limit": np.float64(self.spe_limit)}
+                "t2_limit": np.float64(self.t2_limit), "spe_limit": np.float64(self.spe_limit),
+                "smooth_tau_s": np.float64(self.smooth_tau_s)}
 
     @classmethod
     def from_state(cls, st: dict[str, np.ndarray]) -> MspcBaseline:
@@ -75,7 +86,8 @@ class MspcBaseline:
                    scale=np.ascontiguousarray(st["scale"], np.float64),
                    loadings=np.ascontiguousarray(st["loadings"], np.float64),
                    eigvals=np.ascontiguousarray(st["eigvals"], np.float64),
-                   t2_limit=float(st["t2_limit"]), spe_limit=float(st["spe_limit"]))
+                   t2_limit=float(st["t2_limit"]), spe_limit=float(st["spe_limit"]),
+                   smooth_tau_s=float(st.get("smooth_tau_s", 0.0)))  # absent in baselines saved before
 
     def save(self, path: str | Path) -> None:
         save_npz(path, self.state())
@@ -107,15 +119,25 @@ def _jackson_mudholkar(q: float, resid_eig: np.ndarray) -> float:
 
 
 def fit(X: np.ndarray, n_components: int | float | None = None, alpha: float = 0.001,
-        limits: str = "theory") -> MspcBaseline:
+        limits: str = "theory", *, t_ns: np.ndarray | None = None, smooth_tau_s: float = 0.0,
+        limit_scale: float = 1.0) -> MspcBaseline:
     """Fit on rows of known-normal aligned values (rows with a NaN are dropped).
 
     ``n_components``: None = all (Mahalanobis), an int = that many, a float in (0, 1) = the fewest
-    explaining that share of the variance.
+    explaining that share of the variance. ``smooth_tau_s`` > 0 fits on smoothed rows (see the module
+    docstring) and needs the rows' ``t_ns``; ``limit_scale`` multiplies both limits.
     """
     X = np.asarray(X, np.float64)
     if X.ndim != 2:
         raise ValueError(f"fit: X must be 2-D (rows x points), got shape {X.shape}")
+    if not limit_scale > 0:
+        raise ValueError(f"fit: limit_scale must be > 0, got {limit_scale}")
+    if smooth_tau_s < 0 or not np.isfinite(smooth_tau_s):
+        raise ValueError(f"fit: smooth_tau_s must be a finite number >= 0, got {smooth_tau_s}")
+    if smooth_tau_s > 0:
+        if t_ns is None or np.shape(t_ns) != (X.shape[0],):
+            raise ValueError("fit: smooth_tau_s needs t_ns, one timestamp (ns) per row of X")
+        X = RowSmoother(X.shape[1], smooth_tau_s).smooth(t_ns, X)
     X = X[~np.isnan(X).any(axis=1)]
     n, d = X.shape
     if n <= d + 1:
@@ -140,7 +162,7 @@ def fit(X: np.ndarray, n_components: int | float | None = None, alpha: float = 0
         raise ValueError(f"fit: n_components must be in 1..{d}, got {n_components}")
     P = np.ascontiguousarray(vec[:, :k])
     base = MspcBaseline(mean=mean, scale=scale, loadings=P, eigvals=np.ascontiguousarray(eig[:k]),
-                        t2_limit=0.0, spe_limit=0.0)
+                        t2_limit=0.0, spe_limit=0.0, smooth_tau_s=float(smooth_tau_s))
     _, t2, spe = score_rows(base, X)
     q = 1.0 - alpha
     if limits == "theory":
@@ -152,7 +174,67 @@ def fit(X: np.ndarray, n_components: int | float | None = None, alpha: float = 0
     else:
         base.t2_limit = float(np.quantile(t2, q))
         base.spe_limit = float(np.quantile(spe, q)) if k < d else 0.0
+    base.t2_limit *= limit_scale
+    base.spe_limit *= limit_scale
     return base
+
+
+@njit(cache=True, nogil=True)
+def smooth_rows_kernel(t_ns, rows, tau_s, mean, last_t, count, out):
+    """Time-decayed mean of the complete rows so far, into ``out``; a row with a NaN gives a NaN row and is
+    skipped. ``mean`` (d,), ``last_t`` (1,) and ``count`` (1,) are the state, updated in place."""
+    d = rows.shape[1]
+    for r in range(rows.shape[0]):
+        bad = False
+        for j in range(d):
+            if rows[r, j] != rows[r, j]:
+                bad = True
+                break
+        if bad:
+            for j in range(d):
+                out[r, j] = np.nan
+            continue
+        c = count[0]
+        a = 1.0
+        if c > 0:
+            dt_ns = t_ns[r] - last_t[0]
+            if dt_ns < 0:
+                dt_ns = 0
+            a = 1.0 - np.exp(-(dt_ns * 1e-9) / tau_s)
+            if a < 1.0 / (c + 1.0):  # a running mean until the window fills, as in ewma.py
+                a = 1.0 / (c + 1.0)
+        for j in range(d):
+            mean[j] += a * (rows[r, j] - mean[j])
+            out[r, j] = mean[j]
+        last_t[0] = t_ns[r]
+        count[0] = c + 1
+
+
+class RowSmoother:
+    """Causal time-decayed mean of rows (the MEWMA of ``fit(..., smooth_tau_s=...)``), state across ticks."""
+
+    def __init__(self, n_features: int, tau_s: float) -> None:
+        self.tau_s = float(tau_s)
+        self.mean = np.zeros(n_features)
+        self.last_t = np.zeros(1, np.int64)
+        self.count = np.zeros(1, np.int64)
+
+    def smooth(self, t_ns, rows, learn: bool = True) -> np.ndarray:
+        """Smoothed rows; ``learn=False`` leaves the state as it was (for ``score``)."""
+        rows = np.ascontiguousarray(rows, np.float64)
+        out = np.empty_like(rows)
+        st = (self.mean, self.last_t, self.count) if learn else (self.mean.copy(), self.last_t.copy(),
+                                                                 self.count.copy())
+        smooth_rows_kernel(np.ascontiguousarray(t_ns, np.int64), rows, self.tau_s, *st, out)
+        return out
+
+    def state(self) -> dict[str, np.ndarray]:
+        return {"mean": self.mean, "last_t": self.last_t, "count": self.count}
+
+    def load_state(self, st: dict[str, np.ndarray]) -> None:
+        self.mean = np.ascontiguousarray(st["mean"], np.float64).copy()
+        self.last_t = np.ascontiguousarray(st["last_t"], np.int64).copy()
+        self.count = np.ascontiguousarray(st["count"], np.int64).copy()
 
 
 @njit(cache=True, nogil=True)
@@ -292,16 +374,19 @@ class Mspc(Detector):
         if self.builder.columns.shape[0] != baseline.n_features:
             raise ValueError(f"mspc: {self.builder.columns.shape[0]} columns for a baseline of "
                              f"{baseline.n_features} features")
+        self.smoother = RowSmoother(baseline.n_features, baseline.smooth_tau_s)
         self.last_t2 = np.empty(0)
         self.last_spe = np.empty(0)
 
     def _run(self, idx, t_ns, x, ok, learn: bool, out_score=None, out_flag=None):
         keep = None if learn else (self.builder.held.copy(), self.builder.held_t.copy())
         try:
-            _, rows, pos = self.builder.rows(idx, t_ns, x, ok)
+            row_t, rows, pos = self.builder.rows(idx, t_ns, x, ok)
         finally:
             if keep is not None:
                 self.builder.held, self.builder.held_t = keep
+        if self.baseline.smooth_tau_s > 0:
+            rows = self.smoother.smooth(row_t, rows, learn)
         n = np.shape(idx)[0]
         score = np.zeros(n) if out_score is None else out_score
         flag = np.zeros(n, np.bool_) if out_flag is None else out_flag
@@ -323,7 +408,9 @@ class Mspc(Detector):
         return self._run(idx, t_ns, x, ok, False)
 
     def learn(self, idx, t_ns, x, ok) -> None:
-        self.builder.rows(idx, t_ns, x, ok)
+        row_t, rows, _ = self.builder.rows(idx, t_ns, x, ok)
+        if self.baseline.smooth_tau_s > 0:
+            self.smoother.smooth(row_t, rows)
 
     def run_into(self, idx, t_ns, x, ok, learn, out_score, out_flag) -> None:
         self._run(idx, t_ns, x, ok, learn, out_score, out_flag)
@@ -334,12 +421,17 @@ class Mspc(Detector):
     def state(self) -> dict[str, np.ndarray]:
         st = {f"baseline.{k}": v for k, v in self.baseline.state().items()}
         st.update({f"rows.{k}": v for k, v in self.builder.state().items()})
+        st.update({f"smooth.{k}": v for k, v in self.smoother.state().items()})
         return st
 
     def load_state(self, state: dict[str, np.ndarray]) -> None:
         base = {k[9:]: v for k, v in state.items() if k.startswith("baseline.")}
         self.baseline = MspcBaseline.from_state(base)
         self.builder.load_state({k[5:]: v for k, v in state.items() if k.startswith("rows.")})
+        self.smoother = RowSmoother(self.baseline.n_features, self.baseline.smooth_tau_s)
+        smooth = {k[7:]: v for k, v in state.items() if k.startswith("smooth.")}
+        if smooth:  # states saved before smoothing existed start the smoother cold
+            self.smoother.load_state(smooth)
 
     def resize(self, n_points: int) -> None:
         self.n_points = n_points

@@ -57,6 +57,27 @@ class _Route:
 
         return fill(self.sub.asset), fill(self.sub.point)
 
+    def parse_map(self, payload: bytes) -> tuple[dict, int | None]:
+        """A json_map payload: (point -> raw value, t_ns or None)."""
+        sub = self.sub
+        try:
+            obj = json.loads(payload)
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise PayloadError(f"not JSON: {exc}") from None
+        values = _dig(obj, sub.value_path)
+        if not isinstance(values, dict):
+            raise PayloadError(f"'{sub.value_path}' is not an object of point -> value")
+        return values, self._timestamp(obj)
+
+    def _timestamp(self, obj: object) -> int | None:
+        sub = self.sub
+        if not sub.ts_path or not isinstance(obj, dict) or sub.ts_path.split(".")[0] not in obj:
+            return None
+        raw_t = _dig(obj, sub.ts_path)
+        if not isinstance(raw_t, int | float) or isinstance(raw_t, bool):
+            raise PayloadError(f"'{sub.ts_path}' is not a number: {raw_t!r:.40}")
+        return int(raw_t * _TS_SCALE[sub.ts_unit])
+
     def parse(self, payload: bytes) -> tuple[float, int | None, int]:
         sub = self.sub
         try:
@@ -79,12 +100,7 @@ class _Route:
             value, quality = float(raw_v), Quality.GOOD
         else:
             raise PayloadError(f"'{sub.value_path}' is not a number: {raw_v!r:.40}")
-        t_ns = None
-        if sub.ts_path and isinstance(obj, dict) and sub.ts_path.split(".")[0] in obj:
-            raw_t = _dig(obj, sub.ts_path)
-            if not isinstance(raw_t, int | float) or isinstance(raw_t, bool):
-                raise PayloadError(f"'{sub.ts_path}' is not a number: {raw_t!r:.40}")
-            t_ns = int(raw_t * _TS_SCALE[sub.ts_unit])
+        t_ns = self._timestamp(obj)
         if sub.quality_path and isinstance(obj, dict) and sub.quality_path in obj:
             q = obj[sub.quality_path]
             if q not in (0, 1, 2):
@@ -176,6 +192,9 @@ class MqttSourceRunner:
         except StopIteration:
             self._counts["unmapped"] += 1
             return
+        if route.sub.payload == "json_map":
+            self._handle_map(route, msg)
+            return
         try:
             value, t_ns, quality = route.parse(msg.payload)
         except PayloadError as exc:
@@ -186,6 +205,25 @@ class MqttSourceRunner:
             t_ns = time.time_ns()  # the sensor gave no time: stamp at arrival, once, here
         assert self._sink is not None
         self._sink(asset, point, t_ns, value, quality)
+
+    def _handle_map(self, route: _Route, msg: mqtt.MQTTMessage) -> None:
+        try:
+            values, t_ns = route.parse_map(msg.payload)
+        except PayloadError as exc:
+            self._bad(msg.topic, str(exc))
+            return
+        asset, _ = route.resolve(msg.topic)
+        if t_ns is None:
+            t_ns = time.time_ns()
+        sink = self._sink
+        assert sink is not None
+        for point, raw in values.items():
+            if raw is None:
+                sink(asset, point, t_ns, math.nan, Quality.BAD)
+            elif isinstance(raw, int | float) and not isinstance(raw, bool):
+                sink(asset, point, t_ns, float(raw), Quality.GOOD)
+            else:
+                self._bad(msg.topic, f"point {point!r}: not a number: {raw!r:.40}")
 
     def _bad(self, topic: str, reason: str) -> None:
         self._counts["bad_payloads"] += 1

@@ -50,6 +50,18 @@ from models.wire import Quality
 
 log = logging.getLogger("edge.sources.opcua")
 
+
+class _LostConnectionIsNotACrash(logging.Filter):
+    """asyncua's publish loop logs a dropped connection as an ERROR with a traceback ("Publish iteration
+    crashed"), on every PLC restart; this source reports the loss itself, as one line naming the endpoint."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        return not (isinstance(exc, ConnectionError) and str(record.msg).startswith("Publish iteration crashed"))
+
+
+logging.getLogger("asyncua.client.ua_session.UaSession").addFilter(_LostConnectionIsNotACrash())
+
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _US = timedelta(microseconds=1)
 _UNKNOWN = frozenset({ua.StatusCodes.BadNodeIdUnknown, ua.StatusCodes.BadNoMatch, ua.StatusCodes.BadNodeIdInvalid})
@@ -122,6 +134,8 @@ class OpcUaSourceRunner:
 
     def start(self, sink: Sink) -> None:
         self._sink = sink
+        self._stop_requested = False
+        self._ready.clear()
         self._thread = threading.Thread(target=self._thread_main, name=f"opcua-{self.name}", daemon=True)
         self._thread.start()
         self._ready.wait(10)
@@ -179,11 +193,12 @@ class OpcUaSourceRunner:
         connected_before = False
         while True:
             client = self._new_client()
+            up_since = math.inf
             try:
                 await self._connect(client)
                 if connected_before:
                     self._counts["opcua_reconnects"] += 1
-                connected_before, attempt = True, 0
+                connected_before, up_since = True, time.monotonic()
                 await self._serve(client)
             except asyncio.CancelledError:
                 raise
@@ -194,6 +209,10 @@ class OpcUaSourceRunner:
                             extra={"endpoint": self.cfg.endpoint, "reason": reason})
             finally:
                 await self._close(client)
+            # Only a session that stayed up resets the backoff: a server that accepts and then drops every
+            # session at once must not be hammered at the minimum delay.
+            if time.monotonic() - up_since >= self.cfg.reconnect_max_s:
+                attempt = 0
             delay = self._backoff(attempt)
             attempt += 1
             log.info("opcua source %s (%s): reconnecting in %.1f s", self.name, self.cfg.endpoint, delay,
@@ -237,7 +256,10 @@ class OpcUaSourceRunner:
         await client.connect()
 
     async def _on_connection_lost(self, exc: Exception) -> None:
-        self._session_lost(f"connection lost: {_reason(exc)}")
+        if isinstance(exc, TimeoutError):  # asyncua's keep-alive probe got no answer: a silent network
+            self._session_lost(f"connection lost: no answer to the keep-alive probe within {self.cfg.keepalive_s:g} s")
+        else:
+            self._session_lost(f"connection lost: {_reason(exc)}")
 
     def _session_lost(self, reason: str) -> None:
         if self._lost is not None and not self._lost.is_set():  # the first reason is the cause
@@ -387,5 +409,7 @@ def _reason(exc: BaseException) -> str:
     """A short, readable cause: the OPC-UA status name when there is one."""
     if isinstance(exc, ua.UaStatusCodeError):
         return f"{type(exc).__name__}: {exc}"
-    text = str(exc) or type(exc).__name__
+    text = str(exc)
+    if not text:
+        return type(exc).__name__
     return text if text.startswith(("connection lost", "subscription")) else f"{type(exc).__name__}: {text}"
