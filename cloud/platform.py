@@ -1,15 +1,23 @@
-"""Wires the cloud together from settings: store, registry and (optionally) an ingest worker.
-The API and the CLI both start from here, so there is one place that decides what talks to what."""
+"""Wires the cloud together from settings: store, registry, twins, alerts, and optionally an ingest
+worker and the API's own MQTT link. The API and the CLI both start from here, so there is one place
+that decides what talks to what."""
 
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass, field
 
+from cloud.alerts import AlertService, Notifier
 from cloud.ingest import Ingest
-from cloud.registry import Registry
+from cloud.link import CloudLink
+from cloud.live import LiveHub
+from cloud.registry import Gateway, Registry
 from cloud.settings import CloudSettings
 from cloud.store import TimeSeriesStore, open_store
+from cloud.twin import TwinService
+from models import topics
+from models.wire import ReportedConfig, WireError, decode
 
 log = logging.getLogger("cloud")
 
@@ -19,28 +27,47 @@ class Platform:
     settings: CloudSettings
     store: TimeSeriesStore
     registry: Registry
+    twins: TwinService
+    alerts: AlertService
+    notifier: Notifier
+    live: LiveHub
     ingest: Ingest | None = None
+    link: CloudLink | None = None
     extra_counters: dict[str, int] = field(default_factory=dict)
 
     @classmethod
-    def open(cls, settings: CloudSettings, with_ingest: bool = False) -> Platform:
+    def open(cls, settings: CloudSettings, with_ingest: bool = False, with_link: bool = False) -> Platform:
         registry = Registry(settings.database_url)
         registry.create_schema()
         if settings.bootstrap_api_key:
             registry.create_api_key(settings.bootstrap_tenant, "admin", "bootstrap", key=settings.bootstrap_api_key)
         store = open_store(settings)
-        p = cls(settings, store, registry)
+        live = LiveHub()
+        link = None
+        if with_link:
+            link = CloudLink(settings, {
+                topics.ingest_filter("telemetry", shared=False): live.on_telemetry,
+                topics.ingest_filter("config/reported", shared=False): lambda t, p: _on_reported(registry, t, p),
+            })
+        notifier = Notifier(registry, publish=(lambda t, b: link.publish(t, b)) if link else None)
+        alerts = AlertService(registry, notifier)
+        p = cls(settings, store, registry, TwinService(registry, store), alerts, notifier, live, link=link)
+        notifier.listeners.append(live.on_alert)
         if with_ingest:
             p.ingest = Ingest(settings, store, registry)
         return p
 
     def start(self) -> None:
+        if self.link is not None:
+            self.link.start()
         if self.ingest is not None:
             self.ingest.start()
 
     def close(self) -> None:
         if self.ingest is not None:
             self.ingest.stop()
+        if self.link is not None:
+            self.link.stop()
         self.store.close()
         self.registry.engine.dispose()
 
@@ -48,4 +75,23 @@ class Platform:
         out = dict(self.extra_counters)
         if self.ingest is not None:
             out.update({f"ingest_{k}": v for k, v in self.ingest.counters.items()})
+        out.update(self.notifier.counters)
+        out.update(self.live.counters)
         return out
+
+
+def _on_reported(registry: Registry, topic: str, payload: bytes) -> None:
+    """A gateway says what it did with a desired configuration: keep it; an applied version closes the loop."""
+    try:
+        parts = topics.parse(topic)
+        rep = decode(payload, ReportedConfig)
+    except (ValueError, WireError) as exc:
+        log.warning("bad config report on %s: %s", topic, exc)
+        return
+    with registry.session() as s:
+        gw = s.get(Gateway, (parts.tenant, parts.gateway))
+        if gw is None:
+            return
+        gw.config_report = {**rep.model_dump(exclude={"v", "kind"}), "received_ns": time.time_ns()}
+        if rep.applied and rep.version > (gw.config_version or 0):
+            gw.config_version = rep.version

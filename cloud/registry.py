@@ -26,6 +26,7 @@ from sqlalchemy import (
     create_engine,
     event,
     select,
+    text,
 )
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Engine
@@ -44,16 +45,40 @@ class Tenant(Base):
     name: Mapped[str] = mapped_column(String(200), default="")
 
 
+class Site(Base):
+    """A place in the hierarchy site → line → asset; a line is a site whose ``parent`` is a site."""
+
+    __tablename__ = "sites"
+    tenant: Mapped[str] = mapped_column(String(64), ForeignKey("tenants.id"), primary_key=True)
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    name: Mapped[str] = mapped_column(String(200), default="")
+    kind: Mapped[str] = mapped_column(String(16), default="site")  # site | line
+    parent: Mapped[str | None] = mapped_column(String(64), nullable=True)
+
+
 class Gateway(Base):
     __tablename__ = "gateways"
     tenant: Mapped[str] = mapped_column(String(64), ForeignKey("tenants.id"), primary_key=True)
     id: Mapped[str] = mapped_column(String(64), primary_key=True)
     state: Mapped[str] = mapped_column(String(16), default="unknown")
     last_seen_ns: Mapped[int] = mapped_column(BigInteger, default=0)
-    config_version: Mapped[int] = mapped_column(Integer, default=0)
+    config_version: Mapped[int] = mapped_column(Integer, default=0)  # what the gateway reports it runs
     counters: Mapped[dict] = mapped_column(JSON, default=dict)
     high_seq: Mapped[int] = mapped_column(BigInteger, default=-1)
     missing_seqs: Mapped[int] = mapped_column(BigInteger, default=0)
+    site: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    desired_config: Mapped[dict | None] = mapped_column(JSON, nullable=True)
+    desired_version: Mapped[int] = mapped_column(Integer, default=0)  # bumps on every PUT: the ETag
+    config_report: Mapped[dict | None] = mapped_column(JSON, nullable=True)  # last ReportedConfig
+
+
+class AssetTypeRecord(Base):
+    """A tenant's own asset types beside the built-in catalogue (same YAML/JSON shape)."""
+
+    __tablename__ = "asset_types"
+    tenant: Mapped[str] = mapped_column(String(64), primary_key=True)
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    definition: Mapped[dict] = mapped_column(JSON)
 
 
 class Asset(Base):
@@ -63,7 +88,74 @@ class Asset(Base):
     type: Mapped[str | None] = mapped_column(String(64), nullable=True)
     gateway: Mapped[str | None] = mapped_column(String(64), nullable=True)
     site: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    line: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    name: Mapped[str] = mapped_column(String(200), default="")
     first_seen_ns: Mapped[int] = mapped_column(BigInteger, default=0)
+
+
+class Twin(Base):
+    """An asset's desired state and its version (optimistic concurrency: ETag / If-Match)."""
+
+    __tablename__ = "twins"
+    tenant: Mapped[str] = mapped_column(String(64), primary_key=True)
+    asset: Mapped[str] = mapped_column(String(128), primary_key=True)
+    version: Mapped[int] = mapped_column(Integer, default=0)
+    desired: Mapped[dict] = mapped_column(JSON, default=dict)
+    model: Mapped[dict] = mapped_column(JSON, default=dict)  # calibrated parameters (thermal, trend, ...)
+    updated_ns: Mapped[int] = mapped_column(BigInteger, default=0)
+
+
+class Alert(Base):
+    """open → acknowledged → resolved; one open alert per (asset, rule): ``dedup_key``."""
+
+    __tablename__ = "alerts"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    tenant: Mapped[str] = mapped_column(String(64))
+    asset: Mapped[str] = mapped_column(String(128))
+    rule: Mapped[str] = mapped_column(String(128))
+    dedup_key: Mapped[str] = mapped_column(String(300))
+    severity: Mapped[str] = mapped_column(String(16))
+    state: Mapped[str] = mapped_column(String(16), default="open")
+    title: Mapped[str] = mapped_column(Text, default="")
+    evidence: Mapped[dict] = mapped_column(JSON, default=dict)
+    opened_ns: Mapped[int] = mapped_column(BigInteger)
+    last_seen_ns: Mapped[int] = mapped_column(BigInteger)
+    occurrences: Mapped[int] = mapped_column(Integer, default=1)
+    acked_by: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    acked_ns: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    resolved_by: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    resolved_ns: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    note: Mapped[str] = mapped_column(Text, default="")
+    __table_args__ = (
+        # At most one unresolved alert per (asset, rule), enforced by the database for concurrent workers.
+        Index("alerts_one_open", "tenant", "dedup_key", unique=True,
+              postgresql_where=text("state <> 'resolved'"), sqlite_where=text("state <> 'resolved'")),
+        Index("alerts_asset", "tenant", "asset"),
+    )
+
+
+class Webhook(Base):
+    __tablename__ = "webhooks"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    tenant: Mapped[str] = mapped_column(String(64))
+    url: Mapped[str] = mapped_column(Text)
+    secret: Mapped[str] = mapped_column(String(200))
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+
+
+class AuditEntry(Base):
+    """Append-only: who changed what, when, why, with the state before and after."""
+
+    __tablename__ = "audit_log"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    tenant: Mapped[str] = mapped_column(String(64))
+    t_ns: Mapped[int] = mapped_column(BigInteger)
+    actor: Mapped[str] = mapped_column(String(200))
+    action: Mapped[str] = mapped_column(String(100))
+    target: Mapped[str] = mapped_column(String(300))
+    reason: Mapped[str] = mapped_column(Text, default="")
+    before: Mapped[dict | None] = mapped_column(JSON, nullable=True)
+    after: Mapped[dict | None] = mapped_column(JSON, nullable=True)
 
 
 class AnomalyRecord(Base):
@@ -182,6 +274,11 @@ class Registry:
                 s.add(ApiKey(id=secrets.token_hex(8), hash=hash_key(key), tenant=tenant, role=role, name=name,
                              created_ns=time.time_ns()))
         return key
+
+    def audit(self, s: Session, tenant: str, actor: str, action: str, target: str, *, reason: str = "",
+              before: dict | None = None, after: dict | None = None) -> None:
+        s.add(AuditEntry(tenant=tenant, t_ns=time.time_ns(), actor=actor, action=action, target=target,
+                         reason=reason, before=before, after=after))
 
     def lookup_key(self, key: str) -> ApiKey | None:
         with self.session() as s:

@@ -39,7 +39,7 @@ def run_cloud(settings: CloudSettings, workers: int = 1) -> None:
     """The API in this process with one in-process ingest worker, plus ``workers - 1`` more processes."""
     if settings.ingest_mode == "partitioned":
         settings = settings.model_copy(update={"ingest_partitions": max(1, workers), "ingest_partition": 0})
-    platform = Platform.open(settings, with_ingest=workers > 0)
+    platform = Platform.open(settings, with_ingest=workers > 0, with_link=True)
     procs = []
     for i in range(max(0, workers - 1)):
         s = settings.model_copy(update={"ingest_client_id": f"{settings.ingest_client_id}-{i + 1}",

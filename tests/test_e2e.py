@@ -60,7 +60,7 @@ def _get_ok(api, path: str, params: dict) -> dict:
 
 
 def _gateway_counters(api) -> dict[str, int]:
-    gws = api.get("/api/v1/gateways").raise_for_status().json()
+    gws = api.get("/api/v1/gateways").raise_for_status().json()["items"]
     return next((g["counters"] for g in gws if g["id"] == "gw-e2e"), {})
 
 
@@ -98,7 +98,7 @@ def test_injected_spike_comes_back_as_an_anomaly_event(platform, mosquitto):
     with cloud.client() as api:
         def events_so_far():
             r = api.get("/api/v1/assets/trailer-002/anomalies")
-            return r.status_code == 200 and r.json()
+            return r.status_code == 200 and r.json()["items"]
 
         events = wait_until(events_so_far, timeout=30, what="the spike's anomaly event")
     assert len(events) == 1
@@ -151,7 +151,7 @@ def test_malformed_batch_is_dead_lettered_counted_and_ingest_keeps_running(platf
     wait_until(lambda: cloud.metrics().get("twin_ingest_dead_letters") == before + 4, timeout=20,
                what="4 new dead letters")
     with cloud.client() as api:
-        reasons = [d["reason"] for d in api.get("/api/v1/dead-letters").json()][:4]
+        reasons = [d["reason"] for d in api.get("/api/v1/dead-letters").json()["items"]][:4]
     assert any("neither JSON nor zlib" in r for r in reasons)
     assert any("unsupported schema version 'v9'" in r for r in reasons)
     assert any("same length" in r for r in reasons)

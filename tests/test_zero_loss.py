@@ -103,7 +103,7 @@ def test_no_sample_is_lost_or_duplicated_through_outages_and_a_kill(tmp_path, br
         time.sleep(2)  # anything still in flight would now show up as an excess
         assert stored() == expected
         with cloud.client() as api:
-            gw = next(g for g in api.get("/api/v1/gateways").json() if g["id"] == "gw-e2e")
+            gw = next(g for g in api.get("/api/v1/gateways").json()["items"] if g["id"] == "gw-e2e")
         assert gw["missing_seqs"] == 0
         assert cloud.metrics()["twin_ingest_dead_letters"] == 0
     finally:

@@ -124,7 +124,7 @@ def run_demo(*, broker: str | None, influx: str | None, port: int, data_dir: Pat
         ingest_shared=embedded is None, ingest_client_id=f"demo-ingest-{secrets.token_hex(3)}",
         api_port=port, bootstrap_api_key=key, bootstrap_tenant="demo",
     )
-    platform = Platform.open(settings, with_ingest=True)
+    platform = Platform.open(settings, with_ingest=True, with_link=True)
     platform.start()
     server = uvicorn.Server(uvicorn.Config(create_app(platform), host="127.0.0.1", port=port, log_level="warning"))
     threading.Thread(target=server.run, name="api", daemon=True).start()

@@ -16,6 +16,12 @@ class Principal:
     key_id: str
     tenant: str
     role: str
+    name: str = ""
+
+    @property
+    def actor(self) -> str:
+        """Who did it, as the audit trail records it."""
+        return f"key:{self.key_id}" + (f" ({self.name})" if self.name else "")
 
     def can(self, role: str) -> bool:
         return ROLES.index(self.role) >= ROLES.index(role)
@@ -34,7 +40,7 @@ def principal(request: Request, authorization: str | None = Header(default=None)
     found = request.app.state.platform.registry.lookup_key(key)
     if found is None:
         raise Problem(401, "Unauthorized", "unknown or revoked API key")
-    return Principal(found.id, found.tenant, found.role)
+    return Principal(found.id, found.tenant, found.role, found.name)
 
 
 def require(role: str):

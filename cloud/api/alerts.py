@@ -1,0 +1,126 @@
+"""Alerts (list and filter, acknowledge, resolve), webhooks, and the audit trail."""
+
+from __future__ import annotations
+
+import json
+import secrets
+from typing import Any, Literal
+
+from fastapi import APIRouter, Query
+from fastapi.responses import Response
+from pydantic import BaseModel, Field, HttpUrl
+from sqlalchemy import select
+
+from cloud.alerts import AlertError, alert_dict
+from cloud.api.auth import Admin, Operator, Viewer
+from cloud.api.deps import Page, decode_cursor, encode_cursor
+from cloud.api.problems import Problem
+from cloud.registry import Alert, AuditEntry, Webhook
+
+
+class AlertOut(BaseModel):
+    id: int
+    asset: str
+    rule: str
+    severity: str
+    state: str
+    title: str
+    evidence: dict[str, Any]
+    opened_ns: int
+    last_seen_ns: int
+    occurrences: int
+    acked_by: str | None
+    acked_ns: int | None
+    resolved_by: str | None
+    resolved_ns: int | None
+    note: str
+
+
+class NoteIn(BaseModel):
+    note: str = Field("", max_length=2000)
+
+
+class WebhookIn(BaseModel):
+    url: HttpUrl
+
+
+def get_router(platform) -> APIRouter:
+    r = APIRouter(prefix="/api/v1")
+    reg, alerts = platform.registry, platform.alerts
+
+    @r.get("/alerts", response_model=Page[AlertOut], tags=["alerts"])
+    def list_alerts(p: Viewer, state: Literal["open", "acknowledged", "resolved", "active"] | None = None,
+                    severity: str | None = None, asset: str | None = None, rule: str | None = None,
+                    limit: int = Query(100, ge=1, le=1000), cursor: str | None = None) -> Page[AlertOut]:
+        after = decode_cursor(cursor)
+        with reg.session() as s:
+            q = select(Alert).where(Alert.tenant == p.tenant)
+            if state == "active":
+                q = q.where(Alert.state != "resolved")
+            elif state:
+                q = q.where(Alert.state == state)
+            for col, val in ((Alert.severity, severity), (Alert.asset, asset), (Alert.rule, rule)):
+                if val:
+                    q = q.where(col == val)
+            if after is not None:
+                q = q.where(Alert.id < int(after))
+            rows = list(s.scalars(q.order_by(Alert.id.desc()).limit(limit + 1)))
+        more = len(rows) > limit
+        rows = rows[:limit]
+        return Page(items=[AlertOut(**alert_dict(a)) for a in rows],
+                    next_cursor=encode_cursor(rows[-1].id) if more else None)
+
+    @r.get("/alerts/{alert_id}", response_model=AlertOut, tags=["alerts"])
+    def get_alert(alert_id: int, p: Viewer) -> AlertOut:
+        with reg.session() as s:
+            a = s.scalar(select(Alert).where(Alert.tenant == p.tenant, Alert.id == alert_id))
+            if a is None:
+                raise Problem(404, "Not found", f"no alert {alert_id}")
+            return AlertOut(**alert_dict(a))
+
+    def _move(alert_id: int, to: str, p, note: str) -> AlertOut:
+        try:
+            return AlertOut(**alerts.transition(p.tenant, alert_id, to, p.actor, note))
+        except LookupError as exc:
+            raise Problem(404, "Not found", str(exc)) from None
+        except AlertError as exc:
+            raise Problem(409, "Conflict", str(exc)) from None
+
+    @r.post("/alerts/{alert_id}/ack", response_model=AlertOut, tags=["alerts"])
+    def ack(alert_id: int, p: Operator, body: NoteIn | None = None) -> AlertOut:
+        return _move(alert_id, "acknowledged", p, body.note if body else "")
+
+    @r.post("/alerts/{alert_id}/resolve", response_model=AlertOut, tags=["alerts"])
+    def resolve(alert_id: int, p: Operator, body: NoteIn | None = None) -> AlertOut:
+        return _move(alert_id, "resolved", p, body.note if body else "")
+
+    @r.post("/webhooks", status_code=201, tags=["alerts"])
+    def add_webhook(body: WebhookIn, p: Admin) -> dict[str, Any]:
+        """Alert events are POSTed to ``url`` signed with ``X-Twin-Signature: sha256=<HMAC of the body>``.
+        The secret is shown once."""
+        secret = secrets.token_urlsafe(32)
+        with reg.session() as s:
+            h = Webhook(tenant=p.tenant, url=str(body.url), secret=secret, active=True)
+            s.add(h)
+            s.flush()
+            reg.audit(s, p.tenant, p.actor, "webhook.create", f"webhook:{h.id}", after={"url": str(body.url)})
+            return {"id": h.id, "url": str(body.url), "secret": secret}
+
+    @r.get("/audit", tags=["audit"])
+    def audit(p: Admin, limit: int = Query(100, ge=1, le=10_000), cursor: str | None = None,
+              format: Literal["json", "ndjson"] = "json"):
+        """The append-only audit trail, newest first; ``format=ndjson`` exports it line by line."""
+        after = decode_cursor(cursor)
+        with reg.session() as s:
+            q = select(AuditEntry).where(AuditEntry.tenant == p.tenant)
+            if after is not None:
+                q = q.where(AuditEntry.id < int(after))
+            rows = list(s.scalars(q.order_by(AuditEntry.id.desc()).limit(limit + 1)))
+        more = len(rows) > limit
+        items = [{"id": e.id, "t_ns": e.t_ns, "actor": e.actor, "action": e.action, "target": e.target,
+                  "reason": e.reason, "before": e.before, "after": e.after} for e in rows[:limit]]
+        if format == "ndjson":
+            return Response("".join(json.dumps(i) + "\n" for i in items), media_type="application/x-ndjson")
+        return {"items": items, "next_cursor": encode_cursor(rows[limit - 1].id) if more else None}
+
+    return r

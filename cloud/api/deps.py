@@ -1,0 +1,39 @@
+"""What routes share: the platform, opaque cursors, and list envelopes."""
+
+from __future__ import annotations
+
+import base64
+import json
+from typing import Any, Generic, TypeVar
+
+from fastapi import Request
+from pydantic import BaseModel
+
+from cloud.api.problems import Problem
+from cloud.platform import Platform
+
+T = TypeVar("T")
+
+
+def platform(request: Request) -> Platform:
+    return request.app.state.platform
+
+
+class Page(BaseModel, Generic[T]):
+    """A page of a list; pass ``next_cursor`` back as ``cursor`` for the next one (null: the end)."""
+
+    items: list[T]
+    next_cursor: str | None = None
+
+
+def encode_cursor(value: Any) -> str:
+    return base64.urlsafe_b64encode(json.dumps(value).encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str | None) -> Any:
+    if not cursor:
+        return None
+    try:
+        return json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+    except (ValueError, UnicodeDecodeError):
+        raise Problem(422, "Invalid request", "cursor: not a cursor this API issued") from None

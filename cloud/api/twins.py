@@ -1,0 +1,108 @@
+"""Twins (reported, desired, delta; ``ETag``/``If-Match`` → 412 on conflict) and gateway configuration
+(desired config published retained to the gateway; its report closes the loop)."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from fastapi import APIRouter, Header, Response
+from pydantic import BaseModel, Field
+
+from cloud.api.auth import Operator, Viewer
+from cloud.api.problems import Problem
+from cloud.registry import Gateway
+from cloud.twin import NotFound, VersionConflict
+from models import topics
+from models.wire import DesiredConfig, encode
+
+
+class TwinOut(BaseModel):
+    asset: str
+    type: str | None
+    gateway: str | None
+    version: int
+    status: str
+    health: float
+    reported: dict[str, Any]
+    desired: dict[str, Any]
+    delta: dict[str, Any]
+    model: dict[str, Any]
+
+
+class DesiredIn(BaseModel):
+    desired: dict[str, Any]
+    reason: str = Field("", max_length=2000)
+
+
+class GatewayConfigIn(BaseModel):
+    config: dict[str, Any] = Field(description="gateway.yaml fields to change (validated by the gateway)")
+    reason: str = Field("", max_length=2000)
+
+
+def _if_match(value: str | None) -> int:
+    if value is None:
+        raise Problem(428, "Precondition required", "send If-Match with the ETag of the state you changed")
+    v = value.strip().removeprefix("W/").strip('"')
+    if not v.isdigit():
+        raise Problem(412, "Precondition failed", f"If-Match {value!r} is not an ETag this API issued")
+    return int(v)
+
+
+def get_router(platform) -> APIRouter:
+    r = APIRouter(prefix="/api/v1")
+    twins, reg = platform.twins, platform.registry
+
+    @r.get("/twins/{asset}", response_model=TwinOut, tags=["twins"])
+    def get_twin(asset: str, p: Viewer, response: Response) -> TwinOut:
+        try:
+            st = twins.state(p.tenant, asset)
+        except NotFound as exc:
+            raise Problem(404, "Not found", str(exc)) from None
+        response.headers["ETag"] = f'"{st.version}"'
+        return TwinOut(**st.__dict__)
+
+    @r.put("/twins/{asset}/desired", response_model=TwinOut, tags=["twins"])
+    def put_desired(asset: str, body: DesiredIn, p: Operator, response: Response,
+                    if_match: str | None = Header(default=None)) -> TwinOut:
+        expected = _if_match(if_match)
+        try:
+            twins.put_desired(p.tenant, asset, body.desired, expected, p.actor, body.reason)
+        except NotFound as exc:
+            raise Problem(404, "Not found", str(exc)) from None
+        except VersionConflict as exc:
+            raise Problem(412, "Precondition failed", f"{exc}; you sent If-Match {expected}: read it again",
+                          current_version=exc.current) from None
+        st = twins.state(p.tenant, asset)
+        response.headers["ETag"] = f'"{st.version}"'
+        return TwinOut(**st.__dict__)
+
+    @r.put("/gateways/{gateway}/config", tags=["fleet"])
+    def put_gateway_config(gateway: str, body: GatewayConfigIn, p: Operator, response: Response,
+                           if_match: str | None = Header(default=None)) -> dict[str, Any]:
+        """Publish a desired configuration to the gateway (retained, so it gets it on reconnect). The gateway
+        validates and reports applied or rejected; see ``config_report`` on the gateway."""
+        expected = _if_match(if_match)
+        if platform.link is None:
+            raise Problem(503, "Broker unavailable", "this API process has no broker connection")
+        with reg.session() as s:
+            g = s.get(Gateway, (p.tenant, gateway))
+            if g is None:
+                raise Problem(404, "Not found", f"no gateway {gateway!r}")
+            current = g.desired_version or 0
+            if current != expected:
+                raise Problem(412, "Precondition failed", f"the gateway's configuration is at version {current}; "
+                              f"you sent If-Match {expected}", current_version=current)
+            # Versions only grow, and stay above what the gateway already runs, so it never ignores a push.
+            version = max(current, g.config_version or 0) + 1
+            before = {"version": current, "config": g.desired_config}
+            g.desired_config, g.desired_version = body.config, version
+            reg.audit(s, p.tenant, p.actor, "gateway.config.put", f"gateway:{gateway}", reason=body.reason,
+                      before=before, after={"version": version, "config": body.config})
+        msg = DesiredConfig(version=version, config=body.config)
+        if not platform.link.publish(topics.config_desired(p.tenant, gateway), encode(msg), retain=True):
+            raise Problem(503, "Broker unavailable", "stored, but not yet published: the broker is unreachable")
+        response.headers["ETag"] = f'"{version}"'
+        return {"gateway": gateway, "version": version, "published_ns": time.time_ns()}
+
+    return r

@@ -1,0 +1,139 @@
+"""Twin state: what an asset reports, what an operator wants of it, and the difference.
+
+Reported state is composed at read time from the stores (each point's last value and time from the
+time-series store; open anomalies, the gateway's applied configuration version from the registry),
+so ingest never pays a registry write per sample. Desired state lives in the registry with a version
+number: a change must name the version it was based on (HTTP ``If-Match``), so of two concurrent
+writers exactly one wins and the other learns it was too late.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import select, update
+
+from cloud.registry import Alert, AnomalyRecord, Asset, Gateway, Registry, Twin
+from cloud.store import TimeSeriesStore
+
+STALE_AFTER_NS = 5 * 60 * 1_000_000_000
+OFFLINE_AFTER_NS = 60 * 60 * 1_000_000_000
+_SEVERITY_PENALTY = {"low": 0.1, "medium": 0.25, "high": 0.5, "critical": 0.8}
+
+
+class NotFound(LookupError):
+    pass
+
+
+class VersionConflict(RuntimeError):
+    def __init__(self, current: int) -> None:
+        super().__init__(f"the twin is at version {current}")
+        self.current = current
+
+
+@dataclass
+class TwinState:
+    asset: str
+    type: str | None
+    gateway: str | None
+    version: int
+    status: str
+    health: float
+    reported: dict[str, Any]
+    desired: dict[str, Any]
+    delta: dict[str, Any]
+    model: dict[str, Any]
+
+
+def status_of(last_ns: int | None, gateway_state: str | None, now_ns: int) -> str:
+    """online: data within 5 min; stale: within an hour; offline: older, none, or the gateway said so."""
+    if last_ns is None or gateway_state == "offline":
+        return "offline"
+    age = now_ns - last_ns
+    if age <= STALE_AFTER_NS:
+        return "online"
+    return "stale" if age <= OFFLINE_AFTER_NS else "offline"
+
+
+def health_of(open_alert_severities: list[str], open_anomalies: int, status: str) -> float:
+    """1.0 is healthy. Each open alert costs by severity, open anomalies 0.1 each (at most 0.3), being
+    stale 0.2; the worst case floors at 0. Simple on purpose: an operator can say why a number is what it is."""
+    h = 1.0 - sum(_SEVERITY_PENALTY.get(s, 0.25) for s in open_alert_severities)
+    h -= min(0.3, 0.1 * open_anomalies)
+    h -= 0.2 if status == "stale" else 0.0
+    return round(max(0.0, min(1.0, h)), 3)
+
+
+def delta_of(desired: dict[str, Any], reported_points: dict[str, dict]) -> dict[str, Any]:
+    """Desired keys that name a point and differ from its last reported value (or are not reported)."""
+    out = {}
+    for key, want in desired.items():
+        have = reported_points.get(key, {}).get("value")
+        if have is None or (isinstance(want, int | float) and abs(float(want) - float(have)) > 1e-9) or \
+                (not isinstance(want, int | float) and want != have):
+            out[key] = {"desired": want, "reported": have}
+    return out
+
+
+class TwinService:
+    def __init__(self, registry: Registry, store: TimeSeriesStore) -> None:
+        self.registry = registry
+        self.store = store
+
+    def state(self, tenant: str, asset: str) -> TwinState:
+        now = time.time_ns()
+        with self.registry.session() as s:
+            a = s.get(Asset, (tenant, asset))
+            if a is None:
+                raise NotFound(f"no asset {asset!r}")
+            twin = s.get(Twin, (tenant, asset))
+            gw = s.get(Gateway, (tenant, a.gateway)) if a.gateway else None
+            anomalies = s.scalars(select(AnomalyRecord).where(
+                AnomalyRecord.tenant == tenant, AnomalyRecord.asset == asset, AnomalyRecord.end_ns.is_(None))).all()
+            severities = list(s.scalars(select(Alert.severity).where(
+                Alert.tenant == tenant, Alert.asset == asset, Alert.state != "resolved")))
+        latest = self.store.latest(tenant, asset)
+        points = {p: {"value": v, "t_ns": t} for p, (t, v) in sorted(latest.items())}
+        last = max((t for t, _ in latest.values()), default=None)
+        status = status_of(last, gw.state if gw else None, now)
+        reported = {
+            "points": points,
+            "last_seen_ns": last,
+            "active_anomalies": [{"event_id": x.event_id, "point": x.point, "start_ns": x.start_ns,
+                                  "peak_score": x.peak_score} for x in anomalies],
+            "config_version": gw.config_version if gw else None,
+        }
+        desired = dict(twin.desired) if twin else {}
+        return TwinState(asset=asset, type=a.type, gateway=a.gateway, version=twin.version if twin else 0,
+                         status=status, health=health_of(severities, len(anomalies), status), reported=reported,
+                         desired=desired, delta=delta_of(desired, points), model=dict(twin.model) if twin else {})
+
+    def put_desired(self, tenant: str, asset: str, desired: dict[str, Any], if_match: int, actor: str,
+                    reason: str = "") -> int:
+        """Replace the desired state if the twin is still at ``if_match``; returns the new version."""
+        with self.registry.session() as s:
+            if s.get(Asset, (tenant, asset)) is None:
+                raise NotFound(f"no asset {asset!r}")
+            self.registry.insert_ignore(s, Twin, [{"tenant": tenant, "asset": asset, "version": 0, "desired": {},
+                                                   "model": {}, "updated_ns": 0}])
+        with self.registry.session() as s:
+            before = s.get(Twin, (tenant, asset))
+            old = dict(before.desired) if before else {}
+            # Compare-and-set in one statement: the database decides who was first.
+            res = s.execute(update(Twin).where(Twin.tenant == tenant, Twin.asset == asset, Twin.version == if_match)
+                            .values(desired=desired, version=Twin.version + 1, updated_ns=time.time_ns()))
+            if res.rowcount != 1:
+                current = s.scalar(select(Twin.version).where(Twin.tenant == tenant, Twin.asset == asset))
+                raise VersionConflict(int(current or 0))
+            self.registry.audit(s, tenant, actor, "twin.desired.put", f"asset:{asset}", reason=reason,
+                                before={"version": if_match, "desired": old},
+                                after={"version": if_match + 1, "desired": desired})
+        return if_match + 1
+
+    def put_model(self, tenant: str, asset: str, model: dict[str, Any]) -> None:
+        """The calibrated model's parameters (written by rules that fit them; not versioned by operators)."""
+        with self.registry.session() as s:
+            self.registry.upsert(s, Twin, [{"tenant": tenant, "asset": asset, "model": model,
+                                            "updated_ns": time.time_ns()}], keys=("tenant", "asset"))

@@ -1,0 +1,266 @@
+"""The operators' API against real servers: roles and tenants, twins with optimistic concurrency, the
+desired-configuration loop through the broker, alerts with signed webhooks, pagination, the live
+WebSocket and the audit trail. The registry runs on SQLite and on PostgreSQL: same tests, both engines."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import http.server
+import json
+import threading
+import time
+
+import paho.mqtt.client as mqtt
+import pytest
+from fastapi.testclient import TestClient
+
+from cloud.api.app import create_app
+from cloud.platform import Platform
+from cloud.registry import Asset
+from cloud.settings import CloudSettings
+from cloud.store import Rows
+from models import topics
+from models.wire import DesiredConfig, PointSeries, ReportedConfig, TelemetryBatch, decode, encode
+from tests.harness.processes import wait_until
+
+S = 1_000_000_000
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def platform(request, tmp_path, mosquitto, influxdb, influx_db):
+    db = f"sqlite:///{tmp_path / 'reg.sqlite'}" if request.param == "sqlite" else request.getfixturevalue("pg_db")
+    settings = CloudSettings(database_url=db, store="influx", influx_url=influxdb.url,
+                             influx_bucket=f"{influx_db}/autogen", influx_database=influx_db, mqtt_url=mosquitto.url)
+    p = Platform.open(settings, with_link=True)
+    p.start()
+    assert p.link.connected.wait(10)
+    reg = p.registry
+    keys = {
+        "admin": reg.create_api_key("acme", "admin", "alice"),
+        "operator": reg.create_api_key("acme", "operator", "olga"),
+        "viewer": reg.create_api_key("acme", "viewer", "victor"),
+        "other": reg.create_api_key("globex", "admin", "mallory"),
+    }
+    with reg.session() as s:
+        for tenant, asset, gw in (("acme", "trailer-001", "gw-a"), ("acme", "trailer-002", "gw-a"),
+                                  ("globex", "trailer-900", "gw-g")):
+            s.add(Asset(tenant=tenant, id=asset, type="refrigerated-trailer", gateway=gw, first_seen_ns=0))
+    yield p, keys
+    p.close()
+
+
+def _client(p, key: str) -> TestClient:
+    return TestClient(create_app(p), headers={"Authorization": f"Bearer {key}"})
+
+
+def test_keys_roles_and_tenants(platform):
+    p, keys = platform
+    anon = TestClient(create_app(p))
+    assert anon.get("/health").status_code == 200
+    r = anon.get("/api/v1/assets")
+    assert r.status_code == 401 and r.headers["content-type"] == "application/problem+json"
+    assert anon.get("/api/v1/assets", headers={"X-API-Key": keys["viewer"]}).status_code == 200
+    assert anon.get("/api/v1/assets", headers={"Authorization": "Basic abc"}).status_code == 401
+
+    viewer = _client(p, keys["viewer"])
+    for method, path, body in (("post", "/api/v1/sites", {"id": "dc-1"}),
+                               ("put", "/api/v1/twins/trailer-001/desired", {"desired": {"setpoint": 4}}),
+                               ("post", "/api/v1/alerts/1/ack", None), ("get", "/api/v1/audit", None),
+                               ("get", "/api/v1/dead-letters", None), ("post", "/api/v1/assets", {"id": "x"})):
+        r = getattr(viewer, method)(path, **({"json": body} if body is not None else {}),
+                                    headers={"If-Match": '"0"'})
+        assert r.status_code == 403, (method, path, r.text)
+
+    other = _client(p, keys["other"])
+    assert [a["id"] for a in other.get("/api/v1/assets").json()["items"]] == ["trailer-900"]
+    for path in ("/api/v1/assets/trailer-001", "/api/v1/twins/trailer-001", "/api/v1/assets/trailer-001/latest",
+                 "/api/v1/assets/trailer-001/telemetry?point=supply_air", "/api/v1/assets/trailer-001/anomalies",
+                 "/api/v1/assets/trailer-001/alarms", "/api/v1/gateways/gw-a"):
+        assert other.get(path).status_code == 404, path
+    alert_id, _ = p.alerts.raise_alert("acme", "trailer-001", "door-open-long", "medium", "door open", {})
+    assert other.get(f"/api/v1/alerts/{alert_id}").status_code == 404
+    assert other.post(f"/api/v1/alerts/{alert_id}/ack").status_code == 404
+    assert other.put("/api/v1/twins/trailer-001/desired", json={"desired": {}},
+                     headers={"If-Match": '"0"'}).status_code == 404
+    assert other.put("/api/v1/gateways/gw-a/config", json={"config": {}}, headers={"If-Match": '"0"'}).status_code == 404
+
+
+def test_concurrent_desired_puts_exactly_one_wins(platform):
+    p, keys = platform
+    ops = [_client(p, keys["operator"]) for _ in range(2)]
+    r = ops[0].get("/api/v1/twins/trailer-001")
+    assert r.headers["etag"] == '"0"'
+    barrier = threading.Barrier(2)
+    results: list[int] = []
+
+    def put(c: TestClient, sp: float) -> None:
+        barrier.wait()
+        results.append(c.put("/api/v1/twins/trailer-001/desired", json={"desired": {"setpoint": sp}},
+                             headers={"If-Match": '"0"'}).status_code)
+
+    threads = [threading.Thread(target=put, args=(c, sp)) for c, sp in zip(ops, (3.0, 5.0), strict=True)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(results) == [200, 412]
+    twin = ops[0].get("/api/v1/twins/trailer-001")
+    assert twin.headers["etag"] == '"1"' and twin.json()["desired"]["setpoint"] in (3.0, 5.0)
+    assert ops[0].put("/api/v1/twins/trailer-001/desired", json={"desired": {}}).status_code == 428
+
+
+def test_twin_reports_latest_values_and_the_delta(platform):
+    p, keys = platform
+    now = time.time_ns()
+    rows = Rows()
+    rows.extend_series("acme", "trailer-001", "setpoint", [now - 2 * S, now - S], [6.0, 5.0], [0, 0])
+    rows.extend_series("acme", "trailer-001", "supply_air", [now - S], [4.5], [0])
+    p.store.write(rows)
+    op = _client(p, keys["operator"])
+    op.put("/api/v1/twins/trailer-001/desired", json={"desired": {"setpoint": 4.0, "supply_air": 4.5}},
+           headers={"If-Match": '"0"'}).raise_for_status()
+    twin = op.get("/api/v1/twins/trailer-001").json()
+    assert twin["reported"]["points"]["setpoint"] == {"value": 5.0, "t_ns": now - S}
+    assert twin["delta"] == {"setpoint": {"desired": 4.0, "reported": 5.0}}
+    assert (twin["status"], twin["health"], twin["version"]) == ("online", 1.0, 1)
+
+
+def _listen(url: str, topic_filter: str) -> tuple[mqtt.Client, list]:
+    host, port = url.removeprefix("mqtt://").split(":")
+    got: list = []
+    ready = threading.Event()
+    c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+    c.on_connect = lambda cl, *_: cl.subscribe(topic_filter, 1)
+    c.on_subscribe = lambda *_: ready.set()
+    c.on_message = lambda cl, u, m: got.append((m.topic, m.payload, m.retain))
+    c.connect(host, int(port))
+    c.loop_start()
+    assert ready.wait(10)
+    return c, got
+
+
+def test_gateway_config_is_published_retained_and_the_report_closes_the_loop(platform, mosquitto):
+    p, keys = platform
+    gw = f"gw-{time.time_ns() % 10**9}"
+    p.registry.ensure_tenant("acme")
+    with p.registry.session() as s:
+        from cloud.registry import Gateway
+        s.add(Gateway(tenant="acme", id=gw, state="online", counters={}, config_version=2))
+    op = _client(p, keys["operator"])
+    r = op.put(f"/api/v1/gateways/{gw}/config", json={"config": {"tick_ms": 200}, "reason": "slower ticks"},
+               headers={"If-Match": '"0"'})
+    assert r.status_code == 200 and r.json()["version"] == 3  # above what the gateway already runs
+    c, got = _listen(mosquitto.url, topics.config_desired("acme", gw))  # subscribed after: retained
+    wait_until(lambda: got, what="the retained desired config")
+    msg = decode(got[0][1], DesiredConfig)
+    assert (msg.version, msg.config, got[0][2]) == (3, {"tick_ms": 200}, True)
+    assert op.put(f"/api/v1/gateways/{gw}/config", json={"config": {}}, headers={"If-Match": '"0"'}).status_code == 412
+    c.publish(topics.config_reported("acme", gw), encode(ReportedConfig(gateway=gw, version=3, applied=True)),
+              qos=1).wait_for_publish()
+    g = wait_until(lambda: (x := op.get(f"/api/v1/gateways/{gw}").json())["config_version"] == 3 and x,
+                   what="the applied version")
+    assert g["config_report"]["applied"] is True and g["desired_version"] == 3
+    c.publish(topics.config_desired("acme", gw), b"", retain=True).wait_for_publish()
+    c.disconnect()
+
+
+class _Hook(http.server.BaseHTTPRequestHandler):
+    received: list = []
+
+    def do_POST(self):
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        _Hook.received.append((self.headers["X-Twin-Signature"], body))
+        self.send_response(204)
+        self.end_headers()
+
+    def log_message(self, *args):
+        pass
+
+
+def test_alert_lifecycle_with_dedup_signed_webhook_and_mqtt_notification(platform, mosquitto):
+    p, keys = platform
+    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Hook)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    _Hook.received = []
+    admin, op, viewer = (_client(p, keys[k]) for k in ("admin", "operator", "viewer"))
+    hook = admin.post("/api/v1/webhooks", json={"url": f"http://127.0.0.1:{srv.server_port}/hook"}).json()
+    c, notes = _listen(mosquitto.url, "twin/v1/acme/alerts")
+
+    evidence = {"rule": "supply-air-high", "limit": 8.0, "values": [9.1, 9.4]}
+    first, new1 = p.alerts.raise_alert("acme", "trailer-002", "supply-air-high", "high", "too warm", evidence)
+    again, new2 = p.alerts.raise_alert("acme", "trailer-002", "supply-air-high", "high", "too warm", evidence)
+    assert (first == again, new1, new2) == (True, True, False)
+    listed = viewer.get("/api/v1/alerts", params={"state": "open", "asset": "trailer-002"}).json()["items"]
+    assert [(a["id"], a["occurrences"], a["evidence"]["limit"]) for a in listed] == [(first, 2, 8.0)]
+
+    assert viewer.post(f"/api/v1/alerts/{first}/ack").status_code == 403
+    acked = op.post(f"/api/v1/alerts/{first}/ack", json={"note": "driver called"}).json()
+    assert (acked["state"], acked["acked_by"].startswith("key:"), acked["note"]) == ("acknowledged", True,
+                                                                                    "driver called")
+    assert op.post(f"/api/v1/alerts/{first}/ack").status_code == 409
+    assert op.post(f"/api/v1/alerts/{first}/resolve").json()["state"] == "resolved"
+    reopened, new3 = p.alerts.raise_alert("acme", "trailer-002", "supply-air-high", "high", "too warm", evidence)
+    assert new3 and reopened != first
+
+    p.notifier.drain()
+    events = [json.loads(b)["event"] for _, b in _Hook.received]
+    assert events == ["alert.opened", "alert.acknowledged", "alert.resolved", "alert.opened"]
+    for sig, body in _Hook.received:
+        assert sig == "sha256=" + hmac.new(hook["secret"].encode(), body, hashlib.sha256).hexdigest()
+    wait_until(lambda: len(notes) == 4, what="4 MQTT notifications")
+    srv.shutdown()
+    c.disconnect()
+
+    audit = admin.get("/api/v1/audit").json()["items"]
+    assert [e["action"] for e in audit][:3] == ["alert.resolved", "alert.acknowledged", "webhook.create"]
+    lines = admin.get("/api/v1/audit", params={"format": "ndjson"}).text.splitlines()
+    assert json.loads(lines[0])["action"] == "alert.resolved"
+
+
+def test_cursor_pagination_returns_every_asset_once(platform):
+    p, keys = platform
+    admin = _client(p, keys["admin"])
+    for i in range(23):
+        admin.post("/api/v1/assets", json={"id": f"pump-{i:02d}", "type": "refrigerated-trailer"}).raise_for_status()
+    seen, cursor, pages = [], None, 0
+    while True:
+        body = admin.get("/api/v1/assets", params={"limit": 10, "type": "refrigerated-trailer",
+                                                   **({"cursor": cursor} if cursor else {})}).json()
+        seen += [a["id"] for a in body["items"]]
+        pages += 1
+        cursor = body["next_cursor"]
+        if not cursor:
+            break
+    assert pages == 3
+    assert seen == sorted([f"pump-{i:02d}" for i in range(23)] + ["trailer-001", "trailer-002"])
+    assert admin.get("/api/v1/assets", params={"cursor": "!!"}).status_code == 422
+
+
+def test_live_websocket_streams_only_subscribed_assets_of_the_own_tenant(platform, mosquitto):
+    p, keys = platform
+    app = create_app(p)
+    with TestClient(app) as tc, \
+            tc.websocket_connect(f"/api/v1/live?api_key={keys['viewer']}") as ws, \
+            tc.websocket_connect(f"/api/v1/live?api_key={keys['other']}") as intruder:
+        ws.send_json({"subscribe": ["trailer-001"]})
+        assert ws.receive_json() == {"type": "subscribed", "assets": ["trailer-001"]}
+        intruder.send_json({"subscribe": ["trailer-001"]})
+        intruder.receive_json()
+        batch = TelemetryBatch(tenant="acme", gateway="gw-a", seq=0, series=[
+            PointSeries(asset="trailer-002", point="door", t_ns=[1], values=[1.0], quality=[0]),
+            PointSeries(asset="trailer-001", point="supply_air", t_ns=[5, 6], values=[4.0, 4.25], quality=[0, 0])])
+        host, port = mosquitto.url.removeprefix("mqtt://").split(":")
+        c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+        c.connect(host, int(port))
+        c.loop_start()
+        c.publish(topics.telemetry("acme", "gw-a"), encode(batch, compress=True), qos=1).wait_for_publish()
+        msg = ws.receive_json()
+        assert msg == {"type": "telemetry", "asset": "trailer-001", "point": "supply_air", "t_ns": [5, 6],
+                       "values": [4.0, 4.25]}
+        c.disconnect()
+        c.loop_stop()
+        intruder.send_json({"subscribe": []})
+        assert intruder.receive_json()["type"] == "subscribed"  # nothing telemetry arrived before this reply
+    with TestClient(app) as tc, pytest.raises(Exception), tc.websocket_connect("/api/v1/live?api_key=nope") as ws:
+        ws.receive_json()
