@@ -14,6 +14,7 @@ import time
 import paho.mqtt.client as mqtt
 import pytest
 from fastapi.testclient import TestClient
+from starlette.websockets import WebSocketDisconnect
 
 from cloud.api.app import create_app
 from cloud.platform import Platform
@@ -83,7 +84,8 @@ def test_keys_roles_and_tenants(platform):
     assert other.post(f"/api/v1/alerts/{alert_id}/ack").status_code == 404
     assert other.put("/api/v1/twins/trailer-001/desired", json={"desired": {}},
                      headers={"If-Match": '"0"'}).status_code == 404
-    assert other.put("/api/v1/gateways/gw-a/config", json={"config": {}}, headers={"If-Match": '"0"'}).status_code == 404
+    assert other.put("/api/v1/gateways/gw-a/config", json={"config": {}},
+                     headers={"If-Match": '"0"'}).status_code == 404
 
 
 def test_concurrent_desired_puts_exactly_one_wins(platform):
@@ -262,5 +264,7 @@ def test_live_websocket_streams_only_subscribed_assets_of_the_own_tenant(platfor
         c.loop_stop()
         intruder.send_json({"subscribe": []})
         assert intruder.receive_json()["type"] == "subscribed"  # nothing telemetry arrived before this reply
-    with TestClient(app) as tc, pytest.raises(Exception), tc.websocket_connect("/api/v1/live?api_key=nope") as ws:
+    with TestClient(app) as tc, pytest.raises(WebSocketDisconnect) as closed, \
+            tc.websocket_connect("/api/v1/live?api_key=nope") as ws:
         ws.receive_json()
+    assert closed.value.code == 4401

@@ -132,3 +132,84 @@ def test_mspc_score_leaves_held_values_and_round_trips_state():
     b = Mspc(4, MspcBaseline.from_state(base.state()), [0, 1, 2, 3])
     b.load_state(a.state())
     np.testing.assert_array_equal(a.update(*[v[20:] for v in tick])[0], b.update(*[v[20:] for v in tick])[0])
+
+
+def smoothed_reference(t, X, tau):
+    """Plain-Python MEWMA from the module docstring: weight max(1 - exp(-dt / tau), 1 / (n + 1))."""
+    out, mean, last, n = [], None, None, 0
+    for ti, row in zip(t, X, strict=True):
+        if np.isnan(row).any():
+            out.append(np.full(len(row), np.nan))
+            continue
+        a = 1.0 if n == 0 else max(1 - np.exp(-(ti - last) / S / tau), 1 / (n + 1))
+        mean = row.copy() if n == 0 else mean + a * (row - mean)
+        out.append(mean.copy())
+        last, n = ti, n + 1
+    return np.array(out)
+
+
+def test_row_smoother_is_a_time_decayed_mean_that_skips_incomplete_rows():
+    rng = np.random.default_rng(8)
+    X = rng.normal(size=(60, 3))
+    X[7, 1] = np.nan
+    t = np.cumsum(rng.integers(1, 5, size=60)) * S  # irregular: the weight follows time, not rows
+    from edge.detect.multivariate import RowSmoother
+
+    sm = RowSmoother(3, tau_s=6.0)
+    got = np.r_[sm.smooth(t[:25], X[:25]), sm.smooth(t[25:], X[25:])]  # tick boundaries do not matter
+    np.testing.assert_allclose(got, smoothed_reference(t, X, 6.0), rtol=1e-12)
+
+
+def test_smoothed_baseline_is_fitted_on_smoothed_rows_and_mspc_smooths_alike():
+    X = correlated(800, seed=9)
+    t = np.arange(800, dtype=np.int64) * S
+    base = fit(X[:500], t_ns=t[:500], smooth_tau_s=5.0, alpha=0.05, limits="quantile")
+    assert base.smooth_tau_s == 5.0
+    Xs = smoothed_reference(t, X, 5.0)
+    np.testing.assert_allclose(base.mean, Xs[:500].mean(axis=0), rtol=1e-12)
+    mspc = Mspc(4, base, [0, 1, 2, 3])
+    score, _ = mspc.update(*tick_from_rows(X, [0, 1, 2, 3]))
+    np.testing.assert_allclose(score[3::4], score_rows(base, Xs)[0], rtol=1e-9)
+
+
+def test_smoothing_catches_a_small_sustained_shift_that_single_rows_hide():
+    X = correlated(1400, seed=10)
+    X[1000:] += [0.0, 0.0, 3.0, -4.0]  # latent b up by one standard deviation, for good: relations hold
+    t = np.arange(1400, dtype=np.int64) * S
+    raw = fit(X[:800], alpha=0.01, limits="quantile")
+    smooth = fit(X[:800], t_ns=t[:800], smooth_tau_s=20.0, alpha=0.01, limits="quantile")
+    hits_raw = np.mean(score_rows(raw, X)[0][1100:] >= 1)
+    flags = Mspc(4, smooth, [0, 1, 2, 3]).update(*tick_from_rows(X, [0, 1, 2, 3]))[1][3::4]
+    assert hits_raw < 0.2 and flags[1100:].mean() > 0.9 and flags[850:1000].mean() < 0.05
+
+
+def test_smoothed_mspc_score_leaves_state_and_round_trips_it():
+    X = correlated(300, seed=11)
+    t = np.arange(300, dtype=np.int64) * S
+    base = fit(X[:200], t_ns=t[:200], smooth_tau_s=10.0)
+    tick = tick_from_rows(X, [0, 1, 2, 3])
+    a = Mspc(4, base, [0, 1, 2, 3])
+    a.update(*[v[:800] for v in tick])
+    before = {k: v.copy() for k, v in a.state().items()}
+    a.score(*[v[800:] for v in tick])
+    for k, v in a.state().items():
+        np.testing.assert_array_equal(v, before[k])
+    b = Mspc(4, fit(X[:50]), [0, 1, 2, 3])  # built from another baseline: load_state brings the smoothed one
+    b.load_state(a.state())
+    np.testing.assert_array_equal(a.update(*[v[800:] for v in tick])[0], b.update(*[v[800:] for v in tick])[0])
+
+
+def test_baseline_saved_before_smoothing_existed_still_loads(tmp_path):
+    st = fit(correlated(), n_components=2).state()
+    del st["smooth_tau_s"]
+    again = MspcBaseline.from_state(st)
+    assert again.smooth_tau_s == 0.0
+
+
+def test_limit_scale_widens_both_limits_and_smoothing_needs_timestamps():
+    a, b = fit(correlated(), n_components=2), fit(correlated(), n_components=2, limit_scale=3.0)
+    assert b.t2_limit == pytest.approx(3 * a.t2_limit) and b.spe_limit == pytest.approx(3 * a.spe_limit)
+    with pytest.raises(ValueError, match="needs t_ns"):
+        fit(correlated(), smooth_tau_s=5.0)
+    with pytest.raises(ValueError, match="limit_scale"):
+        fit(correlated(), limit_scale=0.0)

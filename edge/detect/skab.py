@@ -18,7 +18,7 @@ rows, score the rest. Metrics exactly as SKAB's evaluation code (``core/metrics.
 The detector is the edge's own ``Mspc`` (``multivariate.py``) fed the file as one stream of samples, as a
 gateway would see it — nothing looks ahead. Per file, on the first 400 rows only: a Mahalanobis T² baseline
 (all components) of the six fast channels on MEWMA-smoothed rows (``smooth_tau_s``: noise averages out, a
-sustained shift does not), limit = the training rows' 95 % quantile × ``limit_scale``; the alarm is held
+sustained shift does not), limit = the training rows' 95 % quantile times ``limit_scale``; the alarm is held
 ``off_delay_s`` after the score drops back (an alarm off-delay, so a score hovering at its limit does not
 make a burst of alarms, each a false changepoint). The two temperatures are left out: they drift for the
 whole experiment as the water warms, which six minutes of baseline cannot hold (with them most false alarms
@@ -108,7 +108,10 @@ def experiment_paths(data_dir: str | Path) -> list[Path]:
     root = Path(data_dir)
     if (root / "data" / FOLDERS[0]).is_dir():
         root = root / "data"
-    paths = [p for folder in FOLDERS for p in sorted((root / folder).glob("*.csv"), key=lambda p: int(p.stem))]
+    def order(p: Path) -> tuple[bool, int, str]:  # 0.csv, 1.csv, ..., 10.csv
+        return not p.stem.isdigit(), int(p.stem) if p.stem.isdigit() else 0, p.stem
+
+    paths = [p for folder in FOLDERS for p in sorted((root / folder).glob("*.csv"), key=order)]
     if not paths:
         raise FileNotFoundError(f"{data_dir}: no SKAB experiment files (expected {'/, '.join(FOLDERS)}/ with CSVs)")
     return paths
@@ -190,7 +193,7 @@ def alarm_changepoints(alarm: np.ndarray) -> np.ndarray:
 
 def nab_windows(cp_t_ns: np.ndarray, window_s: float = NAB_WINDOW_S) -> np.ndarray:
     """(k, 2) windows centred on the changepoints; an overlapping one is cut to start where the previous ends."""
-    half = int(round(window_s * 1e9 / 2))
+    half = round(window_s * 1e9 / 2)
     w = np.c_[cp_t_ns - half, cp_t_ns + half].astype(np.int64)
     for i in range(len(w) - 1):
         if w[i, 1] >= w[i + 1, 0]:
@@ -294,7 +297,8 @@ def lofo(experiments: list[Experiment], *, far_cap: float = 15.0, channel_sets=C
     return {
         "far_cap": far_cap,
         "held_out": {"f1": tp / (tp + (fn + fp) / 2), "far": 100.0 * fp / (fp + tn), "mar": 100.0 * fn / (fn + tp)},
-        "picked": [{"setting": asdict(settings[j]), "folds": c} for j, c in sorted(counts.items(), key=lambda x: -x[1])],
+        "picked": [{"setting": asdict(settings[j]), "folds": c}
+                   for j, c in sorted(counts.items(), key=lambda x: -x[1])],
         "all_files": asdict(settings[best(np.arange(n))]),
         "settings_searched": len(settings),
     }
@@ -318,8 +322,7 @@ def run_skab(data_dir: str | Path, *, json_out: str | Path | None = None, settin
         "test_rows": evaluate(experiments, alarms),
         "whole_files": evaluate(experiments, alarms, first_row=0),
         "skab_t2_notebook": evaluate(experiments, [skab_t2_baseline(e) for e in experiments], first_row=0),
-        "per_file": [{"file": e.name, **{k: v for k, v in binary_metrics([e.anomaly[TRAIN_ROWS:]],
-                                                                          [a[TRAIN_ROWS:]]).items()}}
+        "per_file": [{"file": e.name, **binary_metrics([e.anomaly[TRAIN_ROWS:]], [a[TRAIN_ROWS:]])}
                      for e, a in zip(experiments, alarms, strict=True)],
         "published": {"outlier": {k: dict(zip(("f1", "far", "mar"), v, strict=True))
                                   for k, v in PUBLISHED_OUTLIER.items()},
