@@ -3,6 +3,7 @@ gateway with only the ``[edge]`` extra can run ``twin edge`` without FastAPI or 
 
 from __future__ import annotations
 
+import importlib
 from pathlib import Path
 
 import typer
@@ -33,6 +34,13 @@ def _mount_optional() -> None:
         app.add_typer(detect_app, name="detect", help="Anomaly detectors: offline scoring.")
     except ImportError:
         pass
+    for module, name, help_ in (("twin.coldchain_cli", "coldchain", "Cold chain: profiles, MKT, shipment checks."),
+                                ("twin.pdm_cli", "pdm", "Predictive maintenance: remaining-useful-life models."),
+                                ("twin.influx_cli", "influx", "InfluxDB: buckets, retention, v1 mapping, tokens.")):
+        try:
+            app.add_typer(importlib.import_module(module).app, name=name, help=help_)
+        except ImportError:
+            pass
     try:
         from twin.bench import app as bench_app
 
