@@ -20,33 +20,25 @@ app.add_typer(cloud_app, name="cloud")
 cloud_app.add_typer(keys_app, name="keys")
 
 
+OPTIONAL_GROUPS = (
+    ("simulators.cli", "sim", "Simulated sensors: scenarios, replay, fleet load."),
+    ("edge.detect.cli", "detect", "Anomaly detectors: offline scoring."),
+    ("twin.coldchain_cli", "coldchain", "Cold chain: profiles, MKT, shipment checks."),
+    ("twin.pdm_cli", "pdm", "Predictive maintenance: remaining-useful-life models."),
+    ("twin.influx_cli", "influx", "InfluxDB: buckets, retention, v1 mapping, tokens."),
+    ("twin.bench", "bench", "Benchmarks; figures go to docs/benchmarks.md."),
+)
+
+
 def _mount_optional() -> None:
-    """Subcommand groups whose modules need optional extras: mounted when importable."""
-    try:
-        from simulators.cli import app as sim_app
-
-        app.add_typer(sim_app, name="sim", help="Simulated sensors: scenarios, replay, fleet load.")
-    except ImportError:
-        pass
-    try:
-        from edge.detect.cli import app as detect_app
-
-        app.add_typer(detect_app, name="detect", help="Anomaly detectors: offline scoring.")
-    except ImportError:
-        pass
-    for module, name, help_ in (("twin.coldchain_cli", "coldchain", "Cold chain: profiles, MKT, shipment checks."),
-                                ("twin.pdm_cli", "pdm", "Predictive maintenance: remaining-useful-life models."),
-                                ("twin.influx_cli", "influx", "InfluxDB: buckets, retention, v1 mapping, tokens.")):
+    """Command groups whose modules need optional extras (a gateway has no cloud libraries): mounted when
+    their imports are installed."""
+    for module, name, help_ in OPTIONAL_GROUPS:
         try:
-            app.add_typer(importlib.import_module(module).app, name=name, help=help_)
-        except ImportError:
-            pass
-    try:
-        from twin.bench import app as bench_app
-
-        app.add_typer(bench_app, name="bench", help="Benchmarks; figures go to docs/benchmarks.md.")
-    except ImportError:
-        pass
+            group = importlib.import_module(module).app
+        except ModuleNotFoundError:
+            continue
+        app.add_typer(group, name=name, help=help_)
 
 
 @edge_app.command("run")
