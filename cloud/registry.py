@@ -10,6 +10,7 @@ import secrets
 import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import (
@@ -33,6 +34,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 
 ROLES = ("viewer", "operator", "admin")
+MIGRATIONS = Path(__file__).with_name("migrations")
 
 
 class Base(DeclarativeBase):
@@ -235,7 +237,15 @@ class Registry:
         self.dialect = self.engine.dialect.name
 
     def create_schema(self) -> None:
-        Base.metadata.create_all(self.engine)
+        """Bring the schema to the newest migration (Alembic); a new database starts from nothing."""
+        from alembic import command
+        from alembic.config import Config
+
+        cfg = Config(str(MIGRATIONS / "alembic.ini"))
+        cfg.set_main_option("script_location", str(MIGRATIONS))
+        with self.engine.begin() as conn:
+            cfg.attributes["connection"] = conn
+            command.upgrade(cfg, "head")
 
     @contextmanager
     def session(self) -> Iterator[Session]:
