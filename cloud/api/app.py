@@ -22,6 +22,12 @@ def create_app(platform: Platform) -> FastAPI:
     problems.install(app)
     for module in (fleet, data, twins, alerts, live):
         app.include_router(module.get_router(platform))
+    try:  # the web dashboard, when its module is present
+        from cloud.api import web
+    except ImportError:
+        web = None
+    if web is not None:
+        web.install(app, platform)
 
     @app.get("/health", tags=["ops"])
     def health() -> dict:
