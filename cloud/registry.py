@@ -33,7 +33,8 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 
-ROLES = ("viewer", "operator", "admin")
+ROLES = ("viewer", "operator", "qa", "admin")
+"""Ordered: each role can do what the ones before it can. ``qa`` adds releasing quarantined batches."""
 MIGRATIONS = Path(__file__).with_name("migrations")
 
 
@@ -274,21 +275,37 @@ class Registry:
 
     def create_api_key(self, tenant: str, role: str, name: str = "", key: str | None = None) -> str:
         """Returns the clear key once; only its hash is stored."""
+        return self.issue_api_key(tenant, role, name, key)[1]
+
+    def issue_api_key(self, tenant: str, role: str, name: str = "", key: str | None = None) -> tuple[str, str]:
+        """(key id, clear key); the clear key is never stored."""
         if role not in ROLES:
             raise ValueError(f"role must be one of {', '.join(ROLES)}, got {role!r}")
         self.ensure_tenant(tenant)
         key = key or f"twk_{secrets.token_urlsafe(24)}"
         with self.session() as s:
             existing = s.scalar(select(ApiKey).where(ApiKey.hash == hash_key(key)))
-            if existing is None:
-                s.add(ApiKey(id=secrets.token_hex(8), hash=hash_key(key), tenant=tenant, role=role, name=name,
-                             created_ns=time.time_ns()))
-        return key
+            if existing is not None:
+                return existing.id, key
+            key_id = secrets.token_hex(8)
+            s.add(ApiKey(id=key_id, hash=hash_key(key), tenant=tenant, role=role, name=name, created_ns=time.time_ns()))
+        return key_id, key
 
     def audit(self, s: Session, tenant: str, actor: str, action: str, target: str, *, reason: str = "",
               before: dict | None = None, after: dict | None = None) -> None:
         s.add(AuditEntry(tenant=tenant, t_ns=time.time_ns(), actor=actor, action=action, target=target,
                          reason=reason, before=before, after=after))
+
+    def revoke_key(self, tenant: str, key_id: str, actor: str, reason: str = "") -> bool:
+        with self.session() as s:
+            k = s.scalar(select(ApiKey).where(ApiKey.tenant == tenant, ApiKey.id == key_id))
+            if k is None:
+                return False
+            if not k.revoked:
+                k.revoked = True
+                self.audit(s, tenant, actor, "key.revoke", f"key:{key_id}", reason=reason,
+                           before={"revoked": False}, after={"revoked": True})
+            return True
 
     def lookup_key(self, key: str) -> ApiKey | None:
         with self.session() as s:

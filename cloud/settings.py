@@ -45,5 +45,10 @@ class CloudSettings(BaseSettings):
     # API
     api_host: str = "127.0.0.1"
     api_port: int = 8000
+    api_rate_per_s: float = 200.0  # per API key, token bucket; 429 with Retry-After beyond it
+    api_rate_burst: int = 400
+    api_max_body_bytes: int = 1024 * 1024  # 413 beyond it
+    api_cors_origins: list[str] = []  # closed by default: a browser page from elsewhere may not call the API
+    api_key_cache_s: float = 5.0  # how long a looked-up key is trusted; a revocation takes effect within it
     bootstrap_api_key: str | None = None
     bootstrap_tenant: str = "demo"

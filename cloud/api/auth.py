@@ -37,7 +37,8 @@ def principal(request: Request, authorization: str | None = Header(default=None)
         key = value.strip()
     if not key:
         raise Problem(401, "Unauthorized", "an API key is required (Authorization: Bearer <key> or X-API-Key)")
-    found = request.app.state.platform.registry.lookup_key(key)
+    state = request.app.state
+    found = state.key_cache.get(key, state.platform.registry.lookup_key)
     if found is None:
         raise Problem(401, "Unauthorized", "unknown or revoked API key")
     return Principal(found.id, found.tenant, found.role, found.name)
