@@ -51,6 +51,30 @@ class LocalRule(BaseModel):
             raise ValueError(f"rule {self.name}: give exactly one of 'above' or 'below'")
         return self
 
+    @property
+    def limit(self) -> float:
+        return self.above if self.above is not None else self.below  # type: ignore[return-value]
+
+    def firings(self, t_ns: list[int], values: list[float | None]) -> list[tuple[int, int, float]]:
+        """The rule's meaning, as a plain reference: (condition start, fire time, value at firing) for each
+        time the limit is crossed and held ``for_s``. Strict comparison; a missing value is skipped. The
+        gateway runs a compiled version of exactly this; the cloud re-runs this one to explain an alarm."""
+        out = []
+        since = fired = -1
+        hold = int(self.for_s * 1e9)
+        for t, v in zip(t_ns, values, strict=True):
+            if v is None or v != v:
+                continue
+            if not (v > self.limit if self.above is not None else v < self.limit):
+                since = fired = -1
+                continue
+            if since < 0:
+                since = t
+            if fired < 0 and t - since >= hold:
+                fired = t
+                out.append((since, t, v))
+        return out
+
 
 class AssetType(BaseModel):
     model_config = ConfigDict(extra="forbid")
