@@ -16,6 +16,7 @@ from cloud.api.auth import Admin, Operator, Viewer
 from cloud.api.deps import Page, decode_cursor, encode_cursor
 from cloud.api.problems import Problem
 from cloud.registry import Alert, AuditEntry, Webhook
+from cloud.rules import explain
 
 
 class AlertOut(BaseModel):
@@ -77,6 +78,16 @@ def get_router(platform) -> APIRouter:
             if a is None:
                 raise Problem(404, "Not found", f"no alert {alert_id}")
             return AlertOut(**alert_dict(a))
+
+    @r.get("/alerts/{alert_id}/explain", tags=["alerts"])
+    def explain_alert(alert_id: int, p: Viewer) -> dict[str, Any]:
+        """Recompute the alert's rule on the stored data: the evidence found beside the evidence stored."""
+        with reg.session() as s:
+            a = s.scalar(select(Alert).where(Alert.tenant == p.tenant, Alert.id == alert_id))
+            if a is None:
+                raise Problem(404, "Not found", f"no alert {alert_id}")
+            alert = {**alert_dict(a), "tenant": a.tenant}
+        return {"alert_id": alert_id, "rule": alert["rule"], **explain.explain(platform, alert)}
 
     def _move(alert_id: int, to: str, p, note: str) -> AlertOut:
         try:
