@@ -143,7 +143,8 @@ class OpcUaSource(_Strict):
     password: str | None = None
     publishing_interval_ms: float = Field(default=100.0, gt=0)
     request_timeout_s: float = Field(default=5.0, gt=0)
-    keepalive_s: float = Field(default=1.0, gt=0, description="How often a silent connection is probed.")
+    keepalive_s: float = Field(default=5.0, gt=0, description="How often an idle connection is probed, and how long "
+                               "an answer may take: a network that went silent is noticed within twice this.")
     reconnect_min_s: float = Field(default=0.5, gt=0)
     reconnect_max_s: float = Field(default=30.0, gt=0)
     reconnect_jitter: float = Field(default=0.2, ge=0, le=1)
@@ -254,4 +255,17 @@ def load_config(path: Path | str) -> GatewayConfig:
         cfg.outbox.path = base / cfg.outbox.path
     if not cfg.state_dir.is_absolute():
         cfg.state_dir = base / cfg.state_dir
+    for link in [cfg.uplink, *(s.link for s in cfg.sources if isinstance(s, MqttSource))]:
+        for name in ("ca_file", "cert_file", "key_file"):
+            _relative_to(link, name, base)
+    for src in cfg.sources:
+        if isinstance(src, OpcUaSource):
+            for name in ("cert_file", "key_file", "server_cert_file"):
+                _relative_to(src, name, base)
     return cfg
+
+
+def _relative_to(obj: BaseModel, name: str, base: Path) -> None:
+    value = getattr(obj, name)
+    if value is not None and not value.is_absolute():
+        setattr(obj, name, base / value)
