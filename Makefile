@@ -27,19 +27,22 @@ demo: $(VENV)/.demo-installed
 test: $(VENV)/.dev-installed servers
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
-## The real servers the tests start on loopback: Mosquitto, InfluxDB, PostgreSQL.
+## The real servers and peers the tests start on loopback: Mosquitto, InfluxDB, PostgreSQL, Node.js (for
+## node-opcua, an independent OPC-UA implementation) and Chromium (the dashboard's browser tests).
 servers:
 	@missing=""; \
 	command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || missing="$$missing mosquitto"; \
 	command -v influxd >/dev/null 2>&1 || [ -x /usr/bin/influxd ] || missing="$$missing influxdb"; \
 	ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || command -v initdb >/dev/null 2>&1 || missing="$$missing postgresql"; \
+	command -v node >/dev/null 2>&1 && command -v npm >/dev/null 2>&1 || missing="$$missing nodejs npm"; \
+	[ -x /usr/bin/chromium ] || missing="$$missing chromium"; \
 	if [ -n "$$missing" ]; then \
 	  if command -v apt-get >/dev/null 2>&1; then \
 	    echo "installing test servers:$$missing"; \
 	    $(if $(filter 0,$(shell id -u)),,sudo) apt-get update -qq && \
 	    DEBIAN_FRONTEND=noninteractive $(if $(filter 0,$(shell id -u)),,sudo) apt-get install -y -qq $$missing >/dev/null; \
 	  else \
-	    echo "The tests need real servers. Install:$$missing (Debian: apt-get install -y mosquitto influxdb postgresql)"; \
+	    echo "The tests need real servers. Install:$$missing (Debian: apt-get install -y mosquitto influxdb postgresql nodejs npm chromium)"; \
 	    exit 1; \
 	  fi; \
 	fi
