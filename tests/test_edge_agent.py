@@ -217,3 +217,44 @@ def test_sigterm_flushes_saves_detector_state_and_a_restart_continues_learning(t
     assert got[0].start_ns == T0 + 61 * S
     events.close()
     edge2.stop()
+
+
+def test_the_outbox_bound_holds_through_a_long_outage_alarms_survive_and_thinning_is_reported(
+        tmp_path, mosquitto, cloud_broker):
+    cloud_broker.stop()
+    limit = 256 * 1024
+    a = _agent(tmp_path, cloud_broker.url, mosquitto.url, outbox={"path": str(tmp_path / "outbox.sqlite"),
+                                                                 "max_bytes": limit}, compress=False)
+    a.start()
+    try:
+        sizes = []
+        for hour in range(24):  # a day offline, a tick per simulated 10 minutes, 6 points at 1 Hz
+            for tick in range(6):
+                base = T0 + (hour * 3600 + tick * 600) * S
+                for i in range(600):
+                    for p in ("supply_air", "return_air", "ambient", "door", "setpoint", "compressor_current"):
+                        v = 12.0 if (p == "supply_air" and hour == 5) else 4.0 + (i % 7) * 0.1
+                        v = 0.0 if p == "door" else v
+                        a.sink("trailer-001", p, base + i * S, v, 0)
+                a.tick()
+                files = list(tmp_path.glob("outbox.sqlite*"))
+                sizes.append(sum(f.stat().st_size for f in files))
+        st = a.outbox.stats()
+        assert st["outbox_bytes"] <= limit
+        assert max(sizes) <= 4 * limit + 4 * 1024 * 1024  # file + WAL stay bounded (SQLite pages, one WAL)
+        assert st["thinned_samples"] > 0 and a.counters()["thinned_samples"] == st["thinned_samples"]
+        assert a.counts["alarms"] == 1
+        cloud_broker.start()
+        events = Listener(cloud_broker.url, topics.events("acme", a.cfg.gateway))
+        status = Listener(cloud_broker.url, topics.status("acme", a.cfg.gateway))
+        alarms = wait_until(lambda: [e for e in map(decode_event, events.payloads()) if isinstance(e, AlarmEvent)],
+                            timeout=60, what="the alarm raised during the outage")
+        assert [x.rule for x in alarms] == ["supply-air-high"]
+        from models.wire import GatewayStatus
+        reported = wait_until(lambda: [s for s in (decode(p, GatewayStatus) for p in status.payloads() if p)
+                                       if s.counters.get("thinned_samples")], timeout=30, what="a status")
+        assert reported[-1].counters["thinned_samples"] == st["thinned_samples"]
+        events.close()
+        status.close()
+    finally:
+        a.shutdown(flush_s=2)
