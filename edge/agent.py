@@ -29,6 +29,7 @@ from edge.sources.mqtt import MqttSourceRunner
 from edge.uplink import Uplink
 from edge.watch import PointWatch
 from models import topics
+from models.pii import pseudonym
 from models.wire import (
     AlarmEvent,
     AnomalyEvent,
@@ -65,11 +66,15 @@ class EdgeAgent:
         self._asset_of = np.array([a for a, _ in self.points], dtype=object)
         self._point_of = np.array([p for _, p in self.points], dtype=object)
         self.buffer = SampleBuffer()
+        self._text_points = cfg.text_points()
+        self._pii_key = cfg.pii_key_file.read_bytes().strip() if cfg.pii_key_file else None
+        self._text: list[tuple[str, str, int, str]] = []
+        self._text_lock = threading.Lock()
         self.watch = PointWatch(cfg, self.points)
         self.rules = LocalRules(self._rule_list(cfg), len(self.points))
         self.outbox = Outbox(cfg.outbox.path, cfg.outbox.max_bytes)
         self.counts = {"samples_in": 0, "unmapped": 0, "ticks": 0, "anomalies": 0, "alarms": 0,
-                       "config_rejected": 0}
+                       "config_rejected": 0, "personal_dropped": 0, "bad_payloads": 0}
         self.uplink = Uplink(cfg, self.outbox, self.counters, on_desired=self.apply_desired)
         self.sources = build_sources(cfg)
         self._telemetry_topic = topics.telemetry(cfg.tenant, cfg.gateway)
@@ -89,18 +94,42 @@ class EdgeAgent:
         return rules
 
     # -- hot path ---------------------------------------------------------------------------
-    def sink(self, asset: str, point: str, t_ns: int, value: float, quality: int) -> None:
+    def sink(self, asset: str, point: str, t_ns: int, value: float | str, quality: int) -> None:
+        if type(value) is str:
+            self._sink_text(asset, point, t_ns, value)
+            return
         i = self.index.get((asset, point))
         if i is None:
             self.counts["unmapped"] += 1
             return
         self.buffer.append(i, t_ns, value, quality)
 
+    def _sink_text(self, asset: str, point: str, t_ns: int, value: str) -> None:
+        """Text points are few and slow (an id when a driver badges in): a list, not a numpy buffer. A
+        personal value is pseudonymised here, before it is stored anywhere, or dropped without a key."""
+        personal = self._text_points.get((asset, point))
+        if personal is None:
+            if (asset, point) in self.index:
+                self.counts["bad_payloads"] += 1  # text where a number belongs; the value is not logged
+                log.warning("bad payload for %s/%s: text where a number is expected", asset, point)
+            else:
+                self.counts["unmapped"] += 1
+            return
+        if personal:
+            if self._pii_key is None:
+                self.counts["personal_dropped"] += 1
+                return
+            value = pseudonym(self._pii_key, self.cfg.tenant, value)
+        with self._text_lock:
+            self._text.append((asset, point, t_ns, value))
+
     def tick(self) -> int:
         marks = [s.mark() for s in self.sources]  # before the swap: marked samples are in this tick
         tick = self.buffer.swap()
+        with self._text_lock:
+            text, self._text = self._text, []
         n = len(tick)
-        if n == 0:
+        if n == 0 and not text:
             self._commit_sources(marks)
             return 0
         self.counts["ticks"] += 1
@@ -109,9 +138,9 @@ class EdgeAgent:
             self._emit_anomaly(ev)
         for f in self.rules.evaluate(tick):
             self._emit_alarm(f)
-        for lo in range(0, n, MAX_BATCH_SAMPLES):
+        for lo in range(0, max(n, 1), MAX_BATCH_SAMPLES):
             part = Tick(*(a[lo : lo + MAX_BATCH_SAMPLES] for a in (tick.idx, tick.t_ns, tick.x, tick.quality)))
-            self._commit(part)
+            self._commit(part, text if lo == 0 else [])
         self._commit_sources(marks)
         self.uplink.wake()
         return n
@@ -121,7 +150,7 @@ class EdgeAgent:
             if m:
                 s.commit(m)
 
-    def _commit(self, tick: Tick) -> None:
+    def _commit(self, tick: Tick, text: list[tuple[str, str, int, str]]) -> None:
         """One telemetry batch per (part of a) tick. Built as plain dicts and serialised with ``json``: the
         same bytes pydantic would write for ``TelemetryBatch``, without a model object per point."""
         order = np.argsort(tick.idx, kind="stable")
@@ -140,13 +169,19 @@ class EdgeAgent:
             series.append({"asset": self._asset_of[p], "point": self._point_of[p], "t_ns": t_s[a:b],
                            "values": values, "quality": q_s[a:b]})
         head = {"v": "v1", "kind": "telemetry", "tenant": self.cfg.tenant, "gateway": self.cfg.gateway}
+        if text:
+            grouped: dict[tuple[str, str], list] = {}
+            for asset, point, t, v in text:
+                grouped.setdefault((asset, point), []).append((t, v))
+            head["text"] = [{"asset": a, "point": p, "t_ns": [t for t, _ in tv], "values": [v for _, v in tv]}
+                            for (a, p), tv in grouped.items()]
 
         def payload(seq: int) -> bytes:
             raw = json.dumps({**head, "seq": seq, "sent_ns": time.time_ns(), "series": series},
                              separators=(",", ":")).encode()
             return zlib.compress(raw, 1) if self.cfg.compress else raw
 
-        self.outbox.put_telemetry(self._telemetry_topic, len(tick), payload)
+        self.outbox.put_telemetry(self._telemetry_topic, len(tick) + len(text), payload)
 
     def _emit_anomaly(self, ev: DetectedEvent) -> None:
         """Sent when an event opens and again when it closes; the cloud upserts by event id."""

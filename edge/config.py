@@ -214,10 +214,17 @@ class GatewayConfig(_Strict):
     assets: list[AssetConfig] = Field(min_length=1)
     sources: list[Source] = Field(min_length=1)
     local_rules: list[LocalRule] = Field(default_factory=list)
+    pii_key_file: Path | None = Field(
+        default=None, description="HMAC key for personal points; without it their values are dropped, never sent")
 
     def points(self) -> list[tuple[str, str]]:
-        """Every (asset, point) this gateway knows, in a stable order: the detector state layout."""
-        return [(a.id, p) for a in self.assets for p in a.asset_type.points]
+        """Every numeric (asset, point) this gateway knows, in a stable order: the detector state layout."""
+        return [(a.id, p) for a in self.assets for p, spec in a.asset_type.points.items() if spec.kind == "number"]
+
+    def text_points(self) -> dict[tuple[str, str], bool]:
+        """Text points: (asset, point) -> personal."""
+        return {(a.id, p): spec.personal for a in self.assets for p, spec in a.asset_type.points.items()
+                if spec.kind == "text"}
 
 
 def _where(loc: tuple) -> str:
@@ -255,6 +262,7 @@ def load_config(path: Path | str) -> GatewayConfig:
         cfg.outbox.path = base / cfg.outbox.path
     if not cfg.state_dir.is_absolute():
         cfg.state_dir = base / cfg.state_dir
+    _relative_to(cfg, "pii_key_file", base)
     for link in [cfg.uplink, *(s.link for s in cfg.sources if isinstance(s, MqttSource))]:
         for name in ("ca_file", "cert_file", "key_file"):
             _relative_to(link, name, base)

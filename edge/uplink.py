@@ -26,6 +26,10 @@ from models.wire import GatewayStatus, encode
 
 log = logging.getLogger("edge.uplink")
 
+NO_MATCHING_SUBSCRIBERS = 0x10
+"""MQTT 5 PUBACK reason: accepted, but no subscriber — for telemetry that means nobody stores it."""
+REFUSED_RETRY_S = 5.0
+
 
 class Uplink:
     def __init__(
@@ -45,8 +49,9 @@ class Uplink:
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._inflight: dict[int, int] = {}  # mid -> outbox row id
-        self._acked: collections.deque[int] = collections.deque()
-        self.stats = {"batches_sent": 0, "reconnects": 0, "publish_errors": 0}
+        self._acked: collections.deque[tuple[int, int]] = collections.deque()  # (mid, PUBACK reason code)
+        self._held: dict[int, float] = {}  # row id -> monotonic time before which it is not re-sent
+        self.stats = {"batches_sent": 0, "reconnects": 0, "publish_errors": 0, "publish_refused": 0}
         self._connects = 0
         self.client = make_client(cfg.uplink, f"gw-{cfg.tenant}-{cfg.gateway}")
         self.client.max_inflight_messages_set(cfg.max_inflight)
@@ -119,7 +124,7 @@ class Uplink:
 
     def _on_publish(self, client, userdata, mid, reason_code=None, properties=None) -> None:
         # Only record; the drain thread owns the in-flight map (no lock shared with paho's).
-        self._acked.append(mid)
+        self._acked.append((mid, getattr(reason_code, "value", 0) if reason_code is not None else 0))
         self._wake.set()
 
     def _on_message(self, client, userdata, msg: mqtt.MQTTMessage) -> None:
@@ -129,11 +134,19 @@ class Uplink:
     # -- the drain loop ----------------------------------------------------------------------
     def _settle_acks(self) -> None:
         while self._acked:
-            mid = self._acked.popleft()
+            mid, code = self._acked.popleft()
             row_id = self._inflight.pop(mid, None)
-            if row_id is not None:
-                self.outbox.ack(row_id)
-                self.stats["batches_sent"] += 1
+            if row_id is None:
+                continue
+            if code >= 0x80 or code == NO_MATCHING_SUBSCRIBERS:
+                # The broker took it but nobody will get it (or it refused): keep it and try again later.
+                self.stats["publish_refused"] += 1
+                self._held[row_id] = time.monotonic() + REFUSED_RETRY_S
+                if self.stats["publish_refused"] % 100 == 1:
+                    log.warning("uplink: broker answered PUBACK reason 0x%02x; the batch stays in the outbox", code)
+                continue
+            self.outbox.ack(row_id)
+            self.stats["batches_sent"] += 1
 
     def _drain(self) -> None:
         next_status = time.monotonic() + self.cfg.status_interval_s
@@ -156,7 +169,9 @@ class Uplink:
             free = self.cfg.max_inflight - len(self._inflight)
             if free <= 0:
                 continue
-            for row in self.outbox.pending(free, skip=set(self._inflight.values())):
+            if self._held:
+                self._held = {r: until for r, until in self._held.items() if until > now}
+            for row in self.outbox.pending(free, skip={*self._inflight.values(), *self._held}):
                 info = self.client.publish(row.topic, row.payload, qos=1)
                 if info.rc != mqtt.MQTT_ERR_SUCCESS:
                     self.stats["publish_errors"] += 1

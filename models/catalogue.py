@@ -25,8 +25,12 @@ class DetectorSpec(BaseModel):
 
 
 class PointSpec(BaseModel):
+    """A point of an asset type. ``kind: text`` points carry strings (an id, a state name) beside the numeric
+    time series; ``personal: true`` marks data about a person, pseudonymised before it is stored."""
+
     model_config = ConfigDict(extra="forbid")
     unit: str
+    kind: Literal["number", "text"] = "number"
     description: str = ""
     normal_range: tuple[float, float] | None = None
     physical_range: tuple[float, float] | None = None

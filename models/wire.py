@@ -65,6 +65,22 @@ class PointSeries(BaseModel):
         return len(self.t_ns)
 
 
+class TextSeries(BaseModel):
+    """String samples of one text point (e.g. a driver id, already pseudonymised when personal)."""
+
+    model_config = ConfigDict(extra="forbid")
+    asset: str = Field(min_length=1, max_length=128)
+    point: str = Field(min_length=1, max_length=128)
+    t_ns: list[int]
+    values: list[str]
+
+    @model_validator(mode="after")
+    def _same_lengths(self) -> TextSeries:
+        if len(self.values) != len(self.t_ns):
+            raise ValueError(f"{self.asset}/{self.point}: t_ns and values must have the same length")
+        return self
+
+
 class TelemetryBatch(_Msg):
     """One tick of a gateway's samples; ``seq`` is per gateway, gap-free, and never reused."""
 
@@ -74,6 +90,7 @@ class TelemetryBatch(_Msg):
     seq: int = Field(ge=0)
     sent_ns: int = 0
     series: list[PointSeries]
+    text: list[TextSeries] = Field(default_factory=list)
 
     @property
     def n_samples(self) -> int:

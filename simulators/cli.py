@@ -1,20 +1,24 @@
-"""``twin sim``: run a scenario or replay a CSV against a broker. Thin: parsing and progress only."""
+"""``twin sim``: scenarios, CSV and C-MAPSS replay, fleet load and scoring. Thin: parsing and progress only."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Annotated
 
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
 
 from simulators.devices import DEFAULT_TOPIC_TEMPLATE, PublishReport
 from simulators.replay import replay_csv
-from simulators.scenario import load_scenario, run_scenario
+from simulators.scenario import _seconds, load_scenario, run_scenario
+from simulators.turbofan import DEFAULT_DATA
 
-app = typer.Typer(help="Simulated sensors: trailer scenarios with faults and ground truth, and CSV replay, "
-                       "published over MQTT like field devices.", no_args_is_help=True)
+app = typer.Typer(help="Simulated sensors: trailer scenarios with faults and ground truth, CSV and C-MAPSS "
+                       "replay, fleet load, and scoring detections, published over MQTT like field devices.",
+                  no_args_is_help=True)
 console = Console(stderr=True)
 
 Broker = Annotated[str | None, typer.Option(help="MQTT broker, mqtt://host:port (overrides the scenario's)")]
@@ -82,3 +86,179 @@ def replay(
         except ValueError as exc:
             raise typer.BadParameter(str(exc), param_hint="CSV") from None
     _summary(report)
+
+
+@app.command()
+def machines(
+    scenario: Annotated[Path, typer.Argument(help="scenario YAML with a machines: list (fleet: trailers optional)",
+                                             exists=True, dir_okay=False)],
+    broker: Broker = None,
+    out: Annotated[Path | None, typer.Option(help="where ground_truth.json goes "
+                                                  "(default artifacts/sim/NAME)")] = None,
+    publish: Annotated[bool, typer.Option(help="send the samples; --no-publish only writes files")] = True,
+) -> None:
+    """Simulate a scenario with rotating machines (slow points; the waveform stays local) and trailers."""
+    from simulators.machine import load_machine_scenario, run_machine_scenario
+
+    try:
+        sc = load_machine_scenario(scenario)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="SCENARIO") from None
+    out_dir = out or Path("artifacts") / "sim" / sc.name
+    with _progress() as bar:
+        task = bar.add_task(f"{sc.name} ({sc.mode})", total=None)
+        result = run_machine_scenario(sc, out_dir, broker_url=broker, publish=publish,
+                                      on_progress=lambda sent, total: bar.update(task, completed=sent, total=total))
+    console.print(f"{len(result.ground_truth['assets'])} assets, {result.n_readings:,} samples, "
+                  f"{len(result.ground_truth['faults'])} faults; ground truth in {out_dir / 'ground_truth.json'}")
+    if result.report is None:
+        console.print("nothing published (no broker given, or --no-publish)")
+    _summary(result.report)
+
+
+def _duration(value: str, hint: str) -> float:
+    try:
+        seconds = float(_seconds(value))
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint=hint) from None
+    if seconds <= 0:
+        raise typer.BadParameter("must be positive", param_hint=hint)
+    return seconds
+
+
+@app.command()
+def turbofan(
+    data: Annotated[Path, typer.Option(help="folder with the C-MAPSS text files", exists=True, file_okay=False)]
+    = DEFAULT_DATA,
+    dataset: Annotated[str, typer.Option(help="FD001, FD002, FD003 or FD004")] = "FD001",
+    split: Annotated[str, typer.Option(help="train (run to failure) or test (stops early)")] = "train",
+    units: Annotated[int | None, typer.Option(min=1, help="first N engines (default all)")] = None,
+    cycle_period: Annotated[str, typer.Option(help="time per flight cycle: seconds, or 1s, 2m, 1h")] = "1s",
+    broker: Broker = None,
+    realtime: Annotated[bool, typer.Option(help="live: each cycle at its wall-clock time; --no-realtime "
+                                                "back-fills from 2025-06-02 as fast as acknowledged")] = True,
+    qos: Annotated[int, typer.Option(min=0, max=1)] = 1,
+    style: Annotated[str, typer.Option(help="payload: json or bare")] = "json",
+    topic_template: Annotated[str, typer.Option(help="topic per point")] = DEFAULT_TOPIC_TEMPLATE,
+    out: Annotated[Path | None, typer.Option(help="where ground_truth.json goes "
+                                                  "(default artifacts/sim/cmapss-DATASET-SPLIT)")] = None,
+) -> None:
+    """Replay NASA C-MAPSS engines as live devices (engine-FD001-001 ...), one sample per cycle."""
+    from simulators.turbofan import run_turbofan
+
+    if style not in ("json", "bare"):
+        raise typer.BadParameter("use json or bare", param_hint="--style")
+    period = _duration(cycle_period, "--cycle-period")
+    out_dir = out or Path("artifacts") / "sim" / f"cmapss-{dataset}-{split}"
+    with _progress() as bar:
+        task = bar.add_task(f"C-MAPSS {dataset} {split}", total=None)
+        try:
+            result = run_turbofan(data, dataset, split=split, units=units,  # type: ignore[arg-type]
+                                  cycle_period_s=period, broker_url=broker, realtime=realtime, qos=qos,
+                                  style=style, topic_template=topic_template,  # type: ignore[arg-type]
+                                  out_dir=out_dir,
+                                  on_progress=lambda sent, total: bar.update(task, completed=sent, total=total))
+        except (ValueError, FileNotFoundError) as exc:
+            raise typer.BadParameter(str(exc), param_hint="--data/--dataset") from None
+    cycles = sum(len(e.cycles) for e in result.engines)
+    console.print(f"{len(result.engines)} engines, {cycles:,} cycles, {result.n_readings:,} samples; "
+                  f"ground truth in {out_dir / 'ground_truth.json'}")
+    if result.report is None:
+        console.print("nothing published (no --broker given)")
+    _summary(result.report)
+
+
+@app.command()
+def fleet(
+    devices: Annotated[int, typer.Option(min=1, help="simulated devices (one topic each)")] = 10_000,
+    rate: Annotated[float, typer.Option(min=0.0001, help="messages per second per device")] = 1.0,
+    duration: Annotated[str, typer.Option(help="how long to publish: seconds or 30s, 5m, 1h")] = "30s",
+    broker: Annotated[str, typer.Option(help="MQTT broker, mqtt://host:port")] = "mqtt://127.0.0.1:1883",
+    qos: Annotated[int, typer.Option(min=0, max=1)] = 0,
+    connections: Annotated[int, typer.Option(min=1, help="MQTT connections the devices share "
+                                                         "(= --devices for one per device)")] = 8,
+    json_share: Annotated[float, typer.Option(min=0, max=1, help="share of devices sending JSON; "
+                                                                 "the rest send bare numbers")] = 0.5,
+    topic_template: Annotated[str, typer.Option(help="topic per device")] = DEFAULT_TOPIC_TEMPLATE,
+    prefix: Annotated[str, typer.Option(help="device ids are PREFIX-00000 ...")] = "fleet",
+    window: Annotated[int, typer.Option(min=1, max=65_000, help="QoS 1: unacknowledged per connection")] = 10_000,
+    json_out: Annotated[Path | None, typer.Option("--json", help="write the report here as JSON")] = None,
+) -> None:
+    """Many devices from one process at a fixed rate; reports the achieved rate, lag and losses.
+
+    Exits with 1 when a scheduled message was dropped or left unacknowledged, so a CI job can gate on it.
+    """
+    from simulators.fleet import FleetConfig, run_fleet
+
+    try:
+        cfg = FleetConfig(devices=devices, rate=rate, duration_s=_duration(duration, "--duration"),
+                          qos=qos, connections=min(connections, devices),  # type: ignore[arg-type]
+                          json_share=json_share, topic_template=topic_template, prefix=prefix, window=window)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from None
+    console.print(f"{cfg.devices:,} devices x {cfg.rate:g} msg/s over {cfg.connections:,} connections, "
+                  f"QoS {cfg.qos}, {cfg.duration_s:g} s ...")
+    try:
+        r = run_fleet(broker, cfg)
+    except (ConnectionError, ValueError) as exc:
+        console.print(f"[red]{exc}[/red]")
+        raise typer.Exit(1) from None
+    console.print(f"sent {r.sent:,} of {r.expected:,} scheduled"
+                  + (f", {r.acked:,} acknowledged, {r.unacked:,} unacknowledged" if r.qos else "")
+                  + f", {r.dropped:,} dropped; {r.per_second:,.0f} msg/s (slowest second {r.per_second_min:,.0f})")
+    console.print(f"lag behind schedule p50 {r.lag_ms_p50:.0f} ms, p99 {r.lag_ms_p99:.0f} ms, max {r.lag_ms_max:.0f} ms"
+                  + (f"; PUBACK p50 {r.ack_ms_p50:.1f} ms, p99 {r.ack_ms_p99:.1f} ms" if r.qos else "")
+                  + f"; connect {r.connect_s:.2f} s; generator CPU {r.cpu_percent:.0f} % of a core, "
+                    f"longest pause between ticks {r.tick_gap_ms_max:.0f} ms")
+    if json_out is not None:
+        json_out.write_text(json.dumps(r.to_dict(), indent=1) + "\n")
+    if r.dropped or r.unacked or r.sent < r.expected:
+        raise typer.Exit(1)
+
+
+def _fmt(x: float | None, digits: int = 0) -> str:
+    return "-" if x is None else f"{x:,.{digits}f}"
+
+
+@app.command()
+def evaluate(
+    truth: Annotated[Path, typer.Option(help="ground_truth.json of the run", exists=True, dir_okay=False)],
+    detections: Annotated[Path, typer.Option(help="detections: JSON (list, or anomalies/alerts lists) or CSV",
+                                             exists=True, dir_okay=False)],
+    tolerance: Annotated[str, typer.Option(help="a detection may start this long before a fault")] = "60s",
+    grace: Annotated[str, typer.Option(help="... or this long after it ended (and after an event)")] = "30m",
+    as_json: Annotated[bool, typer.Option("--json", help="print the full result as JSON")] = False,
+) -> None:
+    """Score detections against a run's ground truth: recall, false alarms per asset-day, delay, lead time."""
+    from simulators.evaluate import evaluate as score
+    from simulators.evaluate import load_detections, load_truth
+
+    try:
+        result = score(load_truth(truth), load_detections(detections),
+                       tolerance_s=float(_seconds(tolerance)), grace_s=float(_seconds(grace)))
+    except (ValueError, KeyError) as exc:
+        raise typer.BadParameter(str(exc)) from None
+    if as_json:
+        typer.echo(json.dumps(result.to_dict(), indent=1))
+        return
+    table = Table(title=f"{truth}: {result.detections:,} detections, {result.assets} assets, "
+                        f"{result.asset_days:.1f} asset-days")
+    for col in ("fault kind", "faults", "caught", "recall", "median delay s", "median lead s"):
+        table.add_column(col, justify="left" if col == "fault kind" else "right")
+    rows = [*result.per_kind.items(), ("overall", result.overall)]
+    for kind, k in rows:
+        table.add_row(kind, str(k.faults), str(k.caught), _fmt(None if k.recall is None else 100 * k.recall, 1) + "%",
+                      _fmt(k.median_delay_s), _fmt(k.median_lead_s))
+    Console().print(table)
+    in_events = ", ".join(f"{n} in {kind}" for kind, n in sorted(result.false_alarms_in_events.items()))
+    Console().print(f"false alarms: {result.false_alarms} ({_fmt(result.false_alarms_per_asset_day, 3)} per "
+                    f"asset-day{'; ' + in_events if in_events else ''}); matched {result.matched}, "
+                    f"explained by classified events {result.explained}, ignored {result.ignored}")
+
+
+try:
+    from simulators.opcua_server import opcua_server_command as _cmd
+
+    app.command("opcua-server", help="An OPC-UA server whose address space mirrors the asset types.")(_cmd)
+except ModuleNotFoundError:  # asyncua not installed: the command is simply not offered
+    pass

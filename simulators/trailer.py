@@ -35,7 +35,7 @@ from models.catalogue import get_type
 from models.wire import Quality
 
 ASSET_TYPE = "refrigerated-trailer"
-POINTS: tuple[str, ...] = tuple(get_type(ASSET_TYPE).points)
+POINTS: tuple[str, ...] = tuple(p for p, spec in get_type(ASSET_TYPE).points.items() if spec.kind == "number")
 """The points a trailer reports, in the catalogue's order."""
 
 FaultKind = Literal[

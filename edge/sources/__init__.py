@@ -10,7 +10,9 @@ from typing import Protocol
 
 
 class Sink(Protocol):
-    def __call__(self, asset: str, point: str, t_ns: int, value: float, quality: int) -> None: ...
+    """``value`` is a float for numeric points and a str for text points (ids, state names)."""
+
+    def __call__(self, asset: str, point: str, t_ns: int, value: float | str, quality: int) -> None: ...
 
 
 class Source(Protocol):

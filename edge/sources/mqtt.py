@@ -78,7 +78,7 @@ class _Route:
             raise PayloadError(f"'{sub.ts_path}' is not a number: {raw_t!r:.40}")
         return int(raw_t * _TS_SCALE[sub.ts_unit])
 
-    def parse(self, payload: bytes) -> tuple[float, int | None, int]:
+    def parse(self, payload: bytes) -> tuple[float | str, int | None, int]:
         sub = self.sub
         try:
             text = payload.decode()
@@ -88,18 +88,22 @@ class _Route:
             try:
                 return float(text), None, Quality.GOOD
             except ValueError:
-                raise PayloadError(f"not a number: {text[:40]!r}") from None
+                # Never the value itself in a log line: it may be personal data sent to the wrong topic.
+                raise PayloadError(f"not a number ({len(text)} characters)") from None
         try:
             obj = json.loads(text)
         except json.JSONDecodeError as exc:
             raise PayloadError(f"not JSON: {exc.msg}") from None
         raw_v = _dig(obj, sub.value_path)
+        value: float | str
         if raw_v is None:
             value, quality = math.nan, Quality.BAD
         elif isinstance(raw_v, bool | int | float):
             value, quality = float(raw_v), Quality.GOOD
+        elif isinstance(raw_v, str):
+            value, quality = raw_v, Quality.GOOD  # a text point (an id, a state); the agent decides
         else:
-            raise PayloadError(f"'{sub.value_path}' is not a number: {raw_v!r:.40}")
+            raise PayloadError(f"'{sub.value_path}' is neither a number nor a string ({type(raw_v).__name__})")
         t_ns = self._timestamp(obj)
         if sub.quality_path and isinstance(obj, dict) and sub.quality_path in obj:
             q = obj[sub.quality_path]
@@ -222,8 +226,10 @@ class MqttSourceRunner:
                 sink(asset, point, t_ns, math.nan, Quality.BAD)
             elif isinstance(raw, int | float) and not isinstance(raw, bool):
                 sink(asset, point, t_ns, float(raw), Quality.GOOD)
+            elif isinstance(raw, str):
+                sink(asset, point, t_ns, raw, Quality.GOOD)
             else:
-                self._bad(msg.topic, f"point {point!r}: not a number: {raw!r:.40}")
+                self._bad(msg.topic, f"point {point!r}: neither a number nor a string ({type(raw).__name__})")
 
     def _bad(self, topic: str, reason: str) -> None:
         self._counts["bad_payloads"] += 1
