@@ -16,7 +16,7 @@ $(VENV)/.demo-installed: pyproject.toml | $(PY)
 	touch $@
 
 $(VENV)/.dev-installed: pyproject.toml | $(PY)
-	$(PIP) install -e '.[dev]'
+	$(PIP) install -e '.[dev,bench]'
 	touch $@
 
 ## Run the whole platform on embedded defaults (no server to install); Ctrl-C stops it.
@@ -36,13 +36,14 @@ servers:
 	ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || command -v initdb >/dev/null 2>&1 || missing="$$missing postgresql"; \
 	command -v node >/dev/null 2>&1 && command -v npm >/dev/null 2>&1 || missing="$$missing nodejs npm"; \
 	[ -x /usr/bin/chromium ] || missing="$$missing chromium"; \
+	command -v docker-compose >/dev/null 2>&1 || missing="$$missing docker-compose"; \
 	if [ -n "$$missing" ]; then \
 	  if command -v apt-get >/dev/null 2>&1; then \
 	    echo "installing test servers:$$missing"; \
 	    $(if $(filter 0,$(shell id -u)),,sudo) apt-get update -qq && \
 	    DEBIAN_FRONTEND=noninteractive $(if $(filter 0,$(shell id -u)),,sudo) apt-get install -y -qq $$missing >/dev/null; \
 	  else \
-	    echo "The tests need real servers. Install:$$missing (Debian: apt-get install -y mosquitto influxdb postgresql nodejs npm chromium)"; \
+	    echo "The tests need real servers. Install:$$missing (Debian: apt-get install -y mosquitto influxdb postgresql nodejs npm chromium docker-compose)"; \
 	    exit 1; \
 	  fi; \
 	fi
