@@ -94,9 +94,9 @@ def rolling_mkt(t_ns: np.ndarray, temps_c: np.ndarray, window_s: float,
     span = rel_s[-1]
     w = window_ns / _NS
     ends = np.concatenate((rel_s[rel_s >= w], rel_s[rel_s + w <= span] + w))
-    ends = np.clip(ends, w, span)
+    ends = np.unique(np.clip(ends, w, span))
     means = (np.interp(ends, rel_s, cum) - np.interp(ends - w, rel_s, cum)) / w
-    best = int(np.argmax(means))
+    best = int(np.argmax(means >= means.max() * (1 - 1e-12)))  # of equal windows, report the earliest
     end_ns = int(t[0]) + round(float(ends[best]) * _NS)
     start_ns = end_ns - window_ns
     inside = _clip_readings(t, hold, temps, start_ns, end_ns)

@@ -1,0 +1,389 @@
+"""Live cold-chain rules for a refrigerated trailer: turn its samples into alerts with evidence.
+
+Pure functions over numpy arrays (the store read and the alert write are two thin helpers at the
+bottom), so the same samples always give the same alarms and tests need no servers. What they tell
+apart, and why it matters to the people who get the alarm:
+
+* **excursion** — the product temperature broke a profile boundary (the same ``evaluate`` as
+  ``twin coldchain evaluate``): quality must decide about the load;
+* **defrost** — recognised, *not* an excursion (Carrier 69NT40: return air reads warm while the heaters
+  run); its readings are paused in the excursion counters, never averaged away by MKT (Vaisala). A
+  defrost longer than ``defrost_max_s`` (Carrier's forced end, AL60) is an alarm of its own;
+* **compressor failure** — no compressor current while the control air is well above the setpoint,
+  i.e. the thermostat must be calling: a mechanic must come before the load warms;
+* **door open too long** — a driver must close it;
+* **sensor fault** — a reading outside the point's physical range, or a temperature sensor stuck on one
+  value while its neighbour moves: the data, not the load, is suspect.
+
+A unit that reports its defrost state gives it as point ``defrost`` (1 = defrosting) and that is used
+as is; otherwise defrost is recognised from the data: compressor off, air warming, and supply air
+*above* return air (the heaters warm the air leaving the evaporator; with the compressor merely off the
+two read the same). While the air warms, supply air lags its target, which hides most of the heater's
+offset, so the gap is corrected by ``supply_lag_s`` times the supply air's rate of rise (the target of
+a first-order lag is ``x + τ·dx/dt``): on the simulator that gives 0.35 to 0.45 K in defrost and 0.0 K for
+a failed compressor from 10 to 45 °C ambient. A heuristic, tuned on the simulator's physics.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Protocol
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+
+from cloud.rules.coldchain.excursions import Evaluation, evaluate, iso
+from cloud.rules.coldchain.profiles import Profile
+from models.catalogue import get_type
+from models.wire import Quality
+
+if TYPE_CHECKING:
+    from cloud.alerts import AlertService
+    from cloud.store import TimeSeriesStore
+    from cloud.thermal import ThermalModel
+
+_NS = 1_000_000_000
+ASSET_TYPE = "refrigerated-trailer"
+TEMPERATURE_PAIRS = {"supply_air": "return_air", "return_air": "supply_air"}
+_ALERT_SEVERITY = {"notification": "low"}  # the alert scale has no "notification"
+
+
+class SeriesLike(Protocol):
+    """What the store (``cloud.store.Series``) and the simulator both return for one point."""
+
+    t_ns: Any
+    values: Any
+
+
+class ReeferRuleSettings(BaseModel):
+    """Thresholds of the live reefer rules. Defaults follow the domain notes where they give a number."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    product_point: str = Field("supply_air", description="the point judged against the profile")
+    off_current_a: float = Field(1.0, description="compressor current below this: not running, A")
+    calling_margin_c: float = Field(2.0, description="control air this far above setpoint: it must be cooling")
+    compressor_confirm_s: float = Field(900.0, description="warm with no current this long: compressor failure")
+    defrost_gap_c: float = Field(0.2, description="median supply minus return above this: heaters on, K")
+    supply_lag_s: float = Field(120.0, description="evaporator lag of supply air; corrects the gap while warming")
+    defrost_max_s: float = Field(7200.0, description="longer than this is a stuck defrost (Carrier AL60: 2 h)")
+    defrost_recovery_s: float = Field(1800.0, description="after a defrost, pulldown paused at most this long")
+    door_max_s: float = Field(1200.0, description="door open this long raises door-open-long")
+    stuck_s: float = Field(1800.0, description="one value this long while the neighbour sensor moves: stuck")
+    stuck_neighbour_range_c: float = Field(0.5, description="how much the neighbour must move meanwhile, K")
+    late_after_s: float = Field(600.0, description="alarms found this long after they fired are marked late")
+    forecast_limit_c: float = Field(8.0, description="with a thermal model: when the product air reaches this")
+
+
+@dataclass(frozen=True)
+class LiveAlarm:
+    """An alert ready for ``AlertService.raise_alert(tenant, asset, rule, severity, title, evidence, at_ns)``."""
+
+    rule: str
+    severity: str
+    fired_at_ns: int
+    title: str
+    evidence: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class ReeferEvent:
+    """Recognised normal operation (a defrost): shown to operators, never alerted."""
+
+    kind: str
+    start_ns: int
+    end_ns: int
+
+
+@dataclass
+class ReeferAssessment:
+    alarms: list[LiveAlarm] = field(default_factory=list)
+    events: list[ReeferEvent] = field(default_factory=list)
+    evaluation: Evaluation | None = None
+
+
+def clean(series: SeriesLike) -> tuple[np.ndarray, np.ndarray]:
+    """(t_ns, values) with missing values and BAD-quality samples dropped, in time order."""
+    t = np.asarray(series.t_ns, np.int64)
+    v = np.array([np.nan if x is None else x for x in series.values], float) if isinstance(series.values, list) \
+        else np.asarray(series.values, float)
+    keep = np.isfinite(v)
+    quality = getattr(series, "quality", None)
+    if quality is not None and len(quality) == len(t):
+        keep &= np.asarray(quality) != Quality.BAD
+    order = np.argsort(t[keep], kind="stable")
+    return t[keep][order], v[keep][order]
+
+
+def held_at(t_ns: np.ndarray, values: np.ndarray, grid_ns: np.ndarray) -> np.ndarray:
+    """Each grid instant's last reading at or before it (a reading holds until the next); NaN before any."""
+    if t_ns.size == 0:
+        return np.full(grid_ns.shape, np.nan)
+    idx = np.searchsorted(t_ns, grid_ns, side="right") - 1
+    out = values[np.clip(idx, 0, None)].astype(float)
+    out[idx < 0] = np.nan
+    return out
+
+
+def _runs(mask: np.ndarray) -> list[tuple[int, int]]:
+    """[start, stop) index pairs of the True runs of a boolean array."""
+    padded = np.concatenate(([False], mask, [False]))
+    edges = np.flatnonzero(padded[1:] != padded[:-1])
+    return list(zip(edges[::2].tolist(), edges[1::2].tolist(), strict=True))
+
+
+def _evidence(rule: str, start_ns: int, end_ns: int | None, values: dict[str, Any],
+              thresholds: dict[str, Any]) -> dict[str, Any]:
+    return {"rule": rule, "window": {"start": iso(start_ns), "end": iso(end_ns) if end_ns is not None else None,
+                                     "start_ns": start_ns, "end_ns": end_ns},
+            "values": values, "thresholds": thresholds}
+
+
+def assess_trailer(samples: Mapping[str, SeriesLike], profile: Profile,
+                   settings: ReeferRuleSettings | None = None, now_ns: int | None = None,
+                   thermal: ThermalModel | None = None) -> ReeferAssessment:
+    """Every cold-chain alarm in one trailer's samples (point -> series), and the defrosts recognised.
+
+    ``now_ns`` (when the data became available) marks alarms that fired more than ``late_after_s``
+    earlier as ``detected_late`` — data from an outage is judged too, and an auditor sees it was late.
+    With the trailer's calibrated ``thermal`` model a compressor failure's evidence says when the air
+    will reach ``forecast_limit_c`` (with its band): how long a mechanic has.
+    """
+    s = settings or ReeferRuleSettings()
+    pts = {name: clean(series) for name, series in samples.items()}
+    out = ReeferAssessment()
+    out.alarms += _sensor_range(pts)
+    stuck = _sensor_stuck(pts, s)
+    out.alarms += stuck
+    out.alarms += _door_open_long(pts, s)
+    product = pts.get(s.product_point)
+    if product is None or product[0].size == 0:
+        return _finish(out, s, now_ns)
+    grid = product[0]
+    defrosts, failures = _compressor_off_episodes(pts, grid, s)
+    out.events += defrosts
+    out.alarms += failures
+    if thermal is not None:
+        for a in failures:
+            a.evidence["forecast"] = _failure_forecast(samples, thermal, a.fired_at_ns, s.forecast_limit_c)
+    paused = np.zeros(grid.size, bool)
+    control, setpoint = _control_air(pts, grid)
+    max_ns = round(s.defrost_max_s * _NS)
+    for d in defrosts:
+        if d.end_ns - d.start_ns > max_ns:  # a stuck defrost is paused only as long as a normal one may last
+            paused |= (grid >= d.start_ns) & (grid < d.start_ns + max_ns)
+        else:
+            paused |= (grid >= d.start_ns) & (grid < d.end_ns)
+            recovering = (grid >= d.end_ns) & (grid < d.end_ns + round(s.defrost_recovery_s * _NS))
+            back = np.flatnonzero(recovering & ~(control > setpoint + s.calling_margin_c))
+            until = grid[back[0]] if back.size else d.end_ns + round(s.defrost_recovery_s * _NS)
+            paused |= (grid >= d.end_ns) & (grid < until)
+        if d.end_ns - d.start_ns > max_ns:
+            at = d.start_ns + round(s.defrost_max_s * _NS)
+            out.alarms.append(LiveAlarm(
+                "coldchain:defrost-stuck", "high", at, f"defrost longer than {s.defrost_max_s / 3600:g} h",
+                _evidence("defrost-stuck", d.start_ns, d.end_ns, {"defrost_s": (d.end_ns - d.start_ns) / _NS},
+                          {"defrost_max_s": s.defrost_max_s})))
+    ev = evaluate(grid, product[1], profile, paused=paused)
+    out.evaluation = ev
+    suspect = [a.rule for a in stuck if a.evidence["values"]["point"] == s.product_point]
+    for a in ev.alarms:
+        b = next(r.boundary for r in ev.boundaries if r.boundary.name == a.boundary)
+        values = {"point": s.product_point, "reading_c": a.value_c, "counter_s": a.counter_s,
+                  "out_of_range_s": a.out_of_range_s, "occurrence": a.occurrence, "paused_s": ev.paused_s,
+                  "sensor_suspect": suspect}
+        thresholds = {"profile": profile.name, "boundary": b.name, "condition": b.condition(), "after_s": b.after,
+                      "mode": b.mode}
+        out.alarms.append(LiveAlarm(
+            f"coldchain:{profile.name}:{b.name}", _ALERT_SEVERITY.get(b.severity, b.severity), a.fired_at_ns,
+            f"{s.product_point} {b.condition()} for {a.counter_s / 3600:g} h ({b.mode})",
+            _evidence(f"{profile.name}:{b.name}", a.excursion_start_ns, a.fired_at_ns, values, thresholds)))
+    return _finish(out, s, now_ns)
+
+
+def _finish(out: ReeferAssessment, s: ReeferRuleSettings, now_ns: int | None) -> ReeferAssessment:
+    for a in out.alarms:
+        a.evidence["detected_late"] = now_ns is not None and now_ns - a.fired_at_ns > s.late_after_s * _NS
+    out.alarms.sort(key=lambda a: (a.fired_at_ns, a.rule))
+    return out
+
+
+def _compressor_off_episodes(pts: dict[str, tuple[np.ndarray, np.ndarray]], grid: np.ndarray,
+                             s: ReeferRuleSettings) -> tuple[list[ReeferEvent], list[LiveAlarm]]:
+    """Runs with the compressor off that get warm: defrost (heater signature or reported) or failure."""
+    if "compressor_current" not in pts or "setpoint" not in pts:
+        return [], []
+    current = held_at(*pts["compressor_current"], grid)
+    control, setpoint = _control_air(pts, grid)
+    supply, ret = (held_at(*pts[p], grid) if p in pts else np.full(grid.size, np.nan)
+                   for p in ("supply_air", "return_air"))
+    reported = held_at(*pts["defrost"], grid) >= 0.5 if "defrost" in pts else None
+    warm = control > setpoint + s.calling_margin_c
+    heater_gap = supply + s.supply_lag_s * _rate_per_s(grid, supply) - ret
+    defrosts, alarms = [], []
+    for a, b in _runs(current < s.off_current_a):
+        end_ns = int(grid[b]) if b < grid.size else int(grid[-1])
+        hot = np.flatnonzero(warm[a:b]) + a
+        if reported is not None and reported[a:b].any():
+            on = np.flatnonzero(reported[a:b]) + a
+            defrosts.append(ReeferEvent("defrost", int(grid[on[0]]), int(grid[on[-1] + 1]) if on[-1] + 1 < grid.size
+                                        else end_ns))
+            continue
+        if hot.size == 0:
+            continue  # the thermostat is satisfied: a normal off cycle
+        gap = float(np.nanmedian(heater_gap[hot]))
+        if gap > s.defrost_gap_c:
+            defrosts.append(ReeferEvent("defrost", int(grid[a]), end_ns))
+            continue
+        warm_since = int(grid[hot[0]])
+        if end_ns - warm_since < s.compressor_confirm_s * _NS:
+            continue
+        at = warm_since + round(s.compressor_confirm_s * _NS)
+        k = min(int(np.searchsorted(grid, at)), grid.size - 1)
+        values = {"off_since": iso(int(grid[a])), "warm_since": iso(warm_since),
+                  "control_air_c": float(control[k]), "setpoint_c": float(setpoint[k]),
+                  "max_current_a": float(np.nanmax(current[a:b])), "supply_minus_return_c": gap,
+                  "ongoing": b >= grid.size}
+        alarms.append(LiveAlarm(
+            "coldchain:compressor-failure", "critical", at,
+            f"compressor not running while the air is {float(control[k]) - float(setpoint[k]):.1f} K above setpoint",
+            _evidence("compressor-failure", int(grid[a]), None if b >= grid.size else end_ns, values,
+                      {"off_current_a": s.off_current_a, "calling_margin_c": s.calling_margin_c,
+                       "compressor_confirm_s": s.compressor_confirm_s, "defrost_gap_c": s.defrost_gap_c,
+                       "supply_lag_s": s.supply_lag_s})))
+    return defrosts, alarms
+
+
+def _failure_forecast(samples: Mapping[str, SeriesLike], thermal: ThermalModel, at_ns: int,
+                      limit_c: float) -> dict[str, Any]:
+    from cloud.thermal import Scenario, ThermalFitError, TrailerHistory  # scipy only when a model is given
+
+    try:
+        history = TrailerHistory.from_samples(samples)
+    except ThermalFitError as exc:
+        return {"error": str(exc)}
+    history = history.window(int(history.t_ns[0]), at_ns + 1)
+    f = thermal.forecast(history, 12 * 3600, Scenario(compressor_off=True), limit_c=limit_c)
+
+    def when(t: int | None) -> str | None:
+        return iso(t) if t is not None else None
+
+    return {"limit_c": limit_c, "excursion_at": when(f.excursion_ns), "earliest": when(f.earliest_ns),
+            "latest": when(f.latest_ns), "excursion_ns": f.excursion_ns, "earliest_ns": f.earliest_ns,
+            "latest_ns": f.latest_ns, "horizon_s": 12 * 3600.0}
+
+
+def _control_air(pts: dict[str, tuple[np.ndarray, np.ndarray]], grid: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(the air the thermostat controls, the setpoint) on the grid: supply air for perishable setpoints,
+    return air for frozen ones (Carrier T-363), whichever exists when only one does; NaN if unknown."""
+    nan = np.full(grid.size, np.nan)
+    setpoint = held_at(*pts["setpoint"], grid) if "setpoint" in pts else nan
+    supply, ret = (held_at(*pts[p], grid) if p in pts else nan for p in ("supply_air", "return_air"))
+    control = np.where(setpoint >= -10.0, supply, ret)
+    return np.where(np.isnan(control), np.where(np.isnan(ret), supply, ret), control), setpoint
+
+
+def _rate_per_s(t_ns: np.ndarray, v: np.ndarray, half: int = 2) -> np.ndarray:
+    """Slope over ±``half`` samples (smoother than neighbours on 0.1 K-quantised data); NaN at the ends."""
+    out = np.full(v.shape, np.nan)
+    if v.size > 2 * half:
+        dt = (t_ns[2 * half:] - t_ns[:-2 * half]) / _NS
+        with np.errstate(divide="ignore", invalid="ignore"):
+            out[half:-half] = (v[2 * half:] - v[:-2 * half]) / dt
+    return out
+
+
+def _door_open_long(pts: dict[str, tuple[np.ndarray, np.ndarray]], s: ReeferRuleSettings) -> list[LiveAlarm]:
+    if "door" not in pts:
+        return []
+    t, v = pts["door"]
+    alarms = []
+    for a, b in _runs(v >= 0.5):
+        closed = int(t[b]) if b < t.size else None
+        open_until = closed if closed is not None else int(t[-1])
+        if open_until - int(t[a]) < s.door_max_s * _NS:
+            continue
+        at = int(t[a]) + round(s.door_max_s * _NS)
+        values = {"opened_at": iso(int(t[a])), "closed_at": iso(closed) if closed else None,
+                  "open_s": (open_until - int(t[a])) / _NS, "still_open": closed is None}
+        if "supply_air" in pts:
+            ts, vs = pts["supply_air"]
+            during = (ts >= t[a]) & (ts <= open_until)
+            if during.any():
+                values["supply_air_max_c"] = float(vs[during].max())
+        alarms.append(LiveAlarm("coldchain:door-open-long", "medium", at,
+                                f"door open longer than {s.door_max_s / 60:g} min",
+                                _evidence("door-open-long", int(t[a]), closed, values, {"door_max_s": s.door_max_s})))
+    return alarms
+
+
+def _sensor_range(pts: dict[str, tuple[np.ndarray, np.ndarray]]) -> list[LiveAlarm]:
+    """Readings outside the point's physical range (the asset-type catalogue): the sensor, not the load."""
+    alarms = []
+    for name, spec in get_type(ASSET_TYPE).points.items():
+        if name not in pts or spec.physical_range is None:
+            continue
+        t, v = pts[name]
+        lo, hi = spec.physical_range
+        bad = (v < lo) | (v > hi)
+        if bad.any():
+            first = int(np.argmax(bad))
+            alarms.append(LiveAlarm(
+                f"coldchain:sensor-range:{name}", "medium", int(t[first]),
+                f"{name} reads outside its physical range {lo:g}..{hi:g}",
+                _evidence(f"sensor-range:{name}", int(t[first]), int(t[np.flatnonzero(bad)[-1]]),
+                          {"point": name, "count": int(bad.sum()), "min": float(v[bad].min()),
+                           "max": float(v[bad].max())}, {"physical_range": [lo, hi]})))
+    return alarms
+
+
+def _sensor_stuck(pts: dict[str, tuple[np.ndarray, np.ndarray]], s: ReeferRuleSettings) -> list[LiveAlarm]:
+    """A temperature sensor repeating one value for ``stuck_s`` while the other air sensor moves."""
+    alarms = []
+    for name, neighbour in TEMPERATURE_PAIRS.items():
+        if name not in pts or neighbour not in pts:
+            continue
+        t, v = pts[name]
+        tn, vn = pts[neighbour]
+        if t.size < 2:
+            continue
+        same = np.concatenate(([False], v[1:] == v[:-1]))
+        for a, b in _runs(same):
+            start, end = int(t[a - 1]), int(t[b - 1])
+            if end - start < s.stuck_s * _NS:
+                continue
+            moving = vn[(tn >= start) & (tn <= end)]
+            if moving.size < 2 or float(np.ptp(moving)) < s.stuck_neighbour_range_c:
+                continue
+            alarms.append(LiveAlarm(
+                f"coldchain:sensor-stuck:{name}", "medium", start + round(s.stuck_s * _NS),
+                f"{name} stuck at {float(v[a]):g} while {neighbour} moves",
+                _evidence(f"sensor-stuck:{name}", start, end, {"point": name, "value": float(v[a]),
+                                                               "neighbour": neighbour,
+                                                               "neighbour_range_c": float(np.ptp(moving))},
+                          {"stuck_s": s.stuck_s, "neighbour_range_c": s.stuck_neighbour_range_c})))
+    return alarms
+
+
+# -- I/O at the edges ------------------------------------------------------------------------------
+
+
+POINTS = ("supply_air", "return_air", "setpoint", "door", "compressor_current", "ambient", "defrost")
+
+
+def load_samples(store: TimeSeriesStore, tenant: str, asset: str, start_ns: int, end_ns: int,
+                 points: tuple[str, ...] = POINTS, limit: int = 200_000) -> dict[str, SeriesLike]:
+    """A trailer's raw samples from the store, the points the rules read (absent points are left out)."""
+    out: dict[str, SeriesLike] = {}
+    for p in points:
+        series = store.query_range(tenant, asset, p, start_ns, end_ns, limit=limit)
+        if series.t_ns:
+            out[p] = series
+    return out
+
+
+def raise_alarms(alerts: AlertService, tenant: str, asset: str, alarms: list[LiveAlarm]) -> list[tuple[int, bool]]:
+    """Hand alarms to the alert service (one open alert per rule: repeats refresh it)."""
+    return [alerts.raise_alert(tenant, asset, a.rule, a.severity, a.title, a.evidence, at_ns=a.fired_at_ns)
+            for a in alarms]
