@@ -1,0 +1,80 @@
+"""What-if questions to an asset's calibrated model, before anyone touches the real one.
+
+A trailer answers with its thermal twin (``cloud.thermal``): fitted on its own last day, refitted when
+the stored fit is older than ``REFIT_AFTER_S``, kept on the twin as its model. A rotating machine
+answers from its vibration trend (``cloud.rules.maintenance``) when that module offers it.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from cloud.registry import Asset
+from cloud.rules.coldchain.profiles import load_profile
+from cloud.rules.coldchain.reefer import assess_trailer, load_samples
+from cloud.thermal import Scenario, ThermalFitError, ThermalModel, TrailerHistory, fit
+
+NS = 1_000_000_000
+HISTORY_S = 24 * 3600
+REFIT_AFTER_S = 3600
+
+
+class SimulationError(ValueError):
+    """The question cannot be answered for this asset (no model, not enough history); says why."""
+
+
+def _thermal(platform, tenant: str, asset: str, now_ns: int) -> tuple[ThermalModel, TrailerHistory]:
+    samples = load_samples(platform.store, tenant, asset, now_ns - HISTORY_S * NS, now_ns + 1)
+    try:
+        history = TrailerHistory.from_samples(samples)
+    except ThermalFitError as exc:
+        raise SimulationError(f"not enough history to model this trailer: {exc}") from None
+    twin = platform.twins.state(tenant, asset)
+    stored = twin.model.get("thermal")
+    if stored and int(history.t_ns[-1]) - stored["fitted_until_ns"] < REFIT_AFTER_S * NS:
+        return ThermalModel.from_dict(stored), history
+    defrosts = [(e.start_ns, e.end_ns) for e in assess_trailer(samples, load_profile("who-type-1")).events
+                if e.kind == "defrost"]
+    try:
+        model = fit(history, exclude=defrosts)
+    except ThermalFitError as exc:
+        raise SimulationError(f"cannot fit this trailer's thermal model: {exc}") from None
+    platform.twins.put_model(tenant, asset, {**twin.model, "thermal": model.to_dict()})
+    return model, history
+
+
+def simulate_trailer(platform, tenant: str, asset: str, *, horizon_s: float, limit_c: float,
+                     compressor_off: bool = False, door_open_s: float = 0.0, ambient_offset_c: float = 0.0,
+                     setpoint_c: float | None = None, now_ns: int | None = None) -> dict[str, Any]:
+    now_ns = now_ns or time.time_ns()
+    model, history = _thermal(platform, tenant, asset, now_ns)
+    scenario = Scenario(compressor_off=compressor_off, door_open_s=door_open_s, ambient_offset_c=ambient_offset_c,
+                        setpoint_c=setpoint_c)
+    fc = model.forecast(history, horizon_s, scenario, limit_c=limit_c)
+    baseline = model.forecast(history, horizon_s, Scenario(), limit_c=limit_c)
+
+    def rel(ns: int | None) -> float | None:
+        return None if ns is None else (ns - int(fc.t_ns[0])) / NS
+
+    return {
+        "asset": asset, "kind": "reefer-thermal", "limit_c": limit_c, "horizon_s": horizon_s,
+        "scenario": {"compressor_off": compressor_off, "door_open_s": door_open_s,
+                     "ambient_offset_c": ambient_offset_c, "setpoint_c": setpoint_c},
+        "t_ns": fc.t_ns.tolist(), "supply_c": fc.supply_c.round(3).tolist(),
+        "supply_lo_c": fc.supply_lo_c.round(3).tolist(), "supply_hi_c": fc.supply_hi_c.round(3).tolist(),
+        "cargo_c": fc.cargo_c.round(3).tolist(),
+        "time_to_excursion_s": rel(fc.excursion_ns), "earliest_s": rel(fc.earliest_ns), "latest_s": rel(fc.latest_ns),
+        "baseline_time_to_excursion_s": rel(baseline.excursion_ns),
+        "model": {"tau_ambient_s": model.tau_ambient_s, "tau_box_s": model.tau_box_s,
+                  "cooling_lift_k": model.cooling_lift_k, "door_ratio": model.door_ratio,
+                  "fitted_until_ns": model.fitted_until_ns, "warnings": model.warnings},
+    }
+
+
+def asset_kind(platform, tenant: str, asset: str) -> str | None:
+    with platform.registry.session() as s:
+        a = s.get(Asset, (tenant, asset))
+    if a is None:
+        raise LookupError(f"no asset {asset!r}")
+    return a.type
