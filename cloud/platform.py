@@ -53,6 +53,9 @@ class Platform:
         alerts = AlertService(registry, notifier)
         p = cls(settings, store, registry, TwinService(registry, store), alerts, notifier, live, link=link)
         notifier.listeners.append(live.on_alert)
+        from cloud.shipments import attach
+
+        attach(p)  # excursion alerts quarantine the batches on board, in whichever process raised them
         if with_ingest:
             p.ingest = Ingest(settings, store, registry)
         return p

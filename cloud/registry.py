@@ -19,6 +19,7 @@ from sqlalchemy import (
     Boolean,
     Float,
     ForeignKey,
+    ForeignKeyConstraint,
     Index,
     Integer,
     LargeBinary,
@@ -219,6 +220,122 @@ class ApiKey(Base):
     revoked: Mapped[bool] = mapped_column(Boolean, default=False)
     created_ns: Mapped[int] = mapped_column(BigInteger, default=0)
 
+
+class Shipment(Base):
+    """A consignment judged against one product profile, from an origin site (the distribution centre)
+    to a destination site (the store); where it was, when, is its custody legs."""
+
+    __tablename__ = "shipments"
+    tenant: Mapped[str] = mapped_column(String(64), ForeignKey("tenants.id"), primary_key=True)
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    profile: Mapped[str] = mapped_column(String(64))
+    origin_site: Mapped[str] = mapped_column(String(64))
+    destination_site: Mapped[str] = mapped_column(String(64))
+    reference: Mapped[str] = mapped_column(String(200), default="")
+    created_ns: Mapped[int] = mapped_column(BigInteger)
+    created_by: Mapped[str] = mapped_column(String(200))
+
+
+class CustodyLeg(Base):
+    """A shipment inside one container over [from_ns, to_ns); ``to_ns`` is None while it is the current leg."""
+
+    __tablename__ = "custody_legs"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    tenant: Mapped[str] = mapped_column(String(64))
+    shipment: Mapped[str] = mapped_column(String(64))
+    asset: Mapped[str] = mapped_column(String(128))
+    point: Mapped[str] = mapped_column(String(128))  # the product temperature in that container
+    from_ns: Mapped[int] = mapped_column(BigInteger)
+    to_ns: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    __table_args__ = (
+        ForeignKeyConstraint(["tenant", "shipment"], ["shipments.tenant", "shipments.id"]),
+        Index("custody_legs_asset_time", "tenant", "asset", "from_ns"),
+        Index("custody_legs_shipment", "tenant", "shipment"),
+    )
+
+
+class Batch(Base):
+    """A lot riding in a shipment, on board over [loaded_ns, unloaded_ns) (None: the whole shipment).
+    available → quarantined → released | rejected; a released lot can be quarantined again."""
+
+    __tablename__ = "batches"
+    tenant: Mapped[str] = mapped_column(String(64), primary_key=True)
+    lot: Mapped[str] = mapped_column(String(128), primary_key=True)
+    shipment: Mapped[str] = mapped_column(String(64))
+    product: Mapped[str] = mapped_column(String(200))
+    quantity: Mapped[float] = mapped_column(Float)
+    unit: Mapped[str] = mapped_column(String(32), default="")
+    loaded_ns: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    unloaded_ns: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    state: Mapped[str] = mapped_column(String(16), default="available")
+    version: Mapped[int] = mapped_column(Integer, default=0)  # bumps on every state change; signatures bind it
+    updated_ns: Mapped[int] = mapped_column(BigInteger)
+    __table_args__ = (
+        ForeignKeyConstraint(["tenant", "shipment"], ["shipments.tenant", "shipments.id"]),
+        Index("batches_shipment", "tenant", "shipment"),
+    )
+
+
+class Excursion(Base):
+    """A container out of its product's range over [start_ns, end_ns]; one per alert (``alert_id``)."""
+
+    __tablename__ = "excursions"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    tenant: Mapped[str] = mapped_column(String(64))
+    asset: Mapped[str] = mapped_column(String(128))
+    start_ns: Mapped[int] = mapped_column(BigInteger)
+    end_ns: Mapped[int] = mapped_column(BigInteger)
+    reason: Mapped[str] = mapped_column(Text, default="")
+    alert_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    recorded_ns: Mapped[int] = mapped_column(BigInteger)
+    recorded_by: Mapped[str] = mapped_column(String(200))
+    __table_args__ = (
+        Index("excursions_alert", "tenant", "alert_id", unique=True),  # NULLs are distinct on both engines
+        Index("excursions_asset_time", "tenant", "asset", "start_ns"),
+    )
+
+
+class BatchExcursion(Base):
+    """Which excursions a batch went through (what quality must weigh before releasing it)."""
+
+    __tablename__ = "batch_excursions"
+    tenant: Mapped[str] = mapped_column(String(64), primary_key=True)
+    lot: Mapped[str] = mapped_column(String(128), primary_key=True)
+    excursion_id: Mapped[int] = mapped_column(Integer, ForeignKey("excursions.id"), primary_key=True)
+    __table_args__ = (ForeignKeyConstraint(["tenant", "lot"], ["batches.tenant", "batches.lot"]),)
+
+
+class BatchDecision(Base):
+    """A quality decision on a quarantined batch, signed in the 21 CFR 11.50 sense: ``record`` is exactly
+    what was signed (signer, time, meaning, reason, the batch's state); ``digest`` is its SHA-256 and
+    ``signature`` its HMAC-SHA256 under the tenant's signing key ``key_id``. Never updated."""
+
+    __tablename__ = "batch_decisions"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    tenant: Mapped[str] = mapped_column(String(64))
+    lot: Mapped[str] = mapped_column(String(128))
+    meaning: Mapped[str] = mapped_column(String(16))  # released | rejected
+    reason: Mapped[str] = mapped_column(Text)
+    signer: Mapped[str] = mapped_column(String(200))
+    signed_ns: Mapped[int] = mapped_column(BigInteger)
+    record: Mapped[dict] = mapped_column(JSON)
+    digest: Mapped[str] = mapped_column(String(64))
+    signature: Mapped[str] = mapped_column(String(64))
+    key_id: Mapped[str] = mapped_column(String(32))
+    __table_args__ = (
+        ForeignKeyConstraint(["tenant", "lot"], ["batches.tenant", "batches.lot"]),
+        Index("batch_decisions_lot", "tenant", "lot"),
+    )
+
+
+class SigningKey(Base):
+    """A tenant's secret for signing quality decisions; created on first use, never served by the API."""
+
+    __tablename__ = "signing_keys"
+    tenant: Mapped[str] = mapped_column(String(64), primary_key=True)
+    id: Mapped[str] = mapped_column(String(32))
+    secret: Mapped[str] = mapped_column(String(128))
+    created_ns: Mapped[int] = mapped_column(BigInteger)
 
 def hash_key(key: str) -> str:
     return hashlib.sha256(key.encode()).hexdigest()

@@ -10,6 +10,8 @@ from __future__ import annotations
 import time
 from typing import Any
 
+import numpy as np
+
 from cloud.registry import Asset
 from cloud.rules.coldchain.profiles import load_profile
 from cloud.rules.coldchain.reefer import assess_trailer, load_samples
@@ -38,8 +40,8 @@ def _thermal(platform, tenant: str, asset: str, now_ns: int) -> tuple[ThermalMod
                 if e.kind == "defrost"]
     try:
         model = fit(history, exclude=defrosts)
-    except ThermalFitError as exc:
-        raise SimulationError(f"cannot fit this trailer's thermal model: {exc}") from None
+    except (ThermalFitError, np.linalg.LinAlgError, FloatingPointError, ValueError) as exc:
+        raise SimulationError(f"cannot fit this trailer's thermal model from its history: {exc}") from None
     platform.twins.put_model(tenant, asset, {**twin.model, "thermal": model.to_dict()})
     return model, history
 
@@ -51,8 +53,11 @@ def simulate_trailer(platform, tenant: str, asset: str, *, horizon_s: float, lim
     model, history = _thermal(platform, tenant, asset, now_ns)
     scenario = Scenario(compressor_off=compressor_off, door_open_s=door_open_s, ambient_offset_c=ambient_offset_c,
                         setpoint_c=setpoint_c)
-    fc = model.forecast(history, horizon_s, scenario, limit_c=limit_c)
-    baseline = model.forecast(history, horizon_s, Scenario(), limit_c=limit_c)
+    try:
+        fc = model.forecast(history, horizon_s, scenario, limit_c=limit_c)
+        baseline = model.forecast(history, horizon_s, Scenario(), limit_c=limit_c)
+    except (np.linalg.LinAlgError, FloatingPointError, ValueError) as exc:
+        raise SimulationError(f"the thermal model cannot forecast from this history: {exc}") from None
 
     def rel(ns: int | None) -> float | None:
         return None if ns is None else (ns - int(fc.t_ns[0])) / NS

@@ -164,6 +164,48 @@ def edge(json_out: Path | None = typer.Option(None, "--json"),
     record("edge", "Edge agent footprint", rows, f, notes, json_out)
 
 
+@app.command()
+def ingest(json_out: Path | None = typer.Option(None, "--json"),
+           messages: int = typer.Option(500, help="TelemetryBatch messages in the backlog"),
+           points_per_message: int = typer.Option(2000, help="samples per message"),
+           series: int = typer.Option(1000, help="distinct series (100 per gateway)"),
+           raw_points: int = typer.Option(1_000_000, help="points per raw /write measurement"),
+           repeats: int = typer.Option(3, help="raw /write repetitions (median)"),
+           profile: Path | None = typer.Option(None, help="py-spy raw profile of the worker to this file")) -> None:
+    """Ingest throughput of one worker beside raw InfluxDB /write on the same influxd, in one run."""
+    from twin.bench_cloud import ingest_rows, run_ingest_bench
+
+    f = run_ingest_bench(_harness(), messages=messages, points_per_message=points_per_message, series=series,
+                         raw_points=raw_points, repeats=repeats, profile=profile)
+    rows, notes = ingest_rows(f)
+    record("ingest", "Cloud ingest: one worker vs raw InfluxDB /write", rows, f, notes, json_out)
+
+
+@app.command()
+def api(json_out: Path | None = typer.Option(None, "--json"),
+        clients: int = typer.Option(50, help="concurrent clients"),
+        duration: float = typer.Option(10.0, help="seconds per measurement"),
+        rate: float = typer.Option(1.0, help="requests per second per client in the paced run")) -> None:
+    """API latency and throughput of one replica: a twin GET and a one-day aggregated telemetry query."""
+    from twin.bench_cloud import api_rows, run_api_bench
+
+    f = run_api_bench(_harness(), clients=clients, duration_s=duration, rate_per_client=rate)
+    rows, notes = api_rows(f)
+    record("api", "Cloud API: latency and throughput of one replica", rows, f, notes, json_out)
+
+
+@app.command()
+def e2e(json_out: Path | None = typer.Option(None, "--json"),
+        trailers: int = typer.Option(20, help="simulated trailers (6 points each, 1 Hz)"),
+        duration: float = typer.Option(30.0, help="seconds measured after a 10 s warm-up")) -> None:
+    """End-to-end latency: sensor → edge agent → broker → ingest → InfluxDB → API."""
+    from twin.bench_cloud import e2e_rows, run_e2e_bench
+
+    f = run_e2e_bench(_harness(), trailers=trailers, duration_s=duration)
+    rows, notes = e2e_rows(f)
+    record("e2e", "End to end: sensor → API latency", rows, f, notes, json_out)
+
+
 def _run_all(steps: list[tuple[str, Callable[[], None]]]) -> None:
     for name, fn in steps:
         console.rule(name)
@@ -176,5 +218,7 @@ def _run_all(steps: list[tuple[str, Callable[[], None]]]) -> None:
 @app.command("all")
 def all_() -> None:
     """Every benchmark, then docs/benchmarks.md."""
-    _run_all([("detectors", lambda: detectors(None, 10_000_000)), ("edge", lambda: edge(None, 2000, 10.0, 30.0, 1))])
+    _run_all([("detectors", lambda: detectors(None, 10_000_000)), ("edge", lambda: edge(None, 2000, 10.0, 30.0, 1)),
+              ("ingest", lambda: ingest(None, 500, 2000, 1000, 1_000_000, 3, None)),
+              ("api", lambda: api(None, 50, 10.0, 1.0)), ("e2e", lambda: e2e(None, 20, 30.0))])
     console.print(f"wrote {write_markdown()}")

@@ -148,6 +148,7 @@ def run_demo(*, broker: str | None, influx: str | None, port: int, data_dir: Pat
     url = f"http://127.0.0.1:{port}"
     print(f"""
 assettwin demo is running ({len(assets)} simulated trailers → edge agent → {broker} → cloud)
+  dashboard: {url}/                       (log in with the key below)
   API:      {url}/api/v1/assets          (OpenAPI: {url}/docs)
   API key:  {key}
   try:      curl -H 'Authorization: Bearer {key}' '{url}/api/v1/assets/trailer-001/latest'

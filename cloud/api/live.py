@@ -53,8 +53,8 @@ def get_router(platform) -> APIRouter:
             pass
         finally:
             sender.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await sender
+            with contextlib.suppress(asyncio.CancelledError, WebSocketDisconnect, RuntimeError):
+                await sender  # a closed tab ends the sender too: nothing to report
             platform.live.remove(client)
 
     return r

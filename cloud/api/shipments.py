@@ -1,0 +1,142 @@
+"""Shipments, custody legs and batches; QA release and reject (signed); the printable cold-chain report.
+
+Routes only translate HTTP into :class:`cloud.shipments.ShipmentService` calls. Building the router also
+attaches the service to the platform's alert notifier, so an opened cold-chain excursion alert quarantines
+the batches that were in that container.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Depends, Query
+from fastapi.responses import HTMLResponse
+from pydantic import BaseModel, Field, field_validator
+
+from cloud.api.auth import Operator, Principal, Viewer, require
+from cloud.api.deps import Page, decode_cursor, encode_cursor
+from cloud.api.problems import Problem
+from cloud.api.timeparse import parse_time
+from cloud.shipments import DEFAULT_POINT, ShipmentConflict, ShipmentInvalid, attach
+
+QA = Annotated[Principal, Depends(require("qa"))]
+"""Quality assurance (or admin): may release or reject a quarantined batch."""
+
+_ID = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$"
+_LOT = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$"
+Time = int | str  # ns since the epoch, or ISO 8601
+
+
+class ShipmentIn(BaseModel):
+    id: str | None = Field(None, pattern=_ID, description="chosen by the server when absent")
+    profile: str = Field(description="a shipped cold-chain profile, e.g. who-type-1")
+    origin_site: str = Field(pattern=_ID, description="the distribution centre it leaves from")
+    destination_site: str = Field(pattern=_ID, description="the store it goes to")
+    reference: str = Field("", max_length=200)
+
+
+class LegIn(BaseModel):
+    asset: str = Field(description="the container or trailer")
+    start: Time = Field(alias="from")
+    end: Time | None = Field(None, alias="to", description="absent: the current leg, open-ended")
+    point: str = Field(DEFAULT_POINT, description="the product temperature point in that container")
+
+
+class BatchIn(BaseModel):
+    lot: str = Field(pattern=_LOT)
+    product: str = Field(min_length=1, max_length=200)
+    quantity: float = Field(gt=0)
+    unit: str = Field("", max_length=32)
+    loaded: Time | None = Field(None, description="absent: on board for the whole shipment")
+    unloaded: Time | None = None
+
+
+class DecisionIn(BaseModel):
+    reason: str = Field(max_length=2000, description="why; recorded and signed with the decision")
+
+    @field_validator("reason")
+    @classmethod
+    def _not_blank(cls, v: str) -> str:
+        if not v.strip():
+            raise ValueError("a reason is required")
+        return v.strip()
+
+
+def _time(value: Time | None, name: str) -> int | None:
+    return None if value is None else parse_time(str(value), name, 0)
+
+
+def _call(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    """The domain's errors as problems: not found 404, conflict 409, invalid 422."""
+    try:
+        return fn(*args, **kwargs)
+    except LookupError as exc:
+        raise Problem(404, "Not found", str(exc)) from None
+    except ShipmentConflict as exc:
+        raise Problem(409, "Conflict", str(exc)) from None
+    except ShipmentInvalid as exc:
+        raise Problem(422, "Invalid request", str(exc)) from None
+
+
+def get_router(platform) -> APIRouter:
+    r = APIRouter(prefix="/api/v1")
+    svc = attach(platform)
+
+    @r.post("/shipments", status_code=201, tags=["shipments"])
+    def create_shipment(body: ShipmentIn, p: Operator) -> dict[str, Any]:
+        return _call(svc.create_shipment, p.tenant, p.actor, profile=body.profile, origin_site=body.origin_site,
+                     destination_site=body.destination_site, shipment_id=body.id, reference=body.reference)
+
+    @r.get("/shipments", response_model=Page[dict[str, Any]], tags=["shipments"])
+    def list_shipments(p: Viewer, limit: int = Query(100, ge=1, le=1000),
+                       cursor: str | None = None) -> Page[dict[str, Any]]:
+        after = decode_cursor(cursor)
+        items, last = svc.list_shipments(p.tenant, None if after is None else str(after), limit)
+        return Page(items=items, next_cursor=encode_cursor(last) if last is not None else None)
+
+    @r.get("/shipments/{shipment_id}", tags=["shipments"])
+    def get_shipment(shipment_id: str, p: Viewer) -> dict[str, Any]:
+        """The shipment with its custody legs and batches."""
+        return _call(svc.get_shipment, p.tenant, shipment_id)
+
+    @r.post("/shipments/{shipment_id}/custody", status_code=201, tags=["shipments"])
+    def add_leg(shipment_id: str, body: LegIn, p: Operator) -> dict[str, Any]:
+        """Add a custody leg; the open current leg ends where a later one begins."""
+        return _call(svc.add_leg, p.tenant, p.actor, shipment_id, body.asset, _time(body.start, "from"),
+                     _time(body.end, "to"), body.point)
+
+    @r.post("/shipments/{shipment_id}/batches", status_code=201, tags=["shipments"])
+    def add_batch(shipment_id: str, body: BatchIn, p: Operator) -> dict[str, Any]:
+        return _call(svc.add_batch, p.tenant, p.actor, shipment_id, lot=body.lot, product=body.product,
+                     quantity=body.quantity, unit=body.unit, loaded_ns=_time(body.loaded, "loaded"),
+                     unloaded_ns=_time(body.unloaded, "unloaded"))
+
+    @r.get("/shipments/{shipment_id}/report", tags=["shipments"])
+    def report(shipment_id: str, p: Viewer, format: Literal["json", "html"] = "json"):
+        """The cold-chain record: custody, MKT and verdict per shipment and per batch (recomputed from the
+        store), excursions, signed decisions and the audit trail; ``format=html`` prints it with a chart."""
+        rep = _call(svc.report, p.tenant, shipment_id, time.time_ns())
+        return HTMLResponse(rep.to_html()) if format == "html" else rep.data
+
+    @r.get("/batches/{lot}", tags=["shipments"])
+    def get_batch(lot: str, p: Viewer) -> dict[str, Any]:
+        """The batch, the excursions it went through, and every signed decision on it."""
+        return _call(svc.get_batch, p.tenant, lot)
+
+    def _decide(lot: str, meaning: str, body: DecisionIn, p: Principal) -> dict[str, Any]:
+        decision = _call(svc.decide, p.tenant, lot, meaning, body.reason, p.actor)
+        return {"batch": _call(svc.get_batch, p.tenant, lot), "decision": decision}
+
+    @r.post("/batches/{lot}/release", tags=["shipments"])
+    def release(lot: str, body: DecisionIn, p: QA) -> dict[str, Any]:
+        """Release a quarantined batch: signed by the caller with the reason (409 unless quarantined)."""
+        return _decide(lot, "released", body, p)
+
+    @r.post("/batches/{lot}/reject", tags=["shipments"])
+    def reject(lot: str, body: DecisionIn, p: QA) -> dict[str, Any]:
+        """Reject a quarantined batch: signed by the caller with the reason (409 unless quarantined)."""
+        return _decide(lot, "rejected", body, p)
+
+    return r

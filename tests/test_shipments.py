@@ -1,0 +1,323 @@
+"""Shipments and batches against real servers (Mosquitto, InfluxDB; the registry on SQLite and on
+PostgreSQL): an excursion quarantines exactly the batches that were in that container at that time, QA
+releases or rejects them with a signed reason, the audit trail keeps every state, the report recomputes
+MKT from the stored readings, and another tenant sees none of it."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import threading
+import time
+
+import numpy as np
+import paho.mqtt.client as mqtt
+import pytest
+from fastapi.testclient import TestClient
+
+from cloud.api import shipments as shipments_api
+from cloud.api.app import create_app
+from cloud.platform import Platform
+from cloud.registry import Asset, SigningKey, Site
+from cloud.rules.coldchain import evaluate, load_profile, mkt_c
+from cloud.rules.coldchain.mkt import hold_durations_ns
+from cloud.settings import CloudSettings
+from cloud.shipments import attach, canonical_json, verify_record
+from cloud.store import Rows
+from tests.harness.processes import wait_until
+
+S = 1_000_000_000
+H = 3600 * S
+T0 = (time.time_ns() // H - 72) * H  # three days ago, on the hour
+PROFILE = "who-type-1"
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def platform(request, tmp_path, mosquitto, influxdb, influx_db):
+    db = f"sqlite:///{tmp_path / 'reg.sqlite'}" if request.param == "sqlite" else request.getfixturevalue("pg_db")
+    settings = CloudSettings(database_url=db, store="influx", influx_url=influxdb.url,
+                             influx_bucket=f"{influx_db}/autogen", influx_database=influx_db, mqtt_url=mosquitto.url)
+    p = Platform.open(settings, with_link=True)
+    p.start()
+    assert p.link.connected.wait(10)
+    reg = p.registry
+    keys = {role: reg.issue_api_key("acme", role, name) for role, name in
+            (("admin", "alice"), ("qa", "quinn"), ("operator", "olga"), ("viewer", "victor"))}
+    keys["other"] = reg.issue_api_key("globex", "admin", "mallory")
+    with reg.session() as s:
+        for tenant, site in (("acme", "dc-1"), ("acme", "store-7"), ("globex", "dc-g"), ("globex", "store-g")):
+            s.add(Site(tenant=tenant, id=site, name=site, kind="site"))
+        for tenant, asset in (("acme", "trailer-1"), ("acme", "trailer-2"), ("acme", "coldroom-7"),
+                              ("globex", "trailer-1")):
+            s.add(Asset(tenant=tenant, id=asset, type="refrigerated-trailer", first_seen_ns=0))
+    app = create_app(p)
+    if not any(getattr(route, "path", None) == "/api/v1/shipments" for route in app.routes):
+        app.include_router(shipments_api.get_router(p))  # until app.py lists the module
+    clients = {role: TestClient(app, headers={"Authorization": f"Bearer {key}"}) for role, (_, key) in keys.items()}
+    actors = {role: f"key:{key_id} ({name})" for (role, (key_id, _)), name in
+              zip(keys.items(), ("alice", "quinn", "olga", "victor", "mallory"), strict=True)}
+    yield p, clients, actors
+    p.close()
+
+
+def _shipment(c: TestClient, sid: str, legs: list[tuple[str, int, int | None]], lots: list[dict],
+              origin: str = "dc-1", destination: str = "store-7") -> None:
+    r = c.post("/api/v1/shipments", json={"id": sid, "profile": PROFILE, "origin_site": origin,
+                                          "destination_site": destination})
+    assert r.status_code == 201, r.text
+    for asset, start, end in legs:
+        r = c.post(f"/api/v1/shipments/{sid}/custody", json={"asset": asset, "from": start, "to": end})
+        assert r.status_code == 201, r.text
+    for lot in lots:
+        r = c.post(f"/api/v1/shipments/{sid}/batches", json={"product": "vaccine", "quantity": 100, **lot})
+        assert r.status_code == 201, r.text
+
+
+def _states(c: TestClient, lots: list[str]) -> dict[str, str]:
+    return {lot: c.get(f"/api/v1/batches/{lot}").json()["state"] for lot in lots}
+
+
+def _listen(url: str, topic_filter: str) -> tuple[mqtt.Client, list]:
+    host, port = url.removeprefix("mqtt://").split(":")
+    got: list = []
+    ready = threading.Event()
+    c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+    c.on_connect = lambda cl, *_: cl.subscribe(topic_filter, 1)
+    c.on_subscribe = lambda *_: ready.set()
+    c.on_message = lambda cl, u, m: got.append((m.topic, json.loads(m.payload)))
+    c.connect(host, int(port))
+    c.loop_start()
+    assert ready.wait(10)
+    return c, got
+
+
+def test_an_excursion_quarantines_exactly_the_batches_in_that_trailer_at_that_time(platform, mosquitto):
+    p, c, _ = platform
+    op = c["operator"]
+    listener, notes = _listen(mosquitto.url, "twin/v1/+/notifications/#")
+    _shipment(op, "in", [("trailer-1", T0, None), ("trailer-2", T0 + 10 * H, None)],
+              [{"lot": "IN-1"}, {"lot": "IN-2"}, {"lot": "DROPPED", "unloaded": T0 + 3 * H}])
+    _shipment(op, "left", [("trailer-1", T0, T0 + 4 * H), ("trailer-2", T0 + 4 * H, None)], [{"lot": "LEFT"}])
+    _shipment(op, "left-as-it-began", [("trailer-1", T0, T0 + 5 * H), ("coldroom-7", T0 + 5 * H, None)],
+              [{"lot": "EDGE"}])
+    _shipment(op, "after", [("trailer-2", T0, T0 + 7 * H), ("trailer-1", T0 + 7 * H, None)], [{"lot": "AFTER"}])
+    _shipment(op, "elsewhere", [("trailer-2", T0, None)], [{"lot": "ELSEWHERE"}])
+    _shipment(c["other"], "g", [("trailer-1", T0, None)], [{"lot": "GLOBEX"}], "dc-g", "store-g")
+
+    svc = attach(p)
+    got = svc.quarantine_for_excursion("acme", "trailer-1", T0 + 5 * H, T0 + 6 * H, "heat-total: >= 30 °C for 10 h")
+
+    assert got == ["IN-1", "IN-2"]
+    assert _states(op, ["IN-1", "IN-2", "DROPPED", "LEFT", "EDGE", "AFTER", "ELSEWHERE"]) == {
+        "IN-1": "quarantined", "IN-2": "quarantined", "DROPPED": "available", "LEFT": "available",
+        "EDGE": "available", "AFTER": "available", "ELSEWHERE": "available"}
+    assert c["other"].get("/api/v1/batches/GLOBEX").json()["state"] == "available"
+    excursions = op.get("/api/v1/batches/IN-1").json()["excursions"]
+    assert [(e["asset"], e["start_ns"], e["end_ns"]) for e in excursions] == [("trailer-1", T0 + 5 * H, T0 + 6 * H)]
+
+    wait_until(lambda: len(notes) >= 2, what="the DC and store notifications")
+    assert sorted(t for t, _ in notes) == ["twin/v1/acme/notifications/dc/dc-1",
+                                           "twin/v1/acme/notifications/store/store-7"]
+    for _, body in notes:
+        assert (body["event"], body["shipment"], body["lots"]) == ("batches.quarantined", "in", ["IN-1", "IN-2"])
+    # Nothing else was announced: the next notification is the QA decision's.
+    c["qa"].post("/api/v1/batches/IN-1/release", json={"reason": "MKT within limit"}).raise_for_status()
+    wait_until(lambda: len(notes) >= 4, what="the release notifications")
+    assert len(notes) == 4 and {b["event"] for _, b in notes[2:]} == {"batch.released"}
+    listener.loop_stop()
+    listener.disconnect()
+
+
+def test_an_excursion_alert_quarantines_and_an_equipment_alert_does_not(platform):
+    p, c, _ = platform
+    _shipment(c["operator"], "s1", [("trailer-1", T0, None)], [{"lot": "L1"}])
+
+    p.alerts.raise_alert("acme", "trailer-1", "coldchain:door-open-long", "medium", "door open 25 min",
+                         {"window": {"start_ns": T0 + H, "end_ns": T0 + 2 * H}})
+    p.notifier.drain()
+    assert _states(c["viewer"], ["L1"]) == {"L1": "available"}
+
+    alert_id, _ = p.alerts.raise_alert("acme", "trailer-1", f"coldchain:{PROFILE}:heat-total", "high",
+                                       "supply_air >= 30 °C for 10 h", {"window": {"start_ns": T0 + H,
+                                                                                  "end_ns": T0 + 2 * H}})
+    p.notifier.drain()
+    batch = c["viewer"].get("/api/v1/batches/L1").json()
+    assert batch["state"] == "quarantined"
+    assert [(e["alert_id"], e["start_ns"], e["end_ns"]) for e in batch["excursions"]] == [
+        (alert_id, T0 + H, T0 + 2 * H)]
+
+    # The rules report the same alert again, longer: the window widens, a released lot stays released.
+    c["qa"].post("/api/v1/batches/L1/release", json={"reason": "reviewed"}).raise_for_status()
+    assert attach(p).quarantine_for_excursion("acme", "trailer-1", T0 + H, T0 + 3 * H, "again", alert_id) == []
+    batch = c["viewer"].get("/api/v1/batches/L1").json()
+    assert batch["state"] == "released" and batch["excursions"][0]["end_ns"] == T0 + 3 * H
+
+
+def test_custody_entered_after_the_excursion_still_quarantines(platform):
+    p, c, _ = platform
+    attach(p).quarantine_for_excursion("acme", "trailer-2", T0 + 2 * H, T0 + 3 * H, "freeze")
+    _shipment(c["operator"], "late", [("trailer-2", T0, T0 + 4 * H)], [{"lot": "LATE-1"}])
+    _shipment(c["operator"], "later", [("trailer-2", T0 + 4 * H, None)], [{"lot": "LATE-2"}])
+    assert _states(c["viewer"], ["LATE-1", "LATE-2"]) == {"LATE-1": "quarantined", "LATE-2": "available"}
+
+
+def test_qa_release_and_reject_are_signed_and_every_state_is_audited(platform):
+    p, c, actors = platform
+    _shipment(c["operator"], "s1", [("trailer-1", T0, None)], [{"lot": "A"}, {"lot": "B"}])
+    _shipment(c["operator"], "s2", [("trailer-2", T0, None)], [{"lot": "CALM"}])
+    svc = attach(p)
+    svc.quarantine_for_excursion("acme", "trailer-1", T0 + H, T0 + 2 * H, "heat-spike")
+
+    for role in ("viewer", "operator"):
+        r = c[role].post("/api/v1/batches/A/release", json={"reason": "fine"})
+        assert r.status_code == 403 and r.headers["content-type"] == "application/problem+json", role
+    for body in ({"reason": ""}, {"reason": "   "}, {}):
+        assert c["qa"].post("/api/v1/batches/A/release", json=body).status_code == 422, body
+    assert c["qa"].post("/api/v1/batches/CALM/release", json={"reason": "x"}).status_code == 409
+
+    r = c["qa"].post("/api/v1/batches/A/release", json={"reason": "MKT 6.2 °C within the 8 °C limit"})
+    assert r.status_code == 200, r.text
+    first = r.json()["decision"]
+    record = first["record"]
+    assert (first["signer"], first["meaning"], first["reason"]) == (actors["qa"], "released",
+                                                                    "MKT 6.2 °C within the 8 °C limit")
+    assert (record["signer"], record["meaning"], record["signed_at"]) == (actors["qa"], "released", first["signed_at"])
+    assert record["batch"]["state"] == "quarantined" and record["batch"]["version"] == 1
+    assert [e["reason"] for e in record["excursions"]] == ["heat-spike"] and record["previous_signature"] is None
+    with p.registry.session() as s:
+        key = s.get(SigningKey, "acme")
+    body = canonical_json(record)
+    assert first["digest"] == hashlib.sha256(body).hexdigest()
+    assert first["signature"] == hmac.new(key.secret.encode(), body, hashlib.sha256).hexdigest()
+    assert record["key_id"] == first["key_id"] == key.id
+    assert not verify_record(key.secret, {**record, "reason": "edited later"}, first["digest"], first["signature"])
+    assert r.json()["batch"]["state"] == "released" and r.json()["batch"]["decisions"][0]["verified"] is True
+
+    assert c["qa"].post("/api/v1/batches/A/release", json={"reason": "again"}).status_code == 409
+    assert c["qa"].post("/api/v1/batches/A/reject", json={"reason": "again"}).status_code == 409
+    r = c["admin"].post("/api/v1/batches/B/reject", json={"reason": "temperature logger data missing"})
+    assert r.status_code == 200 and r.json()["batch"]["state"] == "rejected"
+
+    # A second excursion quarantines the released lot again (not the rejected one); the next signature
+    # chains to the first.
+    assert svc.quarantine_for_excursion("acme", "trailer-1", T0 + 5 * H, T0 + 6 * H, "heat-total") == ["A"]
+    second = c["qa"].post("/api/v1/batches/A/reject", json={"reason": "second excursion"}).json()["decision"]
+    assert second["record"]["previous_signature"] == first["signature"]
+    assert second["record"]["batch"]["version"] == 3 and len(second["record"]["excursions"]) == 2
+
+    audit = c["admin"].get("/api/v1/audit", params={"limit": 1000}).json()["items"][::-1]
+    trail = [(e["action"], (e["before"] or {}).get("state"), e["after"]["state"], e["actor"])
+             for e in audit if e["target"] == "batch:A"]
+    assert trail == [("batch.create", None, "available", actors["operator"]),
+                     ("batch.quarantine", "available", "quarantined", "system:coldchain"),
+                     ("batch.release", "quarantined", "released", actors["qa"]),
+                     ("batch.quarantine", "released", "quarantined", "system:coldchain"),
+                     ("batch.reject", "quarantined", "rejected", actors["qa"])]
+    release = next(e for e in audit if e["action"] == "batch.release")
+    assert release["reason"] == "MKT 6.2 °C within the 8 °C limit"
+    assert release["after"]["signature"] == first["signature"]
+
+
+def test_another_tenants_shipments_and_batches_are_not_found(platform):
+    _, c, _ = platform
+    _shipment(c["operator"], "s1", [("trailer-1", T0, None)], [{"lot": "A"}])
+    other = c["other"]
+    assert other.get("/api/v1/shipments").json()["items"] == []
+    for method, path, body in (("get", "/api/v1/shipments/s1", None), ("get", "/api/v1/shipments/s1/report", None),
+                               ("get", "/api/v1/batches/A", None),
+                               ("post", "/api/v1/shipments/s1/custody", {"asset": "trailer-1", "from": T0 + H}),
+                               ("post", "/api/v1/shipments/s1/batches", {"lot": "X", "product": "p", "quantity": 1}),
+                               ("post", "/api/v1/batches/A/release", {"reason": "mine now"}),
+                               ("post", "/api/v1/batches/A/reject", {"reason": "mine now"})):
+        r = getattr(other, method)(path, **({"json": body} if body else {}))
+        assert r.status_code == 404 and r.headers["content-type"] == "application/problem+json", (path, r.text)
+    r = c["operator"].post("/api/v1/shipments", json={"profile": PROFILE, "origin_site": "dc-g",
+                                                      "destination_site": "store-7"})
+    assert r.status_code == 422  # another tenant's site
+
+
+def test_custody_legs_hand_over_and_never_overlap(platform):
+    _, c, _ = platform
+    op = c["operator"]
+    for body in ({"profile": "no-such-profile"}, {"profile": "/etc/passwd"}, {"origin_site": "nowhere"}):
+        r = op.post("/api/v1/shipments", json={"profile": PROFILE, "origin_site": "dc-1",
+                                               "destination_site": "store-7", **body})
+        assert r.status_code == 422, body
+    assert c["viewer"].post("/api/v1/shipments", json={"profile": PROFILE, "origin_site": "dc-1",
+                                                       "destination_site": "store-7"}).status_code == 403
+    _shipment(op, "s1", [("trailer-1", T0, None)], [{"lot": "A"}])
+    assert op.post("/api/v1/shipments", json={"id": "s1", "profile": PROFILE, "origin_site": "dc-1",
+                                              "destination_site": "store-7"}).status_code == 409
+    leg = op.post("/api/v1/shipments/s1/custody", json={"asset": "trailer-2", "from": T0 + 5 * H})
+    assert leg.status_code == 201
+    legs = op.get("/api/v1/shipments/s1").json()["legs"]
+    assert [(x["asset"], x["from_ns"], x["to_ns"]) for x in legs] == [("trailer-1", T0, T0 + 5 * H),
+                                                                     ("trailer-2", T0 + 5 * H, None)]
+    for body, status in (({"asset": "coldroom-7", "from": T0 + H, "to": T0 + 2 * H}, 409),
+                         ({"asset": "coldroom-7", "from": T0 + 3 * H}, 409),
+                         ({"asset": "coldroom-7", "from": T0 - 2 * H, "to": T0 - 3 * H}, 422),
+                         ({"asset": "trailer-9", "from": T0 - 2 * H, "to": T0 - H}, 422),
+                         ({"asset": "coldroom-7", "from": "yesterday"}, 422)):
+        r = op.post("/api/v1/shipments/s1/custody", json=body)
+        assert r.status_code == status, (body, r.text)
+    before = op.post("/api/v1/shipments/s1/custody", json={"asset": "coldroom-7", "from": T0 - 2 * H, "to": T0})
+    assert before.status_code == 201  # an earlier leg that touches the first one is fine
+    assert op.post("/api/v1/shipments/s1/batches", json={"lot": "A", "product": "p", "quantity": 1}).status_code == 409
+    for sid in ("s2", "s3"):
+        _shipment(op, sid, [], [])
+    page = op.get("/api/v1/shipments", params={"limit": 2}).json()
+    rest = op.get("/api/v1/shipments", params={"limit": 2, "cursor": page["next_cursor"]}).json()
+    assert [x["id"] for x in page["items"] + rest["items"]] == ["s1", "s2", "s3"] and rest["next_cursor"] is None
+
+
+def _write(p: Platform, asset: str, t: np.ndarray, v: np.ndarray) -> None:
+    rows = Rows()
+    rows.extend_series("acme", asset, "supply_air", t.tolist(), v.tolist(), [0] * t.size)
+    p.store.write(rows)
+
+
+def test_the_report_computes_mkt_from_stored_readings_and_prints_the_chart_and_decisions(platform):
+    p, c, actors = platform
+    step = 10 * 60 * S
+    rng = np.random.default_rng(7)
+    t1 = np.arange(T0 - 2 * H, T0 + 12 * H, step, dtype=np.int64)  # trailer-1 logs before and after the leg too
+    v1 = np.round(5.0 + rng.normal(0, 0.8, t1.size), 2)
+    v1[(t1 >= T0 + 4 * H) & (t1 < T0 + 5 * H)] = 12.5  # the excursion
+    v1[t1 >= T0 + 8 * H] = 21.0  # another load's temperature, after the hand-over: not this shipment's
+    t2 = np.arange(T0, T0 + 14 * H, step, dtype=np.int64)
+    v2 = np.round(4.0 + rng.normal(0, 0.5, t2.size), 2)
+    _write(p, "trailer-1", t1, v1)
+    _write(p, "trailer-2", t2, v2)
+    _shipment(c["operator"], "s1", [("trailer-1", T0, None), ("trailer-2", T0 + 8 * H, None)],
+              [{"lot": "WHOLE"}, {"lot": "LATE", "loaded": T0 + 6 * H}, {"lot": "EARLY", "unloaded": T0 + 3 * H}])
+    assert attach(p).quarantine_for_excursion("acme", "trailer-1", T0 + 4 * H, T0 + 5 * H, "12.5 °C") == ["WHOLE"]
+    reason = "1 h at 12.5 °C: no stability data"
+    c["qa"].post("/api/v1/batches/WHOLE/reject", json={"reason": reason}).raise_for_status()
+
+    leg1, leg2 = (t1 >= T0) & (t1 < T0 + 8 * H), t2 >= T0 + 8 * H
+    t, v = np.concatenate([t1[leg1], t2[leg2]]), np.concatenate([v1[leg1], v2[leg2]])
+    profile = load_profile(PROFILE)
+    rep = c["viewer"].get("/api/v1/shipments/s1/report").json()
+    assert rep["temperature"]["readings"] == t.size
+    assert rep["temperature"]["mkt_c"] == evaluate(t, v, profile).mkt_c == mkt_c(v, hold_durations_ns(t))
+    expected = {"WHOLE": np.ones(t.size, bool), "LATE": t >= T0 + 6 * H, "EARLY": t < T0 + 3 * H}
+    for b in rep["batches"]:
+        keep = expected[b["lot"]]
+        assert b["temperature"]["mkt_c"] == evaluate(t[keep], v[keep], profile).mkt_c, b["lot"]
+    assert len({b["temperature"]["mkt_c"] for b in rep["batches"]}) == 3
+    assert [(x["asset"], x["readings"]) for x in rep["legs"]] == [("trailer-1", leg1.sum()), ("trailer-2", leg2.sum())]
+    assert [e["reason"] for e in rep["excursions"]] == ["12.5 °C"]
+    assert [(d["lot"], d["meaning"], d["signer"], d["verified"]) for d in rep["decisions"]] == [
+        ("WHOLE", "rejected", actors["qa"], True)]
+    assert {"shipment.create", "custody.add", "custody.close", "batch.quarantine", "batch.reject"} <= \
+        {a["action"] for a in rep["audit"]}
+
+    r = c["viewer"].get("/api/v1/shipments/s1/report", params={"format": "html"})
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/html")
+    page = r.text
+    assert "<svg" in page and page.count("<polyline") == 2
+    assert reason in page and actors["qa"] in page
+    assert "rejected" in page and rep["decisions"][0]["signature"] in page
+    assert f"{rep['temperature']['mkt_c']:.2f} °C" in page
+    assert "<script" not in page and "src=" not in page and "href=" not in page and "<link" not in page
