@@ -316,10 +316,23 @@ class EdgeAgent:
         self.outbox.close()
 
 
+def limit_malloc_arenas(n: int = 2) -> None:
+    """glibc gives each thread its own malloc arena (64 MB of address space each, touched as used): with a
+    few network threads that costs the agent ~25 MB of RSS on a gateway for nothing (measured 181 → 157 MB).
+    Same effect as MALLOC_ARENA_MAX, set before the threads start."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6").mallopt(-8, n)  # M_ARENA_MAX
+    except (OSError, AttributeError):
+        pass  # not glibc: nothing to tune
+
+
 def run_forever(config_path: Path) -> None:
     """`twin edge run`: start, tick until SIGTERM/SIGINT, then flush and save detector state."""
     from edge.config import load_config
 
+    limit_malloc_arenas()
     cfg = load_config(config_path)
     agent = EdgeAgent(cfg)
     signal.signal(signal.SIGTERM, lambda *_: agent.stop())
