@@ -13,6 +13,7 @@ from cloud.ingest import Ingest
 from cloud.link import CloudLink
 from cloud.live import LiveHub
 from cloud.registry import Gateway, Registry
+from cloud.rules.runner import RuleRunner
 from cloud.settings import CloudSettings
 from cloud.store import TimeSeriesStore, open_store
 from cloud.twin import TwinService
@@ -33,6 +34,7 @@ class Platform:
     live: LiveHub
     ingest: Ingest | None = None
     link: CloudLink | None = None
+    rules: RuleRunner | None = None
     extra_counters: dict[str, int] = field(default_factory=dict)
 
     @classmethod
@@ -57,7 +59,8 @@ class Platform:
 
         attach(p)  # excursion alerts quarantine the batches on board, in whichever process raised them
         if with_ingest:
-            p.ingest = Ingest(settings, store, registry)
+            p.rules = RuleRunner(p, interval_s=settings.rules_interval_s, profile=settings.coldchain_profile)
+            p.ingest = Ingest(settings, store, registry, on_written=p.rules.on_written, on_events=p.rules.on_events)
         return p
 
     def start(self) -> None:
@@ -65,8 +68,12 @@ class Platform:
             self.link.start()
         if self.ingest is not None:
             self.ingest.start()
+        if self.rules is not None:
+            self.rules.start()
 
     def close(self) -> None:
+        if self.rules is not None:
+            self.rules.stop()
         if self.ingest is not None:
             self.ingest.stop()
         if self.link is not None:
@@ -79,6 +86,8 @@ class Platform:
         if self.ingest is not None:
             out.update({f"ingest_{k}": v for k, v in self.ingest.counters.items()})
         out.update(self.notifier.counters)
+        if self.rules is not None:
+            out.update(self.rules.counters)
         out.update(self.live.counters)
         return out
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import multiprocessing as mp
 import signal
@@ -14,6 +15,8 @@ from cloud.platform import Platform
 from cloud.settings import CloudSettings
 
 log = logging.getLogger("cloud.run")
+COUNTERS_EVERY_S = 30.0
+"""A worker has no HTTP port: its health and counters go to its structured log this often (and at exit)."""
 
 
 def run_ingest(settings: CloudSettings) -> None:
@@ -23,9 +26,13 @@ def run_ingest(settings: CloudSettings) -> None:
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     platform.start()
-    log.info("ingest worker running (%s → %s)", settings.mqtt_url, settings.store)
-    stop.wait()
+    log.info("ingest worker %s running (partition %d of %d, %s → %s)", settings.ingest_client_id,
+             settings.ingest_partition, settings.ingest_partitions, settings.mqtt_url, settings.store)
+    while not stop.wait(COUNTERS_EVERY_S):
+        log.info("ingest counters %s", json.dumps(platform.counters(), sort_keys=True))
+    log.info("ingest counters %s", json.dumps(platform.counters(), sort_keys=True))
     platform.close()
+    log.info("ingest worker %s stopped", settings.ingest_client_id)
 
 
 def _worker(settings_json: str) -> None:

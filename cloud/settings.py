@@ -50,6 +50,10 @@ class CloudSettings(BaseSettings):
     # max_inflight_messages decides instead.
     ingest_max_inflight: int = 1000
 
+    # Rules (run in each ingest worker on the data it wrote)
+    rules_interval_s: float = 60.0
+    coldchain_profile: str = "who-30-day-refrigerator"  # for trailers whose shipments name none
+
     # API
     api_host: str = "127.0.0.1"
     api_port: int = 8000

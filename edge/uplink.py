@@ -100,6 +100,7 @@ class Uplink:
         msg = GatewayStatus(
             tenant=self.cfg.tenant, gateway=self.cfg.gateway, state=state,  # type: ignore[arg-type]
             t_ns=time.time_ns(), config_version=self.cfg.version, counters=self._counters(),
+            assets={a.id: a.type for a in self.cfg.assets},
         )
         self.client.publish(self._status_topic, encode(msg), qos=1, retain=True)
 

@@ -140,6 +140,7 @@ class GatewayStatus(_Msg):
     t_ns: int = 0
     config_version: int = 0
     counters: dict[str, int] = Field(default_factory=dict)
+    assets: dict[str, str] = Field(default_factory=dict, description="asset id -> asset type, as configured")
 
 
 class DesiredConfig(_Msg):

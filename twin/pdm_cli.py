@@ -15,7 +15,7 @@ from typing import Any
 
 import typer
 
-from cloud.pdm.data import DATASETS, dataset_files, default_data_dir, file_sha256, load_trajectories
+from cloud.pdm.data import DATASETS, RUL_CAP, dataset_files, default_data_dir, file_sha256, load_trajectories
 from cloud.pdm.model import RulModel, RulParams, evaluate_dataset, tune
 from cloud.pdm.registry import ModelRegistry, load_model_dir, resolve
 
@@ -31,8 +31,8 @@ def _check_dataset(dataset: str) -> str:
     return d
 
 
-def _params(max_iter: int | None, folds: int) -> RulParams:
-    p = RulParams(n_folds=folds)
+def _params(max_iter: int | None, folds: int, cap: float) -> RulParams:
+    p = RulParams(n_folds=folds, cap=cap)
     return p if max_iter is None else replace(p, max_iter=max_iter)
 
 
@@ -59,13 +59,14 @@ def train(
     units: int | None = typer.Option(None, help="train on the first N engines only (quick runs, tests)"),
     max_iter: int | None = typer.Option(None, help="boosting iterations (default: the tuned value)"),
     folds: int = typer.Option(5, help="grouped CV folds (for the interval and the CV figures)"),
+    cap: float = typer.Option(RUL_CAP, help="piecewise-linear target cap, cycles (125 or 130 in the literature)"),
     jobs: int = typer.Option(2, help="processes for the CV folds and the final fit"),
     activate: bool = typer.Option(True, help="make the new version the active one"),
     as_json: bool = typer.Option(False, "--json", help="print the registered metadata as JSON"),
 ) -> None:
     """Train on train_FD00x.txt and register a new version (scored on the test set when it is there)."""
     dataset = _check_dataset(dataset)
-    model, metrics = _train(data, dataset, _params(max_iter, folds), units, jobs)
+    model, metrics = _train(data, dataset, _params(max_iter, folds, cap), units, jobs)
     train_file = dataset_files(data, dataset)["train"]
     reg = ModelRegistry(out)
     version = reg.register(name or dataset, model, metrics=metrics, data_sha256=file_sha256(train_file),

@@ -9,7 +9,8 @@ def open_store(settings) -> TimeSeriesStore:
         from cloud.store.influx import InfluxStore
 
         return InfluxStore(settings.influx_url, settings.influx_token, settings.influx_org,
-                           settings.influx_bucket, settings.influx_database)
+                           settings.influx_bucket, settings.influx_database,
+                           gzip_level=settings.influx_gzip_level)
     from cloud.store.embedded import EmbeddedStore
 
     return EmbeddedStore(settings.embedded_path)

@@ -9,8 +9,9 @@ measurement ``telemetry``, tags ``tenant``, ``asset``, ``point``, fields ``value
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal, NamedTuple
 
 Agg = Literal["mean", "min", "max", "last", "count"]
 AGGS: tuple[str, ...] = ("mean", "min", "max", "last", "count")
@@ -24,29 +25,38 @@ class StoreRejected(ValueError):
     """The store refused some samples for good (type conflict, outside retention)."""
 
 
+class SeriesRows(NamedTuple):
+    """The samples of one series in a write, as parallel arrays (the shape they arrive in)."""
+
+    tenant: str
+    asset: str
+    point: str
+    t_ns: Sequence[int]
+    values: Sequence[float | None]
+    quality: Sequence[int]
+
+
 @dataclass
 class Rows:
-    """Samples to write, columnar; one entry per sample."""
+    """Samples to write, one columnar chunk per series: no Python object per sample on the way to the store."""
 
-    tenant: list[str] = field(default_factory=list)
-    asset: list[str] = field(default_factory=list)
-    point: list[str] = field(default_factory=list)
-    t_ns: list[int] = field(default_factory=list)
-    value: list[float | None] = field(default_factory=list)
-    quality: list[int] = field(default_factory=list)
+    series: list[SeriesRows] = field(default_factory=list)
+    n: int = 0
 
     def __len__(self) -> int:
-        return len(self.t_ns)
+        return self.n
 
-    def extend_series(self, tenant: str, asset: str, point: str, t_ns: list[int],
-                      values: list[float | None], quality: list[int]) -> None:
-        n = len(t_ns)
-        self.tenant.extend([tenant] * n)
-        self.asset.extend([asset] * n)
-        self.point.extend([point] * n)
-        self.t_ns.extend(t_ns)
-        self.value.extend(values)
-        self.quality.extend(quality)
+    def extend_series(self, tenant: str, asset: str, point: str, t_ns: Sequence[int],
+                      values: Sequence[float | None], quality: Sequence[int]) -> None:
+        if len(t_ns):
+            self.series.append(SeriesRows(tenant, asset, point, t_ns, values, quality))
+            self.n += len(t_ns)
+
+    def samples(self) -> Iterator[tuple[str, str, str, int, float | None, int]]:
+        """One (tenant, asset, point, t_ns, value, quality) per sample, for stores that write row by row."""
+        for s in self.series:
+            for t, v, q in zip(s.t_ns, s.values, s.quality, strict=True):
+                yield s.tenant, s.asset, s.point, t, v, q
 
 
 @dataclass
@@ -62,6 +72,15 @@ class TimeSeriesStore(ABC):
     @abstractmethod
     def write(self, rows: Rows) -> None:
         """Durably write all rows, or raise StoreUnavailable (nothing to assume written)."""
+
+    def prepare(self, rows: Rows) -> Any:
+        """The CPU half of a write (encoding), so a caller can do it while an earlier write is on the wire;
+        hand the result to ``write_prepared``. Stores with nothing to encode return the rows."""
+        return rows
+
+    def write_prepared(self, prepared: Any) -> None:
+        """The I/O half of a write: same contract as ``write``."""
+        self.write(prepared)
 
     @abstractmethod
     def query_range(self, tenant: str, asset: str, point: str, start_ns: int, end_ns: int,

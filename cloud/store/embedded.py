@@ -31,8 +31,8 @@ class EmbeddedStore(TimeSeriesStore):
         )
 
     def write(self, rows: Rows) -> None:
-        values = [None if v is None or not math.isfinite(v) else v for v in rows.value]
-        data = zip(rows.tenant, rows.asset, rows.point, rows.t_ns, values, rows.quality, strict=True)
+        data = [(tenant, asset, point, t, None if v is None or not math.isfinite(v) else v, q)
+                for tenant, asset, point, t, v, q in rows.samples()]
         try:
             with self._lock:
                 self._db.execute("BEGIN")

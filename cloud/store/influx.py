@@ -9,17 +9,23 @@ durably in InfluxDB, so the write must have returned.
 from __future__ import annotations
 
 import math
+import threading
+import zlib
+from dataclasses import dataclass
+from itertools import repeat
+from operator import add
 
 import httpx
 from influxdb_client import InfluxDBClient
-from influxdb_client.client.write_api import SYNCHRONOUS
 from influxdb_client.rest import ApiException
+from influxdb_client.service.write_service import WriteService
 from urllib3.exceptions import HTTPError as Urllib3Error
 
 from cloud.store.base import Agg, Rows, Series, StoreRejected, StoreUnavailable, TimeSeriesStore
 
 MEASUREMENT = "telemetry"
 _TAG_ESCAPE = str.maketrans({",": r"\,", " ": r"\ ", "=": r"\=", "\\": "\\\\"})
+_MAX_CACHED_KEYS = 200_000
 
 
 def _tag(v: str) -> str:
@@ -30,41 +36,129 @@ def _ql_str(v: str) -> str:
     return "'" + v.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
-def line_protocol(rows: Rows) -> list[str]:
-    """One line per sample; a missing or non-finite value is written as quality only."""
-    keys: dict[tuple[str, str, str], str] = {}
-    out = []
-    for tenant, asset, point, t, v, q in zip(rows.tenant, rows.asset, rows.point, rows.t_ns, rows.value,
-                                             rows.quality, strict=True):
-        k = (tenant, asset, point)
+def series_key(tenant: str, asset: str, point: str) -> str:
+    return f"{MEASUREMENT},asset={_tag(asset)},point={_tag(point)},tenant={_tag(tenant)}"
+
+
+def line_protocol(rows: Rows, keys: dict[tuple[str, str, str], str] | None = None) -> str:
+    """The line-protocol body of ``rows``: one line per sample; a missing or non-finite value is written as
+    quality only. ``keys`` caches series keys across calls.
+
+    Built a series at a time with C-level loops (``map`` over ``repr``/``str`` and string concatenation)
+    when the series is regular — every value a finite float, one quality — which is what sensors send:
+    about 0.6 µs a sample instead of 0.9 µs for an f-string per sample. Anything else takes the per-sample
+    path.
+    """
+    keys = {} if keys is None else keys
+    chunks = []
+    for s in rows.series:
+        k = (s.tenant, s.asset, s.point)
         key = keys.get(k)
         if key is None:
-            key = keys[k] = f"{MEASUREMENT},asset={_tag(asset)},point={_tag(point)},tenant={_tag(tenant)}"
-        if v is None or not math.isfinite(v):
-            out.append(f"{key} quality={q}i {t}")
+            if len(keys) >= _MAX_CACHED_KEYS:
+                keys.clear()
+            key = keys[k] = series_key(*k)
+        values, t_ns, quality = s.values, s.t_ns, s.quality
+        if not len(t_ns):
+            continue
+        q0 = quality[0]
+        # A sum that is finite means every value is (an overflow only sends a series down the slow path).
+        if list(quality).count(q0) == len(quality) and None not in values and math.isfinite(sum(values)):
+            pre = f"{key} value="
+            mid = f",quality={int(q0)}i "
+            chunks.append(pre + (f"\n{pre}").join(map(add, map(add, map(repr, map(float, values)), repeat(mid)),
+                                                      map(str, t_ns))))
+            continue
+        lines = []
+        for t, v, q in zip(t_ns, values, quality, strict=True):
+            if v is None or not math.isfinite(v):
+                lines.append(f"{key} quality={int(q)}i {int(t)}")
+            else:
+                lines.append(f"{key} value={float(v)!r},quality={int(q)}i {int(t)}")
+        chunks.append("\n".join(lines))
+    return "\n".join(chunks)
+
+
+class _SingleFlight:
+    """Identical queries that overlap in time share one round trip to InfluxDB: the second caller waits
+    for the first one's answer instead of asking again. A dashboard open on many screens sends the same
+    query at once; InfluxDB would compute it once per screen. The answer may predate the joining request
+    by at most one query's duration. Callers get the same objects: they must not change them."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._calls: dict[str, list] = {}  # query -> [done event, result, error]
+        self.shared = 0
+
+    def do(self, key: str, fn):
+        with self._lock:
+            call = self._calls.get(key)
+            leader = call is None
+            if leader:
+                call = self._calls[key] = [threading.Event(), None, None]
+            else:
+                self.shared += 1
+        if leader:
+            try:
+                call[1] = fn()
+            except Exception as exc:
+                call[2] = exc
+            finally:
+                with self._lock:
+                    del self._calls[key]
+                call[0].set()
         else:
-            out.append(f"{key} value={v!r},quality={q}i {t}")
-    return out
+            call[0].wait()
+        if call[2] is not None:
+            raise call[2]
+        return call[1]
+
+
+@dataclass(frozen=True)
+class EncodedWrite:
+    """A write ready to send: the (maybe gzip-compressed) line-protocol body."""
+
+    body: bytes
+    points: int
+    gzip: bool
 
 
 class InfluxStore(TimeSeriesStore):
     def __init__(self, url: str, token: str, org: str, bucket: str, database: str,
-                 timeout_s: float = 30.0) -> None:
+                 timeout_s: float = 30.0, gzip_level: int = 1) -> None:
+        """``gzip_level``: compression of write bodies, 0 for none. Level 1 shrinks line protocol ~14x at
+        ~0.25 µs a sample; influxdb-client's own gzip (level 9) costs ~3 µs a sample for little more."""
         self.url = url.rstrip("/")
         self.bucket = bucket
         self.org = org
         self.database = database
+        self.gzip_level = gzip_level
         self._client = InfluxDBClient(url=self.url, token=token or "unused", org=org,
-                                      timeout=int(timeout_s * 1000), enable_gzip=True)
-        self._write = self._client.write_api(write_options=SYNCHRONOUS)
+                                      timeout=int(timeout_s * 1000), enable_gzip=False)
+        # The v2 write endpoint through influxdb-client's own service, so the body can be compressed here
+        # (at a chosen level, off the writing thread) and sent as it is.
+        self._writes = WriteService(self._client.api_client)
+        self._keys: dict[tuple[str, str, str], str] = {}
+        self._keys_lock = threading.Lock()
         headers = {"Authorization": f"Token {token}"} if token else {}
         self._http = httpx.Client(base_url=self.url, timeout=timeout_s, headers=headers)
+        self._reads = _SingleFlight()
 
-    def write_lines(self, lines: list[str]) -> None:
-        if not lines:
+    def prepare(self, rows: Rows) -> EncodedWrite:
+        with self._keys_lock:
+            body = line_protocol(rows, self._keys).encode()
+        if self.gzip_level > 0:
+            c = zlib.compressobj(self.gzip_level, zlib.DEFLATED, 31)  # wbits 31: the gzip format
+            return EncodedWrite(c.compress(body) + c.flush(), len(rows), True)
+        return EncodedWrite(body, len(rows), False)
+
+    def write_prepared(self, prepared: EncodedWrite) -> None:
+        if not prepared.points:
             return
         try:
-            self._write.write(bucket=self.bucket, org=self.org, record="\n".join(lines), write_precision="ns")
+            self._writes.post_write(org=self.org, bucket=self.bucket, body=prepared.body, precision="ns",
+                                    content_type="text/plain; charset=utf-8",
+                                    **({"content_encoding": "gzip"} if prepared.gzip else {}))
         except ApiException as exc:
             if exc.status is not None and 400 <= exc.status < 500 and exc.status not in (401, 403, 404, 429):
                 raise StoreRejected(f"InfluxDB rejected the write ({exc.status}): {exc.body or exc.reason}") \
@@ -74,10 +168,13 @@ class InfluxStore(TimeSeriesStore):
             raise StoreUnavailable(f"InfluxDB unreachable at {self.url}: {exc}") from None
 
     def write(self, rows: Rows) -> None:
-        self.write_lines(line_protocol(rows))
+        self.write_prepared(self.prepare(rows))
 
     # -- reads --------------------------------------------------------------------------------
     def _query(self, q: str) -> list[dict]:
+        return self._reads.do(q, lambda: self._query_once(q))
+
+    def _query_once(self, q: str) -> list[dict]:
         try:
             r = self._http.get("/query", params={"db": self.database, "q": q, "epoch": "ns"})
         except httpx.HTTPError as exc:
@@ -118,11 +215,13 @@ class InfluxStore(TimeSeriesStore):
         return Series([r[0] for r in vals], [r[1] for r in vals])
 
     def latest(self, tenant, asset) -> dict[str, tuple[int, float | None]]:
-        q = (f"SELECT last(value) FROM {MEASUREMENT} WHERE tenant = {_ql_str(tenant)} AND "
-             f"asset = {_ql_str(asset)} GROUP BY point")
+        # Newest first and LIMIT 1 per point: the engine can stop at the first sample of each series,
+        # where ``last(value)`` reduces every series whole. Selecting only ``value`` skips samples that
+        # have none, as ``last`` does.
+        q = (f"SELECT value FROM {MEASUREMENT} WHERE tenant = {_ql_str(tenant)} AND asset = {_ql_str(asset)} "
+             "GROUP BY point ORDER BY time DESC LIMIT 1")
         return {s["tags"]["point"]: (s["values"][0][0], s["values"][0][1]) for s in self._query(q)}
 
     def close(self) -> None:
-        self._write.close()
         self._client.close()
         self._http.close()
