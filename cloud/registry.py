@@ -362,6 +362,10 @@ class Registry:
         cfg = Config(str(MIGRATIONS / "alembic.ini"))
         cfg.set_main_option("script_location", str(MIGRATIONS))
         with self.engine.begin() as conn:
+            if self.dialect == "postgresql":
+                # Several processes (API, ingest workers, replicas) start at once: one migrates, the others
+                # wait for it here, then find nothing left to do.
+                conn.execute(text("SELECT pg_advisory_xact_lock(7386201)"))
             cfg.attributes["connection"] = conn
             command.upgrade(cfg, "head")
 

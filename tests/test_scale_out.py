@@ -19,13 +19,13 @@ from tests.harness.processes import CloudProcess, TwinProcess, wait_until
 
 S = 1_000_000_000
 GATEWAYS = [f"gw-{i}" for i in range(6)]
-BATCHES = 30  # per gateway, each one minute of 6 points of 2 trailers at 1 Hz
+BATCHES = 30  # per gateway, each ten minutes of 6 points of 2 trailers at one sample per 10 s
 POINTS = ("supply_air", "return_air", "setpoint", "door", "compressor_current", "ambient")
 
 
 def _messages(t0: int) -> list[tuple[str, bytes]]:
-    """Status (asset types), then telemetry; gw-1's trailers warm to 12 degC for 20 min (a cold-chain
-    excursion), gw-4 raises a local alarm. Deterministic: both runs get exactly these bytes."""
+    """Status (asset types), then telemetry; gw-1's trailers warm to 12 degC for 200 min (over the FSANZ
+    2-hour rule), gw-4 raises a local alarm. Deterministic: both runs get exactly these bytes."""
     out = []
     for g in GATEWAYS:
         assets = {f"{g}-t{k}": "refrigerated-trailer" for k in range(2)}
@@ -35,7 +35,7 @@ def _messages(t0: int) -> list[tuple[str, bytes]]:
         for g in GATEWAYS:
             series = []
             for k in range(2):
-                t = [t0 + (seq * 60 + i) * S for i in range(60)]
+                t = [t0 + (seq * 600 + i * 10) * S for i in range(60)]
                 warm = g == "gw-1" and 5 <= seq < 25
                 values = {"supply_air": 12.0 if warm else 4.0, "return_air": 12.5 if warm else 4.5, "setpoint": 4.0,
                           "door": 0.0, "compressor_current": 12.0, "ambient": 20.0}
@@ -78,7 +78,7 @@ def _run(tmp_path, name: str, workers: int, influxdb, postgres, msgs, kill_one: 
     postgres.create_database(db)
     work = tmp_path / name
     work.mkdir()
-    env = {"TWIN_RULES_INTERVAL_S": "1"}
+    env = {"TWIN_RULES_INTERVAL_S": "1", "TWIN_COLDCHAIN_PROFILE": "fsanz-2h-4h"}
     api = CloudProcess(work, broker.url, postgres.url_for(db), influxdb.url, db, workers=0, extra_env=env)
     procs = []
     for k in range(workers):
@@ -130,7 +130,7 @@ def _run(tmp_path, name: str, workers: int, influxdb, postgres, msgs, kill_one: 
 
 @pytest.mark.timeout(600)
 def test_three_workers_split_the_load_lose_nothing_and_raise_the_same_alerts_as_one(tmp_path, influxdb, postgres):
-    t0 = (time.time_ns() // S - 2 * 3600) * S
+    t0 = (time.time_ns() // S - 6 * 3600) * S
     msgs = _messages(t0)
     one_alerts, one_stored, _ = _run(tmp_path, "one", 1, influxdb, postgres, msgs)
     three_alerts, three_stored, counters = _run(tmp_path, "three", 3, influxdb, postgres, msgs, kill_one=True)
