@@ -51,3 +51,32 @@ def test_compressor_off_what_if_matches_the_simulated_failure(tmp_path, influxdb
     assert "thermal" in api.get("/api/v1/twins/trailer-001").json()["model"]  # kept on the twin
     assert api.post("/api/v1/assets/nope/simulate", json={}).status_code == 404
     p.close()
+
+
+def test_postponing_maintenance_raises_the_chance_of_zone_d(tmp_path, influxdb, influx_db):
+    p = Platform.open(CloudSettings(database_url=f"sqlite:///{tmp_path / 'r.sqlite'}", store="influx",
+                                    influx_url=influxdb.url, influx_bucket=f"{influx_db}/autogen",
+                                    influx_database=influx_db))
+    key = p.registry.create_api_key("acme", "viewer")
+    with p.registry.session() as s:
+        s.add(Asset(tenant="acme", id="pump-1", type="rotating-machine", gateway="gw1", first_seen_ns=0))
+    day = 86_400 * S
+    now = T0 + 60 * day
+    rng = np.random.default_rng(0)
+    t = [T0 + i * day // 24 for i in range(60 * 24)]  # hourly for 60 days
+    # exponential wear: 1.2 mm/s growing towards zone D (4.5 mm/s, group 2 rigid) around day 80
+    v = [1.2 * np.exp(np.log(4.5 / 1.2) * (ti - T0) / (80 * day)) * (1 + 0.03 * rng.standard_normal()) for ti in t]
+    rows = Rows()
+    rows.extend_series("acme", "pump-1", "vib_velocity_rms", t, v, [0] * len(t))
+    p.store.write(rows)
+    api = TestClient(create_app(p), headers={"Authorization": f"Bearer {key}"})
+
+    def chance(days: float) -> float:
+        r = api.post("/api/v1/assets/pump-1/simulate", json={"postpone_days": days, "at": str(now)})
+        assert r.status_code == 200, r.text
+        return r.json()["probability_zone_d"]
+
+    soon, late = chance(3), chance(40)
+    assert soon < 0.05 and late > 0.95, (soon, late)
+    assert chance(0) <= soon <= chance(15) <= late  # monotone in the postponement
+    p.close()

@@ -47,7 +47,8 @@ def get_router(platform) -> APIRouter:
             if kind == "rotating-machine":
                 from cloud.simulate_machine import simulate_machine
 
-                return simulate_machine(platform, p.tenant, asset, postpone_days=body.postpone_days or 0.0)
+                return simulate_machine(platform, p.tenant, asset, postpone_days=body.postpone_days or 0.0,
+                                        now_ns=at_ns)
         except SimulationError as exc:
             raise Problem(422, "Cannot simulate", str(exc)) from None
         raise Problem(422, "Cannot simulate", f"no what-if model for asset type {kind!r}")
