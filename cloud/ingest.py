@@ -460,11 +460,15 @@ class Ingest:
                 reg.upsert(s, Gateway, [{"tenant": st.tenant, "id": st.gateway, "state": st.state,
                                          "last_seen_ns": st.t_ns or now, "config_version": st.config_version,
                                          "counters": st.counters}], keys=("tenant", "id"))
-                if st.assets:  # what the gateway is configured with: its assets and their types
+                if st.assets and st.state == "online":
+                    # What a live gateway is configured with: its assets (an asset that moved to this gateway
+                    # follows it) and their types. A stale retained "offline" status claims nothing.
                     reg.insert_ignore(s, Tenant, [{"id": st.tenant, "name": st.tenant}])
                     reg.insert_ignore(s, Asset, [{"tenant": st.tenant, "id": a, "gateway": st.gateway,
                                                   "first_seen_ns": now} for a in st.assets])
                     for a, typ in st.assets.items():
+                        s.execute(update(Asset).where(Asset.tenant == st.tenant, Asset.id == a)
+                                  .values(gateway=st.gateway))
                         s.execute(update(Asset).where(Asset.tenant == st.tenant, Asset.id == a, Asset.type.is_(None))
                                   .values(type=typ))
         self._known_tenants |= tenants
