@@ -274,7 +274,10 @@ def _run_all(steps: list[tuple[str, Callable[[], None]]]) -> None:
 @app.command("all")
 def all_() -> None:
     """Every benchmark, then docs/benchmarks.md."""
-    _run_all([("detectors", lambda: detectors(None, 10_000_000)), ("edge", lambda: edge(None, 2000, 10.0, 30.0, 1)),
+    _run_all([("detectors", lambda: detectors(None, 10_000_000)),
+              ("skab", lambda: skab(None, ROOT.parent / "shared" / "data" / "SKAB")),
+              ("quality", lambda: quality(None, ROOT / "simulators" / "scenarios" / "trailer-faults.yaml")),
+              ("edge", lambda: edge(None, 2000, 10.0, 30.0, 1)),
               ("ingest", lambda: ingest(None, 500, 2000, 1000, 1_000_000, 3, None)),
               ("api", lambda: api(None, 50, 10.0, 1.0)), ("e2e", lambda: e2e(None, 20, 30.0))])
     console.print(f"wrote {write_markdown()}")
