@@ -45,7 +45,7 @@ from cloud.settings import CloudSettings
 from cloud.store import Rows, StoreUnavailable, TimeSeriesStore
 from cloud.store.base import StoreRejected
 from models import topics
-from models.wire import AnomalyEvent, GatewayStatus, TelemetryBatch, WireError, _inflate, decode, decode_event
+from models.wire import AnomalyEvent, GatewayStatus, TelemetryBatch, WireError, decode, decode_event, inflate
 
 log = logging.getLogger("cloud.ingest")
 
@@ -91,7 +91,7 @@ def decode_telemetry(payload: bytes) -> TelemetryBatch:
     """A TelemetryBatch from the wire, validated in one pass by pydantic's JSON parser (~3x cheaper than
     ``json.loads`` then validation on batches of thousands of samples). What it refuses goes through
     ``models.wire.decode``, which words the reason (schema version, lengths...) for the dead letter."""
-    raw = _inflate(payload)
+    raw = inflate(payload)
     try:
         return TelemetryBatch.model_validate_json(raw)
     except ValidationError:

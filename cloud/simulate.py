@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from cloud.registry import Asset
+from cloud.registry import Asset, Twin
 from cloud.rules.coldchain.profiles import load_profile
 from cloud.rules.coldchain.reefer import assess_trailer, load_samples
 from cloud.thermal import Scenario, ThermalFitError, ThermalModel, TrailerHistory, fit
@@ -32,8 +32,10 @@ def _thermal(platform, tenant: str, asset: str, now_ns: int) -> tuple[ThermalMod
         history = TrailerHistory.from_samples(samples)
     except ThermalFitError as exc:
         raise SimulationError(f"not enough history to model this trailer: {exc}") from None
-    twin = platform.twins.state(tenant, asset)
-    stored = twin.model.get("thermal")
+    with platform.registry.session() as s:
+        row = s.get(Twin, (tenant, asset))
+        model_doc = dict(row.model) if row else {}
+    stored = model_doc.get("thermal")
     if stored and int(history.t_ns[-1]) - stored["fitted_until_ns"] < REFIT_AFTER_S * NS:
         return ThermalModel.from_dict(stored), history
     defrosts = [(e.start_ns, e.end_ns) for e in assess_trailer(samples, load_profile("who-type-1")).events
@@ -42,7 +44,7 @@ def _thermal(platform, tenant: str, asset: str, now_ns: int) -> tuple[ThermalMod
         model = fit(history, exclude=defrosts)
     except (ThermalFitError, np.linalg.LinAlgError, FloatingPointError, ValueError) as exc:
         raise SimulationError(f"cannot fit this trailer's thermal model from its history: {exc}") from None
-    platform.twins.put_model(tenant, asset, {**twin.model, "thermal": model.to_dict()})
+    platform.twins.put_model(tenant, asset, {**model_doc, "thermal": model.to_dict()})
     return model, history
 
 

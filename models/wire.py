@@ -170,7 +170,8 @@ def encode(msg: BaseModel, *, compress: bool = False) -> bytes:
     return zlib.compress(raw, 1) if compress else raw
 
 
-def _inflate(payload: bytes) -> bytes:
+def inflate(payload: bytes) -> bytes:
+    """The JSON bytes of a payload (decompressed if zlib), bounded in size; WireError otherwise."""
     if not payload:
         raise WireError("empty payload")
     first = payload[0]
@@ -201,7 +202,7 @@ def decode_event(payload: bytes) -> AnomalyEvent | AlarmEvent:
 
 def decode(payload: bytes, model: type[M]) -> M:
     """Parse and validate one message, raising WireError with a readable reason."""
-    raw = _inflate(payload)
+    raw = inflate(payload)
     try:
         obj = json.loads(raw)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:

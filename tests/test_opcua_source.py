@@ -19,7 +19,8 @@ from edge.config import OpcUaSource
 from edge.sources.opcua import OpcUaSourceRunner
 from simulators.opcua_server import NAMESPACE_URI, SimOpcUaServer
 from tests.harness import free_port
-from tests.harness.opcua import FlakyLink, Recorder, client_certificate, wait_until
+from tests.harness.opcua import FlakyLink, Recorder, client_certificate
+from tests.harness.processes import wait_until
 
 TYPE = "refrigerated-trailer"
 T0 = 1_700_000_000_000_000_000  # a fixed source time, whole µs (OPC-UA carries 100 ns, Python datetime µs)
@@ -134,7 +135,7 @@ def test_browse_paths_and_namespace_uris_resolve_and_a_missing_node_is_retried_a
                                            {"node": missing, "asset": a, "point": "ambient"}], rec)
         rec.wait_value(a, "door", 1.0)
         rec.wait_value(a, "setpoint", 4.0)
-        wait_until(lambda: runner.counters()["opcua_unknown_nodes"] >= 3, 10, "the missing node to be retried")
+        wait_until(lambda: runner.counters()["opcua_unknown_nodes"] >= 3, 10, what="the missing node to be retried")
     assert values(rec.of(a, "door")) == [(T0, 1.0, 0)]
     assert values(rec.of(a, "setpoint")) == [(T0, 4.0, 0)]
     assert rec.of(a, "ambient") == []
@@ -179,7 +180,7 @@ def test_a_wrong_password_is_counted_and_logged_and_retried_without_crashing(
         runner = run_source(secure_sim.endpoint, [node(secure_sim, "trailer-101", "door")], rec,
                             security="SignAndEncrypt", cert_file=cert, key_file=key, username="edge",
                             password="wrong")
-        wait_until(lambda: runner.counters()["opcua_errors"] >= 2, 15, "two refused connection attempts")
+        wait_until(lambda: runner.counters()["opcua_errors"] >= 2, 15, what="two refused connection attempts")
     assert runner._thread is not None and runner._thread.is_alive(), "the source keeps retrying"
     assert runner.counters()["opcua_values"] == 0 and rec.samples == []
     refused = [r for r in caplog.records if "BadUserAccessDenied" in getattr(r, "reason", "")]
@@ -215,7 +216,7 @@ def test_nodes_briefly_unknown_after_a_restart_are_subscribed_again_by_themselve
         runner = run_source(restart_sim.endpoint, [node(restart_sim, a, "return_air")], rec)
         rec.wait_value(a, "return_air", 5.0)
         restart_sim.restart(absent_s=60)  # the server is back after ~2 s, its asset nodes when restored below
-        wait_until(lambda: runner.counters()["opcua_unknown_nodes"] >= 2, 20, "BadNodeIdUnknown, then a retry")
+        wait_until(lambda: runner.counters()["opcua_unknown_nodes"] >= 2, 20, what="BadNodeIdUnknown, then a retry")
         restart_sim.set_value(a, "return_air", 6.0, source_ts_ns=T0 + 20_000)
         restart_sim.restore_nodes()
         assert rec.wait_value(a, "return_air", 6.0, timeout=15)[2] == T0 + 20_000
@@ -235,7 +236,7 @@ def test_source_notices_a_silent_network_loss_and_resumes_when_the_link_is_back(
             runner = run_source(link.endpoint, [node(sim, a, "ambient")], rec, request_timeout_s=1)
             rec.wait_value(a, "ambient", 25.0)
             link.drop()  # no FIN, no RST: only the keep-alive probe can tell
-            wait_until(lambda: runner.counters()["opcua_errors"] >= 1, 10, "the silent loss to be noticed")
+            wait_until(lambda: runner.counters()["opcua_errors"] >= 1, 10, what="the silent loss to be noticed")
             sim.set_value(a, "ambient", 26.0, source_ts_ns=T0 + 30_000)
             link.restore()
             assert rec.wait_value(a, "ambient", 26.0, timeout=20)[2] == T0 + 30_000

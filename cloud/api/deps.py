@@ -8,9 +8,11 @@ from typing import Any, Generic, TypeVar
 
 from fastapi import Request
 from pydantic import BaseModel
+from sqlalchemy import Select, select
 
 from cloud.api.problems import Problem
 from cloud.platform import Platform
+from cloud.registry import Asset
 
 T = TypeVar("T")
 
@@ -37,3 +39,17 @@ def decode_cursor(cursor: str | None) -> Any:
         return json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
     except (ValueError, UnicodeDecodeError):
         raise Problem(422, "Invalid request", "cursor: not a cursor this API issued") from None
+
+
+def assets_query(tenant: str, site: str | None, type_: str | None, gateway: str | None, after: Any) -> Select:
+    """A tenant's assets, filtered the way every list of assets filters them, ordered by id for cursors."""
+    q = select(Asset).where(Asset.tenant == tenant)
+    if site:
+        q = q.where((Asset.site == site) | (Asset.line == site))
+    if type_:
+        q = q.where(Asset.type == type_)
+    if gateway:
+        q = q.where(Asset.gateway == gateway)
+    if after is not None:
+        q = q.where(Asset.id > str(after))
+    return q.order_by(Asset.id)

@@ -9,7 +9,7 @@ from pydantic import BaseModel, Field
 from sqlalchemy import select
 
 from cloud.api.auth import Admin, Operator, Viewer
-from cloud.api.deps import Page, decode_cursor, encode_cursor
+from cloud.api.deps import Page, assets_query, decode_cursor, encode_cursor
 from cloud.api.problems import Problem
 from cloud.registry import Asset, AssetTypeRecord, DeadLetter, Gateway, Site, Tenant
 from models.catalogue import AssetType, builtin_types
@@ -125,16 +125,7 @@ def get_router(platform) -> APIRouter:
                     limit: int = Query(500, ge=1, le=5000), cursor: str | None = None) -> Page[AssetOut]:
         after = decode_cursor(cursor)
         with reg.session() as s:
-            q = select(Asset).where(Asset.tenant == p.tenant)
-            if site:
-                q = q.where((Asset.site == site) | (Asset.line == site))
-            if type:
-                q = q.where(Asset.type == type)
-            if gateway:
-                q = q.where(Asset.gateway == gateway)
-            if after is not None:
-                q = q.where(Asset.id > str(after))
-            rows = list(s.scalars(q.order_by(Asset.id).limit(limit + 1)))
+            rows = list(s.scalars(assets_query(p.tenant, site, type, gateway, after).limit(limit + 1)))
         more = len(rows) > limit
         rows = rows[:limit]
         return Page(items=[_asset(a) for a in rows], next_cursor=encode_cursor(rows[-1].id) if more else None)

@@ -23,9 +23,9 @@ from starlette.responses import Response
 from starlette.types import Scope
 
 from cloud.api.auth import Viewer
-from cloud.api.deps import Page, decode_cursor, encode_cursor
+from cloud.api.deps import Page, assets_query, decode_cursor, encode_cursor
 from cloud.platform import Platform
-from cloud.registry import Alert, AnomalyRecord, Asset, Gateway
+from cloud.registry import Alert, AnomalyRecord, Gateway
 from cloud.store import TimeSeriesStore
 from cloud.twin import health_of, status_of
 
@@ -87,16 +87,7 @@ def get_router(platform: Platform) -> APIRouter:
         health as the single twin)."""
         after = decode_cursor(cursor)
         with reg.session() as s:
-            q = select(Asset).where(Asset.tenant == p.tenant)
-            if site:
-                q = q.where((Asset.site == site) | (Asset.line == site))
-            if type:
-                q = q.where(Asset.type == type)
-            if gateway:
-                q = q.where(Asset.gateway == gateway)
-            if after is not None:
-                q = q.where(Asset.id > str(after))
-            assets = list(s.scalars(q.order_by(Asset.id).limit(limit + 1)))
+            assets = list(s.scalars(assets_query(p.tenant, site, type, gateway, after).limit(limit + 1)))
             gateways = dict(s.execute(select(Gateway.id, Gateway.state).where(Gateway.tenant == p.tenant)).all())
             severities: dict[str, list[str]] = defaultdict(list)
             for asset, severity in s.execute(select(Alert.asset, Alert.severity).where(

@@ -50,7 +50,7 @@ class _Route:
         levels = topic.split("/")
         captured = []
         for i in self.wildcard_levels:
-            captured.append("/".join(levels[i:]) if i < 0 else levels[i])
+            captured.append("/".join(levels[~i:]) if i < 0 else levels[i])
 
         def fill(template: str) -> str:
             return _CAPTURE.sub(lambda m: captured[int(m.group(1)) - 1], template)
@@ -114,13 +114,10 @@ class _Route:
 
 
 def _wildcards(topic_filter: str) -> tuple[int, ...]:
-    out = []
-    for i, level in enumerate(topic_filter.split("/")):
-        if level == "+":
-            out.append(i)
-        elif level == "#":
-            out.append(i)  # '#' captures the rest, joined (handled in resolve by slicing)
-    return tuple(out)
+    """Topic levels the wildcards match, in order: ``+`` one level (its index), ``#`` the rest of the topic
+    (stored as ``~index``, a negative number, which ``resolve`` joins from there on)."""
+    levels = topic_filter.split("/")
+    return tuple(i if level == "+" else ~i for i, level in enumerate(levels) if level in ("+", "#"))
 
 
 class MqttSourceRunner:

@@ -68,15 +68,6 @@ class Recorder:
         return next(s for s in self.of(asset, point) if match(s))
 
 
-def wait_until(predicate: Callable[[], bool], timeout: float, what: str) -> None:
-    """Poll a condition that has no event to wait on (a counter in another thread)."""
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
-        time.sleep(0.02)
-
-
 def client_certificate(directory: Path, application_uri: str = "urn:assettwin:edge:test") -> tuple[Path, Path]:
     """A client application certificate (DER) and key (PEM) for the edge source."""
     from simulators.opcua_server import generate_certificate
