@@ -4,7 +4,7 @@
 //
 // Address space (own namespace, index printed in the "ready" line):
 //   Objects/pump-01                 ns=1;s=pump-01
-//     counter   Double  1, 2, 3 ... every period, source timestamp = when it was set
+//     counter   Double  0, then 1, 2, 3 ... every period, source timestamp = when it was set
 //     ramp      Double  0.25 * counter (for deadband tests)
 //     fault     Double  42 with status BadSensorFailure, always
 //
@@ -89,6 +89,9 @@ async function main() {
         emit({ event: "value", node: nodeId(name), value, status: status.name, source_ts_ms: ts.getTime() });
     };
     set(fault, "fault", 42, StatusCodes.BadSensorFailure);
+    // The initial values are set (and printed) too: a client subscribing before the first tick receives them.
+    set(counter, "counter", 0, StatusCodes.Good);
+    set(ramp, "ramp", 0, StatusCodes.Good);
 
     server.on("session_activated", (session) => {
         const channel = session.channel;
