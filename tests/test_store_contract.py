@@ -80,3 +80,50 @@ def test_rewriting_a_sample_replaces_it(store):
 def test_latest_gives_each_points_last_value(store):
     store.write(_rows())
     assert store.latest("acme", "trailer-1") == {"supply_air": (T0 + 119 * S, 119.0), "return_air": (T0, 7.5)}
+
+
+PN_A = "pn_" + "a" * 32
+PN_B = "pn_" + "b" * 32
+
+
+def _text_rows() -> Rows:
+    r = Rows()
+    r.extend_text("acme", "trailer-1", "driver_id", [T0, T0 + 60 * S, T0 + 120 * S], [PN_A, PN_B, PN_A], personal=True)
+    r.extend_text("acme", "trailer-2", "driver_id", [T0 + 5 * S], [PN_A], personal=True)
+    r.extend_text("acme", "trailer-1", "mode", [T0, T0 + 1], ['defrost "eco" \\ 2', "cool, door=open"])
+    r.extend_text("other", "trailer-1", "driver_id", [T0], [PN_A], personal=True)
+    return r
+
+
+def test_text_points_read_back_in_order_beside_numbers(store):
+    store.write(_rows())
+    store.write(_text_rows())
+    s = store.query_text("acme", "trailer-1", "driver_id", T0, T0 + 200 * S)
+    assert (s.t_ns, s.values) == ([T0, T0 + 60 * S, T0 + 120 * S], [PN_A, PN_B, PN_A])
+    assert store.query_text("acme", "trailer-1", "mode", T0, T0 + S).values == ['defrost "eco" \\ 2', "cool, door=open"]
+    assert store.query_text("acme", "trailer-1", "driver_id", T0, T0 + 200 * S, limit=2).t_ns == [T0, T0 + 60 * S]
+    assert store.latest_text("acme", "trailer-1") == {"driver_id": (T0 + 120 * S, PN_A),
+                                                      "mode": (T0 + 1, "cool, door=open")}
+    # text never leaks into the numeric reads
+    assert store.latest("acme", "trailer-1") == {"supply_air": (T0 + 119 * S, 119.0), "return_air": (T0, 7.5)}
+    assert store.query_range("acme", "trailer-1", "driver_id", T0, T0 + 200 * S).t_ns == []
+
+
+def test_a_subject_is_found_by_pseudonym_within_its_tenant(store):
+    store.write(_text_rows())
+    hits = store.find_subject("acme", PN_A)
+    assert [(h.asset, h.point, h.count, h.first_ns, h.last_ns) for h in hits] == [
+        ("trailer-1", "driver_id", 2, T0, T0 + 120 * S), ("trailer-2", "driver_id", 1, T0 + 5 * S, T0 + 5 * S)]
+    assert store.find_subject("nobody", PN_A) == []
+    assert store.find_subject("acme", "pn_" + "c" * 32) == []
+
+
+def test_erasing_a_subject_deletes_only_its_samples(store):
+    store.write(_text_rows())
+    assert store.erase_subject("acme", PN_A) == 3
+    assert store.find_subject("acme", PN_A) == []
+    assert store.query_text("acme", "trailer-1", "driver_id", T0, T0 + 200 * S).values == [PN_B]
+    assert store.query_text("acme", "trailer-2", "driver_id", T0, T0 + 200 * S).values == []
+    assert len(store.query_text("acme", "trailer-1", "mode", T0, T0 + S).values) == 2  # not personal: kept
+    assert store.query_text("other", "trailer-1", "driver_id", T0, T0 + S).values == [PN_A]  # another tenant's
+    assert store.erase_subject("acme", PN_A) == 0

@@ -1,7 +1,7 @@
 """Time-series stores behind one contract (``TimeSeriesStore``): InfluxDB in production, an embedded
 SQLite store for the demo and for gateways-in-a-box. Both pass the same contract tests."""
 
-from cloud.store.base import Rows, Series, StoreUnavailable, TimeSeriesStore
+from cloud.store.base import Rows, Series, StoreUnavailable, SubjectHit, TextRows, TextSeries, TimeSeriesStore
 
 
 def open_store(settings) -> TimeSeriesStore:
@@ -16,4 +16,5 @@ def open_store(settings) -> TimeSeriesStore:
     return EmbeddedStore(settings.embedded_path)
 
 
-__all__ = ["Rows", "Series", "StoreUnavailable", "TimeSeriesStore", "open_store"]
+__all__ = ["Rows", "Series", "StoreUnavailable", "SubjectHit", "TextRows", "TextSeries", "TimeSeriesStore",
+           "open_store"]

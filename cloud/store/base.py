@@ -4,6 +4,13 @@ Schema (same in every store): one series per (tenant, asset, point); each sample
 a float ``value`` (absent when the source had none) and an integer ``quality``. In InfluxDB that is
 measurement ``telemetry``, tags ``tenant``, ``asset``, ``point``, fields ``value``, ``quality``:
 10,000 assets x 20 points = 200,000 series.
+
+Text points (an id, a state name) are kept apart from the numbers, one string ``value`` per sample, so a
+float field never meets a string one. A personal text point (already a pseudonym when it reaches a store,
+see ``cloud/pii.py``) also carries its pseudonym as the ``subject`` tag: a subject's data is then whole
+series that the store can find and erase by tag (InfluxDB deletes by tag and time, never by field value).
+In InfluxDB that is measurement ``text``, tags ``tenant``, ``asset``, ``point`` and, when personal,
+``subject``; field ``value`` (string).
 """
 
 from __future__ import annotations
@@ -36,12 +43,24 @@ class SeriesRows(NamedTuple):
     quality: Sequence[int]
 
 
+class TextRows(NamedTuple):
+    """The string samples of one text point in a write; ``personal``: the values are pseudonyms (subjects)."""
+
+    tenant: str
+    asset: str
+    point: str
+    t_ns: Sequence[int]
+    values: Sequence[str]
+    personal: bool = False
+
+
 @dataclass
 class Rows:
     """Samples to write, one columnar chunk per series: no Python object per sample on the way to the store."""
 
     series: list[SeriesRows] = field(default_factory=list)
     n: int = 0
+    text: list[TextRows] = field(default_factory=list)
 
     def __len__(self) -> int:
         return self.n
@@ -52,11 +71,37 @@ class Rows:
             self.series.append(SeriesRows(tenant, asset, point, t_ns, values, quality))
             self.n += len(t_ns)
 
+    def extend_text(self, tenant: str, asset: str, point: str, t_ns: Sequence[int], values: Sequence[str],
+                    personal: bool = False) -> None:
+        """String samples of a text point; personal ones must already be pseudonyms (the store indexes them)."""
+        if len(t_ns):
+            self.text.append(TextRows(tenant, asset, point, t_ns, values, personal))
+            self.n += len(t_ns)
+
     def samples(self) -> Iterator[tuple[str, str, str, int, float | None, int]]:
         """One (tenant, asset, point, t_ns, value, quality) per sample, for stores that write row by row."""
         for s in self.series:
             for t, v, q in zip(s.t_ns, s.values, s.quality, strict=True):
                 yield s.tenant, s.asset, s.point, t, v, q
+
+
+@dataclass
+class TextSeries:
+    """A text read result: parallel arrays in time order."""
+
+    t_ns: list[int]
+    values: list[str]
+
+
+@dataclass(frozen=True)
+class SubjectHit:
+    """Where a subject's pseudonym appears: one asset's point, how many samples, from when to when."""
+
+    asset: str
+    point: str
+    count: int
+    first_ns: int
+    last_ns: int
 
 
 @dataclass
@@ -95,6 +140,23 @@ class TimeSeriesStore(ABC):
     @abstractmethod
     def latest(self, tenant: str, asset: str) -> dict[str, tuple[int, float | None]]:
         """Each point's last sample: point -> (t_ns, value)."""
+
+    @abstractmethod
+    def query_text(self, tenant: str, asset: str, point: str, start_ns: int, end_ns: int,
+                   limit: int = 10_000) -> TextSeries:
+        """A text point's samples with start <= t < end, oldest first, at most ``limit``."""
+
+    @abstractmethod
+    def latest_text(self, tenant: str, asset: str) -> dict[str, tuple[int, str]]:
+        """Each text point's last sample: point -> (t_ns, value)."""
+
+    @abstractmethod
+    def find_subject(self, tenant: str, subject: str) -> list[SubjectHit]:
+        """Where a pseudonym appears among the tenant's personal text points, by (asset, point)."""
+
+    @abstractmethod
+    def erase_subject(self, tenant: str, subject: str) -> int:
+        """Delete every sample of a pseudonym in the tenant; the number of samples deleted."""
 
     def close(self) -> None:  # noqa: B027 - optional hook
         pass

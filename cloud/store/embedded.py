@@ -1,7 +1,9 @@
 """Embedded time-series store on SQLite: the demo's InfluxDB, with the same contract and schema.
 
 One row per sample keyed by (tenant, asset, point, t_ns) — a rewrite of the same sample replaces it,
-exactly like InfluxDB, so replays after an outage are idempotent here too.
+exactly like InfluxDB, so replays after an outage are idempotent here too. Text points have their own
+table; a personal one keeps its pseudonym in ``subject`` so a subject's rows can be found and erased, and
+``secure_delete`` overwrites erased rows in the file rather than leaving them in free pages.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ import sqlite3
 import threading
 from pathlib import Path
 
-from cloud.store.base import Agg, Rows, Series, StoreUnavailable, TimeSeriesStore
+from cloud.store.base import Agg, Rows, Series, StoreUnavailable, SubjectHit, TextSeries, TimeSeriesStore
 
 _AGG_SQL = {"mean": "AVG(value)", "min": "MIN(value)", "max": "MAX(value)", "count": "COUNT(value)"}
 
@@ -23,20 +25,31 @@ class EmbeddedStore(TimeSeriesStore):
         self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.execute("PRAGMA secure_delete=ON")
         self._db.execute(
             """CREATE TABLE IF NOT EXISTS telemetry (
                  tenant TEXT NOT NULL, asset TEXT NOT NULL, point TEXT NOT NULL, t_ns INTEGER NOT NULL,
                  value REAL, quality INTEGER NOT NULL,
                  PRIMARY KEY (tenant, asset, point, t_ns)) WITHOUT ROWID"""
         )
+        self._db.execute(
+            """CREATE TABLE IF NOT EXISTS text (
+                 tenant TEXT NOT NULL, asset TEXT NOT NULL, point TEXT NOT NULL, t_ns INTEGER NOT NULL,
+                 value TEXT NOT NULL, subject TEXT,
+                 PRIMARY KEY (tenant, asset, point, t_ns)) WITHOUT ROWID"""
+        )
+        self._db.execute("CREATE INDEX IF NOT EXISTS text_subject ON text (tenant, subject) WHERE subject IS NOT NULL")
 
     def write(self, rows: Rows) -> None:
         data = [(tenant, asset, point, t, None if v is None or not math.isfinite(v) else v, q)
                 for tenant, asset, point, t, v, q in rows.samples()]
+        text = [(r.tenant, r.asset, r.point, t, v, v if r.personal else None)
+                for r in rows.text for t, v in zip(r.t_ns, r.values, strict=True)]
         try:
             with self._lock:
                 self._db.execute("BEGIN")
                 self._db.executemany("INSERT OR REPLACE INTO telemetry VALUES (?, ?, ?, ?, ?, ?)", data)
+                self._db.executemany("INSERT OR REPLACE INTO text VALUES (?, ?, ?, ?, ?, ?)", text)
                 self._db.execute("COMMIT")
         except sqlite3.OperationalError as exc:
             with self._lock:
@@ -77,6 +90,33 @@ class EmbeddedStore(TimeSeriesStore):
             "AND t_ns = (SELECT MAX(t_ns) FROM telemetry t2 WHERE t2.tenant=t1.tenant AND t2.asset=t1.asset "
             "AND t2.point=t1.point AND t2.value IS NOT NULL)", (tenant, asset))
         return {p: (t, v) for p, t, v in rows}
+
+    def query_text(self, tenant, asset, point, start_ns, end_ns, limit=10_000) -> TextSeries:
+        rows = self._select(
+            "SELECT t_ns, value FROM text WHERE tenant=? AND asset=? AND point=? AND t_ns >= ? AND t_ns < ? "
+            "ORDER BY t_ns LIMIT ?", (tenant, asset, point, start_ns, end_ns, limit))
+        return TextSeries([r[0] for r in rows], [r[1] for r in rows])
+
+    def latest_text(self, tenant, asset) -> dict[str, tuple[int, str]]:
+        rows = self._select(
+            "SELECT point, MAX(t_ns), value FROM text WHERE tenant=? AND asset=? GROUP BY point", (tenant, asset))
+        return {p: (t, v) for p, t, v in rows}
+
+    def find_subject(self, tenant, subject) -> list[SubjectHit]:
+        rows = self._select(
+            "SELECT asset, point, COUNT(*), MIN(t_ns), MAX(t_ns) FROM text WHERE tenant=? AND subject=? "
+            "GROUP BY asset, point ORDER BY asset, point", (tenant, subject))
+        return [SubjectHit(*r) for r in rows]
+
+    def erase_subject(self, tenant, subject) -> int:
+        try:
+            with self._lock:
+                n = self._db.execute("DELETE FROM text WHERE tenant=? AND subject=?", (tenant, subject)).rowcount
+                # The WAL still holds the deleted pages' old images until a checkpoint copies it back.
+                self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        except sqlite3.OperationalError as exc:
+            raise StoreUnavailable(f"embedded store {self.path}: {exc}") from None
+        return n
 
     def close(self) -> None:
         with self._lock:

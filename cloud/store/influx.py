@@ -2,6 +2,10 @@
 Cloud), reads with InfluxQL over ``/query`` (served by all of them; 2.x needs the v1 database
 mapping that ``twin influx init`` creates).
 
+Text points go to measurement ``text`` (string field ``value``); a personal one also has its pseudonym as
+the ``subject`` tag, so erasing a subject is ``DROP SERIES ... WHERE subject = ...`` (1.x) or a predicate
+delete (2.x), both of which select by tag, never by field value.
+
 Writes are synchronous on purpose: ingest acknowledges an MQTT message only after its samples are
 durably in InfluxDB, so the write must have returned.
 """
@@ -21,9 +25,21 @@ from influxdb_client.rest import ApiException
 from influxdb_client.service.write_service import WriteService
 from urllib3.exceptions import HTTPError as Urllib3Error
 
-from cloud.store.base import Agg, Rows, Series, StoreRejected, StoreUnavailable, TimeSeriesStore
+from cloud.store.base import (
+    Agg,
+    Rows,
+    Series,
+    StoreRejected,
+    StoreUnavailable,
+    SubjectHit,
+    TextRows,
+    TextSeries,
+    TimeSeriesStore,
+)
 
 MEASUREMENT = "telemetry"
+TEXT_MEASUREMENT = "text"
+_FIELD_ESCAPE = str.maketrans({'"': r'\"', "\\": "\\\\"})
 _TAG_ESCAPE = str.maketrans({",": r"\,", " ": r"\ ", "=": r"\=", "\\": "\\\\"})
 _MAX_CACHED_KEYS = 200_000
 
@@ -36,8 +52,23 @@ def _ql_str(v: str) -> str:
     return "'" + v.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
+def _pred_str(v: str) -> str:
+    return v.replace("\\", "\\\\").replace('"', '\\"')
+
+
 def series_key(tenant: str, asset: str, point: str) -> str:
     return f"{MEASUREMENT},asset={_tag(asset)},point={_tag(point)},tenant={_tag(tenant)}"
+
+
+def _text_lines(r: TextRows) -> str:
+    subject_tag = ""
+    key = f"{TEXT_MEASUREMENT},asset={_tag(r.asset)},point={_tag(r.point)}"
+    lines = []
+    for t, v in zip(r.t_ns, r.values, strict=True):
+        if r.personal:  # the value is the subject's pseudonym: a tag too, so erasure can select it
+            subject_tag = f",subject={_tag(v)}"
+        lines.append(f'{key}{subject_tag},tenant={_tag(r.tenant)} value="{v.translate(_FIELD_ESCAPE)}" {int(t)}')
+    return "\n".join(lines)
 
 
 def line_protocol(rows: Rows, keys: dict[tuple[str, str, str], str] | None = None) -> str:
@@ -76,6 +107,7 @@ def line_protocol(rows: Rows, keys: dict[tuple[str, str, str], str] | None = Non
             else:
                 lines.append(f"{key} value={float(v)!r},quality={int(q)}i {int(t)}")
         chunks.append("\n".join(lines))
+    chunks.extend(_text_lines(r) for r in rows.text if len(r.t_ns))
     return "\n".join(chunks)
 
 
@@ -221,6 +253,56 @@ class InfluxStore(TimeSeriesStore):
         q = (f"SELECT value FROM {MEASUREMENT} WHERE tenant = {_ql_str(tenant)} AND asset = {_ql_str(asset)} "
              "GROUP BY point ORDER BY time DESC LIMIT 1")
         return {s["tags"]["point"]: (s["values"][0][0], s["values"][0][1]) for s in self._query(q)}
+
+    def query_text(self, tenant, asset, point, start_ns, end_ns, limit=10_000) -> TextSeries:
+        q = (f"SELECT value FROM {TEXT_MEASUREMENT} WHERE {self._where(tenant, asset, point, start_ns, end_ns)}"
+             f" ORDER BY time ASC LIMIT {int(limit)}")
+        series = self._query(q)
+        if not series:
+            return TextSeries([], [])
+        vals = series[0]["values"]
+        return TextSeries([r[0] for r in vals], [r[1] for r in vals])
+
+    def latest_text(self, tenant, asset) -> dict[str, tuple[int, str]]:
+        q = (f"SELECT value FROM {TEXT_MEASUREMENT} WHERE tenant = {_ql_str(tenant)} AND asset = {_ql_str(asset)} "
+             "GROUP BY point ORDER BY time DESC LIMIT 1")
+        return {s["tags"]["point"]: (s["values"][0][0], s["values"][0][1]) for s in self._query(q)}
+
+    def _subject_where(self, tenant: str, subject: str) -> str:
+        return f"tenant = {_ql_str(tenant)} AND subject = {_ql_str(subject)}"
+
+    def find_subject(self, tenant, subject) -> list[SubjectHit]:
+        where = self._subject_where(tenant, subject)
+        stats: dict[tuple[str, str], list[int]] = {}
+        # Selectors without a time grouping answer the selected sample's own time: first and last seen.
+        for i, fn in enumerate(("count", "first", "last")):
+            q = f"SELECT {fn}(value) FROM {TEXT_MEASUREMENT} WHERE {where} GROUP BY asset, point"
+            for ser in self._query_once(q):
+                k = (ser["tags"]["asset"], ser["tags"]["point"])
+                t, v = ser["values"][0][0], ser["values"][0][1]
+                stats.setdefault(k, [0, 0, 0])[i] = int(v) if fn == "count" else int(t)
+        return [SubjectHit(a, p, n, first, last) for (a, p), (n, first, last) in sorted(stats.items())]
+
+    def erase_subject(self, tenant, subject) -> int:
+        n = sum(h.count for h in self.find_subject(tenant, subject))
+        if n == 0:
+            return 0
+        q = f"DROP SERIES FROM {TEXT_MEASUREMENT} WHERE {self._subject_where(tenant, subject)}"
+        try:
+            r = self._http.post("/query", params={"db": self.database}, data={"q": q})
+            body = r.json() if r.headers.get("content-type", "").startswith("application/json") else {}
+            err = r.status_code >= 300 or body.get("error") or (body.get("results") or [{}])[0].get("error")
+            if err:
+                # InfluxDB 2.x answers InfluxQL reads only: its delete API takes a tag predicate instead.
+                r = self._http.post("/api/v2/delete", params={"org": self.org, "bucket": self.bucket}, json={
+                    "start": "1677-09-21T00:12:43.145224194Z", "stop": "2262-04-11T23:47:16.854775806Z",
+                    "predicate": f'_measurement="{TEXT_MEASUREMENT}" AND tenant="{_pred_str(tenant)}" '
+                                 f'AND subject="{_pred_str(subject)}"'})
+                if r.status_code >= 300:
+                    raise StoreUnavailable(f"InfluxDB could not erase the subject ({r.status_code}): {err}")
+        except httpx.HTTPError as exc:
+            raise StoreUnavailable(f"InfluxDB unreachable at {self.url}: {exc}") from None
+        return n
 
     def close(self) -> None:
         self._client.close()
