@@ -31,7 +31,6 @@ import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import urlparse
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.packettypes import PacketTypes
@@ -40,6 +39,7 @@ from pydantic import ValidationError
 from sqlalchemy import select, tuple_, update
 from sqlalchemy.exc import DBAPIError
 
+from cloud import mqttconn
 from cloud.registry import AlarmRecord, AnomalyRecord, Asset, DeadLetter, Gateway, IngestSeen, Registry, Tenant
 from cloud.settings import CloudSettings
 from cloud.store import Rows, StoreUnavailable, TimeSeriesStore
@@ -136,10 +136,7 @@ class Ingest:
         c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=s.ingest_client_id,
                         protocol=mqtt.MQTTv5 if v5 else mqtt.MQTTv311, manual_ack=True,
                         **({} if v5 else {"clean_session": False}))
-        if s.mqtt_username:
-            c.username_pw_set(s.mqtt_username, s.mqtt_password)
-        if urlparse(s.mqtt_url).scheme == "mqtts":
-            c.tls_set(ca_certs=s.mqtt_ca_file)
+        mqttconn.configure(c, s)
         c.on_connect = self._on_connect
         c.on_subscribe = self._on_subscribe
         c.on_message = self._on_message
@@ -173,7 +170,7 @@ class Ingest:
         self._q.put(_Msg(msg.mid, msg.qos, msg.topic, msg.payload, self._epoch))
 
     def start(self) -> None:
-        u = urlparse(self.settings.mqtt_url)
+        host, port = mqttconn.broker_address(self.settings)
         kwargs: dict = {}
         if self.settings.mqtt_version == "5":
             props = Properties(PacketTypes.CONNECT)
@@ -182,7 +179,7 @@ class Ingest:
             # too few to keep one group writing while the next one is prepared).
             props.ReceiveMaximum = max(1, min(self.settings.ingest_max_inflight, 65_535))
             kwargs = {"clean_start": False, "properties": props}
-        self._client.connect_async(u.hostname or "127.0.0.1", u.port or 1883, keepalive=30, **kwargs)
+        self._client.connect_async(host, port, keepalive=30, **kwargs)
         self._client.loop_start()
         for t in self._threads:
             t.start()

@@ -8,10 +8,10 @@ import logging
 import threading
 import uuid
 from collections.abc import Callable
-from urllib.parse import urlparse
 
 import paho.mqtt.client as mqtt
 
+from cloud import mqttconn
 from cloud.settings import CloudSettings
 
 log = logging.getLogger("cloud.link")
@@ -26,17 +26,13 @@ class CloudLink:
         v5 = settings.mqtt_version == "5"
         self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"api-{uuid.uuid4().hex[:8]}",
                                   protocol=mqtt.MQTTv5 if v5 else mqtt.MQTTv311)
-        if settings.mqtt_username:
-            self.client.username_pw_set(settings.mqtt_username, settings.mqtt_password)
-        if urlparse(settings.mqtt_url).scheme == "mqtts":
-            self.client.tls_set(ca_certs=settings.mqtt_ca_file)
+        mqttconn.configure(self.client, settings)
         self.client.on_connect = self._on_connect
         self.client.on_message = self._on_message
         self.connected = threading.Event()
 
     def start(self) -> None:
-        u = urlparse(self.settings.mqtt_url)
-        self.client.connect_async(u.hostname or "127.0.0.1", u.port or 1883, keepalive=30)
+        self.client.connect_async(*mqttconn.broker_address(self.settings), keepalive=30)
         self.client.loop_start()
 
     def stop(self) -> None:

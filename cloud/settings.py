@@ -29,7 +29,12 @@ class CloudSettings(BaseSettings):
     mqtt_url: str = "mqtt://127.0.0.1:1883"
     mqtt_username: str | None = None
     mqtt_password: str | None = None
+    # mqtts:// (TLS, the server's certificate and host name verified): the CA that signed the broker's
+    # certificate (default: the system's), and the cloud's client certificate and key for a broker that
+    # requires one (the shipped Mosquitto does: deploy/mosquitto/make-certs.sh client cloud).
     mqtt_ca_file: str | None = None
+    mqtt_cert_file: str | None = None
+    mqtt_key_file: str | None = None
     mqtt_version: Literal["5", "3.1.1"] = "5"
     ingest_shared: bool = True
     # How N workers split the load. "partitioned" (default): every worker holds a plain persistent
@@ -71,4 +76,10 @@ class CloudSettings(BaseSettings):
             raise ValueError(f"TWIN_INGEST_PARTITION={self.ingest_partition} must be in [0, "
                              f"TWIN_INGEST_PARTITIONS={self.ingest_partitions}): that partition's gateways "
                              "would be stored by nobody")
+        return self
+
+    @model_validator(mode="after")
+    def _client_cert_pair(self) -> CloudSettings:
+        if (self.mqtt_cert_file is None) != (self.mqtt_key_file is None):
+            raise ValueError("TWIN_MQTT_CERT_FILE and TWIN_MQTT_KEY_FILE go together: give both or neither")
         return self

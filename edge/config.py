@@ -52,6 +52,13 @@ class MqttLink(_Strict):
     def _url(cls, v: str) -> str:
         return _check_mqtt_url(v)
 
+    @model_validator(mode="after")
+    def _client_cert_pair(self) -> MqttLink:
+        # A broker that identifies gateways by certificate (deploy/mosquitto) needs both halves.
+        if (self.cert_file is None) != (self.key_file is None):
+            raise ValueError("give both cert_file and key_file (the client certificate and its key), or neither")
+        return self
+
 
 class MqttSubscription(_Strict):
     """Maps a topic filter to (asset, point). ``{1}``, ``{2}``… in asset/point name topic levels

@@ -29,7 +29,7 @@ _ROOT = str(Path(__file__).resolve().parents[1])
 if _ROOT not in sys.path:
     sys.path.insert(0, _ROOT)
 
-from tests.harness import HarnessError, InfluxServer, MosquittoServer, PostgresServer  # noqa: E402
+from tests.harness import HarnessError, InfluxServer, MosquittoServer, PostgresServer, TlsMosquittoServer  # noqa: E402
 
 ServerT = TypeVar("ServerT", MosquittoServer, InfluxServer, PostgresServer)
 
@@ -55,6 +55,13 @@ def _serve(factory: Callable[[], ServerT]) -> Iterator[ServerT]:
 def mosquitto() -> Iterator[MosquittoServer]:
     """A real Mosquitto broker (``.url`` = mqtt://127.0.0.1:<port>, ``.host``, ``.port``, ``.restart()``)."""
     yield from _serve(MosquittoServer)
+
+
+@pytest.fixture(scope="session")
+def mosquitto_tls() -> Iterator[TlsMosquittoServer]:
+    """Mosquitto on the SHIPPED deploy/mosquitto config and ACL: TLS only, a client certificate each
+    (``.url`` = mqtts://127.0.0.1:<port>, ``.client_files("cloud")``, ``.gateway_files(tenant, gateway)``)."""
+    yield from _serve(TlsMosquittoServer)
 
 
 @pytest.fixture(scope="session")

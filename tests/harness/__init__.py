@@ -10,6 +10,8 @@ from .servers import (
     InfluxServer,
     MosquittoServer,
     PostgresServer,
+    TlsFiles,
+    TlsMosquittoServer,
     free_port,
 )
 
@@ -19,5 +21,7 @@ __all__ = [
     "InfluxV2WriteFront",
     "MosquittoServer",
     "PostgresServer",
+    "TlsFiles",
+    "TlsMosquittoServer",
     "free_port",
 ]
