@@ -24,6 +24,9 @@ class CloudSettings(BaseSettings):
     influx_database: str = "assettwin"
     # gzip level of write bodies (0: none). Level 1 costs ~0.25 µs a sample and shrinks them ~14x.
     influx_gzip_level: int = 1
+    # Each asset's last values are kept in memory (cloud/store/latest.py): this process's writes update them
+    # at once; what other processes write is read again once an entry is older than this. 0: no cache.
+    latest_cache_s: float = 1.0
 
     # Broker
     mqtt_url: str = "mqtt://127.0.0.1:1883"

@@ -7,12 +7,13 @@ import pytest
 from cloud.store import Rows
 from cloud.store.embedded import EmbeddedStore
 from cloud.store.influx import InfluxStore
+from cloud.store.latest import LatestCache
 
 S = 1_000_000_000
 T0 = 1_767_225_600 * S  # a minute boundary
 
 
-@pytest.fixture(params=["embedded", "influx"])
+@pytest.fixture(params=["embedded", "influx", "influx+latest-cache"])
 def store(request, tmp_path):
     if request.param == "embedded":
         s = EmbeddedStore(tmp_path / "ts.sqlite")
@@ -20,6 +21,8 @@ def store(request, tmp_path):
         db = request.getfixturevalue("influx_db")
         influx = request.getfixturevalue("influxdb")
         s = InfluxStore(influx.url, "", "-", f"{db}/autogen", db)
+        if request.param.endswith("latest-cache"):  # what the platform uses: the same contract in front of it
+            s = LatestCache(s, ttl_s=60)
     yield s
     s.close()
 
@@ -82,6 +85,17 @@ def test_latest_gives_each_points_last_value(store):
     assert store.latest("acme", "trailer-1") == {"supply_air": (T0 + 119 * S, 119.0), "return_air": (T0, 7.5)}
 
 
+def test_latest_many_gives_each_assets_last_values_in_one_call(store):
+    store.write(_rows())
+    want = {"trailer-1": {"supply_air": (T0 + 119 * S, 119.0), "return_air": (T0, 7.5)}, "a b,c=d": {"p t": (T0, 1.25)}}
+    assert store.latest_many("acme", ["trailer-1", "a b,c=d", "nobody"]) == want  # no data: left out
+    # a long list (InfluxDB reads the tenant's series rather than naming them all) answers the same
+    many = [f"asset-{i}" for i in range(60)] + ["a b,c=d", "trailer-1"]
+    assert store.latest_many("acme", many) == want
+    assert store.latest_many("other", many) == {"trailer-1": {"supply_air": (T0, 99.0)}}
+    assert store.latest_many("acme", []) == {}
+
+
 PN_A = "pn_" + "a" * 32
 PN_B = "pn_" + "b" * 32
 
@@ -127,3 +141,40 @@ def test_erasing_a_subject_deletes_only_its_samples(store):
     assert len(store.query_text("acme", "trailer-1", "mode", T0, T0 + S).values) == 2  # not personal: kept
     assert store.query_text("other", "trailer-1", "driver_id", T0, T0 + S).values == [PN_A]  # another tenant's
     assert store.erase_subject("acme", PN_A) == 0
+
+
+# -- the latest-values cache (cloud/store/latest.py): two stores on one file are two processes ------------------
+def _one(asset: str, point: str, t_ns: int, value: float | None) -> Rows:
+    r = Rows()
+    r.extend_series("acme", asset, point, [t_ns], [value], [0])
+    return r
+
+
+def test_latest_cache_sees_its_own_writes_at_once_and_others_after_its_ttl(tmp_path):
+    other = EmbeddedStore(tmp_path / "ts.sqlite")  # another process writing the same store
+    cached = LatestCache(EmbeddedStore(tmp_path / "ts.sqlite"), ttl_s=3600)
+    other.write(_one("trailer-1", "supply_air", T0, 4.0))
+    assert cached.latest("acme", "trailer-1") == {"supply_air": (T0, 4.0)}
+    cached.write(_one("trailer-1", "supply_air", T0 + S, 4.5))
+    cached.write(_one("trailer-1", "door", T0 + S, None))  # no value: not a latest value
+    assert cached.latest("acme", "trailer-1") == {"supply_air": (T0 + S, 4.5)}
+    other.write(_one("trailer-1", "supply_air", T0 + 2 * S, 5.0))
+    assert cached.latest("acme", "trailer-1") == {"supply_air": (T0 + S, 4.5)}  # within the TTL: from memory
+    cached.write(_one("trailer-1", "supply_air", T0 - S, 1.0))  # a late sample never replaces a newer one
+    assert cached.latest_many("acme", ["trailer-1"]) == {"trailer-1": {"supply_air": (T0 + S, 4.5)}}
+    fresh = LatestCache(cached.store, ttl_s=0)  # an expired TTL: read again, and merged with what it had
+    assert fresh.latest("acme", "trailer-1") == {"supply_air": (T0 + 2 * S, 5.0)}
+    other.close()
+    cached.close()
+
+
+def test_latest_cache_forgets_text_values_when_a_subject_is_erased(tmp_path):
+    cached = LatestCache(EmbeddedStore(tmp_path / "ts.sqlite"), ttl_s=3600)
+    cached.write(_text_rows())
+    assert cached.latest_text("acme", "trailer-2") == {"driver_id": (T0 + 5 * S, PN_A)}
+    cached.write(_text_rows())  # a rewrite of what it holds
+    assert cached.erase_subject("acme", PN_A) == 3
+    assert cached.latest_text("acme", "trailer-2") == {}
+    assert cached.latest_text("acme", "trailer-1") == {"driver_id": (T0 + 60 * S, PN_B),
+                                                       "mode": (T0 + 1, "cool, door=open")}
+    cached.close()

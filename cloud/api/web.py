@@ -12,7 +12,6 @@ from __future__ import annotations
 import time
 from collections import Counter, defaultdict
 from pathlib import Path
-from typing import Any
 
 from fastapi import APIRouter, FastAPI, Query
 from fastapi.responses import FileResponse
@@ -26,7 +25,6 @@ from cloud.api.auth import Viewer
 from cloud.api.deps import Page, assets_query, decode_cursor, encode_cursor
 from cloud.platform import Platform
 from cloud.registry import Alert, AnomalyRecord, Gateway
-from cloud.store import TimeSeriesStore
 from cloud.twin import health_of, status_of
 
 WEB_DIR = Path(__file__).resolve().parents[1] / "web"
@@ -99,7 +97,7 @@ def get_router(platform: Platform) -> APIRouter:
                 .group_by(AnomalyRecord.asset)).all()))
         more = len(assets) > limit
         assets = assets[:limit]
-        latest = latest_many(platform.store, p.tenant, [a.id for a in assets])
+        latest = platform.store.latest_many(p.tenant, [a.id for a in assets])
         items = []
         now = time.time_ns()
         for a in assets:
@@ -115,31 +113,6 @@ def get_router(platform: Platform) -> APIRouter:
         return Page(items=items, next_cursor=encode_cursor(assets[-1].id) if more else None)
 
     return r
-
-
-def latest_many(store: TimeSeriesStore, tenant: str, assets: list[str]) -> dict[str, dict[str, tuple[int, Any]]]:
-    """Each asset's point -> (t_ns, value). One InfluxQL query for the lot on InfluxDB (one per asset would
-    take seconds for a thousand); other stores answer per asset."""
-    from cloud.store.influx import MEASUREMENT, InfluxStore, _ql_str
-
-    many = getattr(store, "latest_many", None)
-    if many is not None:  # a store that learned to do it itself
-        return many(tenant, assets)
-    if not isinstance(store, InfluxStore):
-        return {a: store.latest(tenant, a) for a in assets}
-    wanted = set(assets)
-    where = f"tenant = {_ql_str(tenant)}"
-    if len(assets) <= 50:  # a page of a big fleet: name them rather than read the whole tenant
-        where += " AND (" + " OR ".join(f"asset = {_ql_str(a)}" for a in assets) + ")"
-    out: dict[str, dict[str, tuple[int, Any]]] = defaultdict(dict)
-    # Newest first, one per series: the engine stops at each series' first sample (as InfluxStore.latest does).
-    q = f"SELECT value FROM {MEASUREMENT} WHERE {where} GROUP BY asset, point ORDER BY time DESC LIMIT 1"
-    for s in store._query(q):
-        asset = s["tags"]["asset"]
-        if asset in wanted:
-            t, v = s["values"][0][:2]
-            out[asset][s["tags"]["point"]] = (t, v)
-    return out
 
 
 def _severity_rank(severity: str) -> int:

@@ -5,15 +5,23 @@ from cloud.store.base import Rows, Series, StoreUnavailable, SubjectHit, TextRow
 
 
 def open_store(settings) -> TimeSeriesStore:
+    """The configured store, behind the latest-values cache unless ``latest_cache_s`` is 0."""
+    store: TimeSeriesStore
     if settings.store == "influx":
         from cloud.store.influx import InfluxStore
 
-        return InfluxStore(settings.influx_url, settings.influx_token, settings.influx_org,
-                           settings.influx_bucket, settings.influx_database,
-                           gzip_level=settings.influx_gzip_level)
-    from cloud.store.embedded import EmbeddedStore
+        store = InfluxStore(settings.influx_url, settings.influx_token, settings.influx_org,
+                            settings.influx_bucket, settings.influx_database,
+                            gzip_level=settings.influx_gzip_level)
+    else:
+        from cloud.store.embedded import EmbeddedStore
 
-    return EmbeddedStore(settings.embedded_path)
+        store = EmbeddedStore(settings.embedded_path)
+    if settings.latest_cache_s > 0:
+        from cloud.store.latest import LatestCache
+
+        store = LatestCache(store, settings.latest_cache_s)
+    return store
 
 
 __all__ = ["Rows", "Series", "StoreUnavailable", "SubjectHit", "TextRows", "TextSeries", "TimeSeriesStore",

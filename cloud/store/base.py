@@ -141,6 +141,15 @@ class TimeSeriesStore(ABC):
     def latest(self, tenant: str, asset: str) -> dict[str, tuple[int, float | None]]:
         """Each point's last sample: point -> (t_ns, value)."""
 
+    def latest_many(self, tenant: str, assets: Sequence[str]) -> dict[str, dict[str, tuple[int, float | None]]]:
+        """``latest`` of many assets at once: asset -> point -> (t_ns, value); assets with no data are left
+        out. Stores that can answer in one query override this (a fleet of thousands in one round trip)."""
+        out = {}
+        for a in dict.fromkeys(assets):
+            if pts := self.latest(tenant, a):
+                out[a] = pts
+        return out
+
     @abstractmethod
     def query_text(self, tenant: str, asset: str, point: str, start_ns: int, end_ns: int,
                    limit: int = 10_000) -> TextSeries:

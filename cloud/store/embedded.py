@@ -91,6 +91,21 @@ class EmbeddedStore(TimeSeriesStore):
             "AND t2.point=t1.point AND t2.value IS NOT NULL)", (tenant, asset))
         return {p: (t, v) for p, t, v in rows}
 
+    def latest_many(self, tenant, assets) -> dict[str, dict[str, tuple[int, float | None]]]:
+        wanted = set(assets)
+        if not wanted:
+            return {}
+        # The tenant's last samples in one statement (the primary key orders it); the page's assets kept.
+        rows = self._select(
+            "SELECT asset, point, t_ns, value FROM telemetry t1 WHERE tenant=? AND value IS NOT NULL "
+            "AND t_ns = (SELECT MAX(t_ns) FROM telemetry t2 WHERE t2.tenant=t1.tenant AND t2.asset=t1.asset "
+            "AND t2.point=t1.point AND t2.value IS NOT NULL)", (tenant,))
+        out: dict[str, dict[str, tuple[int, float | None]]] = {}
+        for a, p, t, v in rows:
+            if a in wanted:
+                out.setdefault(a, {})[p] = (t, v)
+        return out
+
     def query_text(self, tenant, asset, point, start_ns, end_ns, limit=10_000) -> TextSeries:
         rows = self._select(
             "SELECT t_ns, value FROM text WHERE tenant=? AND asset=? AND point=? AND t_ns >= ? AND t_ns < ? "

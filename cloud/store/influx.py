@@ -42,6 +42,9 @@ TEXT_MEASUREMENT = "text"
 _FIELD_ESCAPE = str.maketrans({'"': r'\"', "\\": "\\\\"})
 _TAG_ESCAPE = str.maketrans({",": r"\,", " ": r"\ ", "=": r"\=", "\\": "\\\\"})
 _MAX_CACHED_KEYS = 200_000
+# Up to this many assets a latest_many query names them; beyond, it reads the tenant's series and keeps the
+# wanted ones (an OR of thousands of tag matches costs InfluxDB more than the extra series).
+_NAMED_ASSETS_MAX = 50
 
 
 def _tag(v: str) -> str:
@@ -253,6 +256,22 @@ class InfluxStore(TimeSeriesStore):
         q = (f"SELECT value FROM {MEASUREMENT} WHERE tenant = {_ql_str(tenant)} AND asset = {_ql_str(asset)} "
              "GROUP BY point ORDER BY time DESC LIMIT 1")
         return {s["tags"]["point"]: (s["values"][0][0], s["values"][0][1]) for s in self._query(q)}
+
+    def latest_many(self, tenant, assets) -> dict[str, dict[str, tuple[int, float | None]]]:
+        wanted = set(assets)
+        if not wanted:
+            return {}
+        where = f"tenant = {_ql_str(tenant)}"
+        if len(wanted) <= _NAMED_ASSETS_MAX:  # a page of a big fleet: name them rather than read the whole tenant
+            where += " AND (" + " OR ".join(f"asset = {_ql_str(a)}" for a in sorted(wanted)) + ")"
+        q = f"SELECT value FROM {MEASUREMENT} WHERE {where} GROUP BY asset, point ORDER BY time DESC LIMIT 1"
+        out: dict[str, dict[str, tuple[int, float | None]]] = {}
+        for ser in self._query(q):
+            asset = ser["tags"]["asset"]
+            if asset in wanted:
+                t, v = ser["values"][0][:2]
+                out.setdefault(asset, {})[ser["tags"]["point"]] = (t, v)
+        return out
 
     def query_text(self, tenant, asset, point, start_ns, end_ns, limit=10_000) -> TextSeries:
         q = (f"SELECT value FROM {TEXT_MEASUREMENT} WHERE {self._where(tenant, asset, point, start_ns, end_ns)}"
