@@ -40,6 +40,7 @@ from sqlalchemy import select, tuple_, update
 from sqlalchemy.exc import DBAPIError
 
 from cloud import mqttconn
+from cloud.pii import Pseudonymiser, load_key
 from cloud.registry import AlarmRecord, AnomalyRecord, Asset, DeadLetter, Gateway, IngestSeen, Registry, Tenant
 from cloud.settings import CloudSettings
 from cloud.store import Rows, StoreUnavailable, TimeSeriesStore
@@ -123,6 +124,8 @@ class Ingest:
             "dead_letters": 0, "events": 0, "store_retries": 0, "registry_retries": 0, "seq_gaps": 0,
             "other_partition": 0,
         }
+        # Personal text values are pseudonymised (or dropped) in the preparer, before any store, log or hook.
+        self.pii = Pseudonymiser(load_key(settings.pii_key_file), self.counters)
         self._client = self._make_client()
         self._threads = [threading.Thread(target=self._prepare_loop, name="ingest-prepare", daemon=True),
                          threading.Thread(target=self._write_loop, name="ingest-writer", daemon=True)]
@@ -314,8 +317,9 @@ class Ingest:
               payload: bytes | None = None) -> None:
         self.counters["dead_letters"] += 1
         log.warning("dead letter from %s: %s", m.topic[:MAX_TOPIC_LEN], reason)
+        payload = self.pii.scrub_payload(m.payload if payload is None else payload)  # no clear personal values
         group.dead.append({"received_ns": time.time_ns(), "tenant": tenant, "topic": m.topic[:MAX_TOPIC_LEN],
-                           "reason": reason[:2000], "payload": m.payload if payload is None else payload})
+                           "reason": reason[:2000], "payload": payload})
 
     def owns(self, tenant: str, gateway: str) -> bool:
         """In partitioned mode, whether this worker's partition holds the gateway."""
@@ -389,8 +393,21 @@ class Ingest:
             for ser in b.series:
                 group.rows.extend_series(b.tenant, ser.asset, ser.point, ser.t_ns, ser.values, ser.quality)
         group.batches = fresh
+        self._protect_text(group)
         with self._pending_lock:
             self._pending |= group.keys
+
+    def _protect_text(self, group: _Group) -> None:
+        """Text points into the group's rows, personal values pseudonymised or dropped (``cloud/pii.py``). The
+        batches' own text is replaced, so rules and hooks never hold a clear personal value either."""
+        with_text = [(m, b) for m, b in group.batches if b.text]
+        if not with_text:
+            return
+        types = self.pii.asset_types(self.registry, {(b.tenant, t.asset) for _, b in with_text for t in b.text})
+        for m, b in with_text:
+            b.text, refused = self.pii.prepare_batch(b.tenant, b.text, types, group.rows)
+            for reason, ser in refused:
+                self._dead(group, m, f"telemetry: {reason}", b.tenant, payload=ser.model_dump_json().encode())
 
     # -- writing -------------------------------------------------------------------------------
     def _write_store(self, group: _Group) -> None:
@@ -427,6 +444,13 @@ class Ingest:
                 except StoreRejected as exc:
                     self._dead(group, m, f"{ser.asset}/{ser.point}: {exc}", b.tenant,
                                payload=ser.model_dump_json().encode())
+        by_point = {(b.tenant, t.asset, t.point): (m, t) for m, b in group.batches for t in b.text}
+        for tr in group.rows.text:  # already pseudonymised: safe in a dead letter
+            try:
+                self.store.write(Rows(text=[tr], n=len(tr.t_ns)))
+            except StoreRejected as exc:
+                m, t = by_point[(tr.tenant, tr.asset, tr.point)]
+                self._dead(group, m, f"{tr.asset}/{tr.point}: {exc}", tr.tenant, payload=t.model_dump_json().encode())
 
     def _write_registry(self, group: _Group) -> None:
         reg = self.registry

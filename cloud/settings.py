@@ -58,6 +58,11 @@ class CloudSettings(BaseSettings):
     # max_inflight_messages decides instead.
     ingest_max_inflight: int = 1000
 
+    # Personal data: the HMAC key that pseudonymises personal text points arriving in clear (the same key as the
+    # gateways' pii_key_file, so a subject has one pseudonym; see cloud/pii.py). Without it such values are
+    # dropped and counted, and subject find/erase requests cannot be served.
+    pii_key_file: str | None = None
+
     # Rules (run in each ingest worker on the data it wrote)
     rules_interval_s: float = 60.0
     coldchain_profile: str = "who-30-day-refrigerator"  # for trailers whose shipments name none

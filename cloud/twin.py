@@ -71,8 +71,8 @@ def delta_of(desired: dict[str, Any], reported_points: dict[str, dict]) -> dict[
     out = {}
     for key, want in desired.items():
         have = reported_points.get(key, {}).get("value")
-        if have is None or (isinstance(want, int | float) and abs(float(want) - float(have)) > 1e-9) or \
-                (not isinstance(want, int | float) and want != have):
+        numeric = isinstance(want, int | float) and isinstance(have, int | float)  # a text point reports a string
+        if have is None or (numeric and abs(float(want) - float(have)) > 1e-9) or (not numeric and want != have):
             out[key] = {"desired": want, "reported": have}
     return out
 
@@ -94,7 +94,8 @@ class TwinService:
                 AnomalyRecord.tenant == tenant, AnomalyRecord.asset == asset, AnomalyRecord.end_ns.is_(None))).all()
             severities = list(s.scalars(select(Alert.severity).where(
                 Alert.tenant == tenant, Alert.asset == asset, Alert.state != "resolved")))
-        latest = self.store.latest(tenant, asset)
+        latest: dict[str, tuple[int, float | str | None]] = {**self.store.latest(tenant, asset),
+                                                              **self.store.latest_text(tenant, asset)}
         points = {p: {"value": v, "t_ns": t} for p, (t, v) in sorted(latest.items())}
         last = max((t for t, _ in latest.values()), default=None)
         status = status_of(last, gw.state if gw else None, now)

@@ -8,6 +8,7 @@ from typing import Annotated
 from fastapi import Depends, Header, Request
 
 from cloud.api.problems import Problem
+from cloud.pii import may_read
 from cloud.registry import ROLES
 
 
@@ -25,6 +26,11 @@ class Principal:
 
     def can(self, role: str) -> bool:
         return ROLES.index(self.role) >= ROLES.index(role)
+
+    @property
+    def pii_read(self) -> bool:
+        """The ``pii:read`` permission: personal values unmasked (as pseudonyms; see ``cloud/pii.py``)."""
+        return may_read(self.role)
 
 
 def principal(request: Request, authorization: str | None = Header(default=None),

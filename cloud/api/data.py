@@ -1,5 +1,6 @@
 """Time series and what the edge found in them: telemetry (raw or windowed), latest values, anomalies,
-local-rule alarms."""
+local-rule alarms. Text points read like numeric ones (values are strings); personal ones are masked for
+keys without ``pii:read``."""
 
 from __future__ import annotations
 
@@ -7,13 +8,14 @@ import time
 from typing import Literal
 
 from fastapi import APIRouter, Query
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 from sqlalchemy import select
 
 from cloud.api.auth import Principal, Viewer
 from cloud.api.deps import Page, decode_cursor, encode_cursor
 from cloud.api.problems import Problem
 from cloud.api.timeparse import parse_duration, parse_time
+from cloud.pii import mask_value
 from cloud.registry import AlarmRecord, AnomalyRecord, Asset
 
 HOUR_NS = 3_600_000_000_000
@@ -28,7 +30,7 @@ class TelemetryOut(BaseModel):
     every_ns: int | None = None
     agg: str | None = None
     t_ns: list[int]
-    values: list[float | None]
+    values: list[float | str | None] = Field(description="numbers, or strings for a text point")
     quality: list[int] | None = None
     next_cursor: str | None = None
 
@@ -90,6 +92,11 @@ def get_router(platform) -> APIRouter:
             return TelemetryOut(asset=asset, point=point, start_ns=start_ns, end_ns=end_ns, every_ns=every_ns,
                                 agg=agg, t_ns=ser.t_ns, values=ser.values)
         ser = store.query_range(p.tenant, asset, point, start_ns, end_ns, limit)
+        if not ser.t_ns and (text := store.query_text(p.tenant, asset, point, start_ns, end_ns, limit)).t_ns:
+            values = text.values if p.pii_read else [mask_value(v) for v in text.values]
+            nxt = str(text.t_ns[-1] + 1) if len(text.t_ns) == limit else None
+            return TelemetryOut(asset=asset, point=point, start_ns=start_ns, end_ns=end_ns, t_ns=text.t_ns,
+                                values=values, next_cursor=nxt)
         nxt = str(ser.t_ns[-1] + 1) if len(ser.t_ns) == limit else None
         return TelemetryOut(asset=asset, point=point, start_ns=start_ns, end_ns=end_ns, t_ns=ser.t_ns,
                             values=ser.values, quality=ser.quality, next_cursor=nxt)
@@ -97,7 +104,10 @@ def get_router(platform) -> APIRouter:
     @r.get("/assets/{asset}/latest", tags=["telemetry"])
     def latest(asset: str, p: Viewer) -> dict[str, dict]:
         known(p, asset)
-        return {pt: {"t_ns": t, "value": v} for pt, (t, v) in store.latest(p.tenant, asset).items()}
+        out = {pt: {"t_ns": t, "value": v} for pt, (t, v) in store.latest(p.tenant, asset).items()}
+        for pt, (t, v) in store.latest_text(p.tenant, asset).items():
+            out[pt] = {"t_ns": t, "value": v if p.pii_read else mask_value(v)}
+        return out
 
     @r.get("/assets/{asset}/anomalies", response_model=Page[AnomalyOut], tags=["anomalies"])
     def anomalies(asset: str, p: Viewer, start: str | None = None, end: str | None = None,

@@ -9,8 +9,9 @@ from typing import Any
 from fastapi import APIRouter, Header, Response
 from pydantic import BaseModel, Field
 
-from cloud.api.auth import Operator, Viewer
+from cloud.api.auth import Operator, Principal, Viewer
 from cloud.api.problems import Problem
+from cloud.pii import mask_deep
 from cloud.registry import Gateway
 from cloud.twin import NotFound, VersionConflict
 from models import topics
@@ -49,6 +50,14 @@ def _if_match(value: str | None) -> int:
     return int(v)
 
 
+def _twin_out(st, p: Principal) -> TwinOut:
+    """Reported text points may be personal: masked for keys without ``pii:read``."""
+    out = TwinOut(**st.__dict__)
+    if not p.pii_read:
+        out.reported, out.delta = mask_deep(out.reported), mask_deep(out.delta)
+    return out
+
+
 def get_router(platform) -> APIRouter:
     r = APIRouter(prefix="/api/v1")
     twins, reg = platform.twins, platform.registry
@@ -60,7 +69,7 @@ def get_router(platform) -> APIRouter:
         except NotFound as exc:
             raise Problem(404, "Not found", str(exc)) from None
         response.headers["ETag"] = f'"{st.version}"'
-        return TwinOut(**st.__dict__)
+        return _twin_out(st, p)
 
     @r.put("/twins/{asset}/desired", response_model=TwinOut, tags=["twins"])
     def put_desired(asset: str, body: DesiredIn, p: Operator, response: Response,
@@ -75,7 +84,7 @@ def get_router(platform) -> APIRouter:
                           current_version=exc.current) from None
         st = twins.state(p.tenant, asset)
         response.headers["ETag"] = f'"{st.version}"'
-        return TwinOut(**st.__dict__)
+        return _twin_out(st, p)
 
     @r.put("/gateways/{gateway}/config", tags=["fleet"])
     def put_gateway_config(gateway: str, body: GatewayConfigIn, p: Operator, response: Response,
