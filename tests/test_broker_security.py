@@ -20,6 +20,8 @@ from pathlib import Path
 
 import paho.mqtt.client as mqtt
 import pytest
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
 
 from cloud import mqttconn
 from cloud.settings import CloudSettings
@@ -41,8 +43,9 @@ T0 = 1_767_225_600_000_000_000  # 2026-01-01T00:00:00Z
 class Peer:
     """One MQTT 5 client over TLS with a certificate, recording exactly what the broker answers."""
 
-    def __init__(self, broker: TlsMosquittoServer, files: TlsFiles, name: str) -> None:
-        self.client_id = f"{name}-{uuid.uuid4().hex[:6]}"
+    def __init__(self, broker: TlsMosquittoServer, files: TlsFiles, name: str, *, exact_id: bool = False,
+                 properties: Properties | None = None, clean_start: bool = True) -> None:
+        self.client_id = name if exact_id else f"{name}-{uuid.uuid4().hex[:6]}"
         self.c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=self.client_id, protocol=mqtt.MQTTv5)
         self.c.tls_set(ca_certs=files.ca, certfile=files.cert, keyfile=files.key, cert_reqs=ssl.CERT_REQUIRED)
         self.c.reconnect_delay_set(1, 1)
@@ -55,13 +58,15 @@ class Peer:
         self.c.on_publish = lambda _c, _u, mid, reason, _p: self._note(self.pubacks, mid, reason.value)
         self.c.on_subscribe = lambda _c, _u, mid, reasons, _p: self._note(self.subacks, mid, [r.value for r in reasons])
         self.c.on_message = self._on_message
-        self.c.connect(broker.host, broker.port, keepalive=30)
+        self.session_present = False
+        self.c.connect(broker.host, broker.port, keepalive=30, clean_start=clean_start, properties=properties)
         self.c.loop_start()
         self._wait(lambda: self.connack is not None, "CONNACK")
         assert self.connack == 0, f"{name} refused: CONNACK {self.connack}"
 
-    def _on_connect(self, _c, _u, _f, reason, _p) -> None:
+    def _on_connect(self, _c, _u, flags, reason, _p) -> None:
         with self._cv:
+            self.session_present = bool(flags.session_present)
             self.connack = reason.value
             self._cv.notify_all()
 
@@ -224,6 +229,28 @@ def test_gateway_reads_only_its_own_configuration(mosquitto_tls):
         for gw in config:
             cloud.publish(topics.config_desired(tenant, gw), b"", retain=True)
         cloud.close()
+
+
+def test_gateway_taking_another_gateways_client_id_receives_nothing_of_it(mosquitto_tls):
+    # Mosquitto's ACL cannot bind client ids to identities (deploy/README.md, "Known limit"): A can take over
+    # B's session by its client id. The ACL still decides by certificate: B's queued and live commands never
+    # reach A.
+    session = Properties(PacketTypes.CONNECT)
+    session.SessionExpiryInterval = 3600
+    b_id, commands = f"gw-acme-gw-b-{uuid.uuid4().hex[:4]}", topics.topic("acme", "gw-b", "commands")
+    b = Peer(mosquitto_tls, mosquitto_tls.gateway_files("acme", "gw-b"), b_id, exact_id=True, properties=session)
+    assert b.subscribe(commands) == [1]
+    b.close()
+    cloud = Peer(mosquitto_tls, mosquitto_tls.client_files("cloud"), "cloud-commands")
+    assert cloud.publish(commands, b"queued for B") == 0  # B's session is subscribed: 0, not 0x10
+    a = Peer(mosquitto_tls, mosquitto_tls.gateway_files("acme", "gw-a"), b_id, exact_id=True, properties=session,
+             clean_start=False)
+    assert a.session_present  # A did resume B's session...
+    assert cloud.publish(commands, b"live for B") == 0
+    a.subscribe(topics.topic("acme", "gw-a", "commands"))  # barrier: anything queued for A came before this
+    assert a.messages == []  # ...and got nothing of it
+    for peer in (a, cloud):
+        peer.close()
 
 
 # -- who may connect at all ----------------------------------------------------------------------------------------

@@ -9,9 +9,12 @@
 #   make-certs.sh [-d DIR] [-days N] client NAME                # cloud role (CN "cloud") or "health"
 #   make-certs.sh [-d DIR] revoke CERT.pem                      # revoke, then rewrite DIR/crl.pem
 #
-# DIR defaults to ./certs. The broker reads DIR/ca.pem, DIR/broker.pem, DIR/broker.key and DIR/crl.pem;
-# a client gets ca.pem, its own .pem and its .key and nothing else. DIR/ca.key signs everything: keep it
-# off the broker (offline, or at least chmod 600 on an admin machine).
+# DIR defaults to ./certs. What goes where:
+#   DIR/broker/        ca.pem, broker.pem, broker.key, crl.pem: the broker's certs directory, all it needs
+#   DIR/gateways/T/    G.pem and G.key for gateway G of tenant T, with DIR/ca.pem: copy to that gateway only
+#   DIR/clients/       cloud.pem/.key (ingest workers and the API), health.pem/.key (the broker's probe)
+#   DIR/ca.key, DIR/ca/  the CA's key and its database: they sign and revoke everything, so they stay on
+#                      an admin machine (chmod 600), never on the broker or a gateway
 #
 # Identity is the certificate's CN, which Mosquitto uses as the username (use_identity_as_username):
 # the ACL (deploy/mosquitto/acl) pins "TENANT/GATEWAY" to twin/v1/TENANT/GATEWAY/..., and grants the
@@ -26,11 +29,11 @@ while [ $# -gt 0 ]; do
     case "$1" in
         -d) dir=$2; shift 2 ;;
         -days) days=$2; shift 2 ;;
-        -h|--help) sed -n '2,19p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,21p' "$0"; exit 0 ;;
         *) break ;;
     esac
 done
-[ $# -ge 1 ] || { sed -n '2,19p' "$0" >&2; exit 2; }
+[ $# -ge 1 ] || { sed -n '2,21p' "$0" >&2; exit 2; }
 cmd=$1; shift
 [ "$cmd" != ca ] || mkdir -p "$dir"
 [ -d "$dir" ] && dir=$(cd "$dir" && pwd)
@@ -81,7 +84,7 @@ EOF
 }
 
 gencrl() {
-    openssl ca -config "$dir/ca/openssl.cnf" -gencrl -out "$dir/crl.pem" 2>/dev/null
+    openssl ca -config "$dir/ca/openssl.cnf" -gencrl -out "$dir/broker/crl.pem" 2>/dev/null
 }
 
 # issue NAME-PATH CN EXTENSION-SECTION: a key (kept if it exists: re-issuing renews the certificate) and a
@@ -102,7 +105,7 @@ issue() {
 case "$cmd" in
     ca)
         [ ! -f "$dir/ca.key" ] || die "$dir/ca.key exists; a new CA would invalidate every certificate it issued"
-        mkdir -p "$dir/ca/issued"
+        mkdir -p "$dir/ca/issued" "$dir/broker"
         : > "$dir/ca/index.txt"
         echo 1000 > "$dir/ca/serial"
         echo 1000 > "$dir/ca/crlnumber"
@@ -111,6 +114,7 @@ case "$cmd" in
         openssl req -x509 -new -key "$dir/ca.key" -subj "/CN=assettwin broker CA" -days 3650 -sha256 \
             -addext "basicConstraints=critical,CA:TRUE,pathlen:0" -addext "keyUsage=critical,keyCertSign,cRLSign" \
             -out "$dir/ca.pem"
+        cp "$dir/ca.pem" "$dir/broker/ca.pem"
         gencrl
         echo "$dir/ca.pem  (CA; $dir/ca.key signs: keep it off the broker)"
         ;;
@@ -126,7 +130,7 @@ case "$cmd" in
             san="${san:+$san,}$entry"
         done
         SAN=$san
-        issue "$dir/broker" "$1" server
+        issue "$dir/broker/broker" "$1" server
         ;;
     gateway)
         need_ca
@@ -145,7 +149,7 @@ case "$cmd" in
         [ $# -eq 1 ] && [ -f "$1" ] || die "revoke needs the certificate file to revoke"
         openssl ca -config "$dir/ca/openssl.cnf" -revoke "$1" 2>/dev/null || die "could not revoke $1"
         gencrl
-        echo "revoked $1; copy $dir/crl.pem to the broker and restart it (Mosquitto reads the CRL at start)"
+        echo "revoked $1; copy $dir/broker/crl.pem to the broker and restart it (Mosquitto reads the CRL at start)"
         ;;
     *)
         die "unknown command '$cmd' (ca, broker, gateway, client, revoke)"

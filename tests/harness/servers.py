@@ -329,7 +329,7 @@ class TlsMosquittoServer(MosquittoServer):
         shutil.copyfile(SHIPPED_MOSQUITTO / "acl", self.workdir / "acl")
         for shipped, here in (
             ("listener 8883\n", f"listener {self.port} {self.host}\n"),
-            ("/mosquitto/config/certs/", f"{self.certs}/"),
+            ("/mosquitto/config/certs/", f"{self.certs}/broker/"),
             ("/mosquitto/config/acl", str(self.workdir / "acl")),
             ("/mosquitto/data/", f"{self.persistence_dir}/"),
             ("log_dest stdout", "log_dest stderr"),  # unbuffered, so a failing test's log tail is complete
