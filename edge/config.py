@@ -84,10 +84,17 @@ class MqttSubscription(_Strict):
         return self
 
 
+class SensorLink(MqttLink):
+    """The link to a sensor broker. MQTT 3.1.1 by default: sensors rarely speak 5, and paho decodes a
+    5 PUBLISH's properties in Python (~16 µs a message, measured) for nothing the source uses."""
+
+    mqtt_version: Literal["5", "3.1.1"] = "3.1.1"
+
+
 class MqttSource(_Strict):
     type: Literal["mqtt"]
     name: str = "mqtt"
-    link: MqttLink = Field(default_factory=MqttLink)
+    link: SensorLink = Field(default_factory=SensorLink)
     subscriptions: list[MqttSubscription] = Field(min_length=1)
 
 
@@ -200,6 +207,36 @@ class AssetConfig(_Strict):
         return get_type(self.type)
 
 
+class MspcBaselineConfig(_Strict):
+    """An asset's multivariate normal baseline, fitted by the cloud on its healthy history and pushed as desired
+    configuration (``POST /api/v1/assets/{id}/baseline``): the arrays of ``edge.detect.multivariate.MspcBaseline``
+    over ``points`` (in column order). Rows are built by last-value hold; a value older than ``max_age_s`` is stale."""
+
+    id: str = Field(min_length=1, max_length=128, description="which fit this is, as the cloud names it")
+    points: list[str] = Field(min_length=2)
+    mean: list[float]
+    scale: list[float]
+    loadings: list[list[float]]
+    eigvals: list[float] = Field(min_length=1)
+    t2_limit: float = Field(gt=0)
+    spe_limit: float = Field(ge=0)
+    smooth_tau_s: float = Field(default=0.0, ge=0)
+    max_age_s: float = Field(default=60.0, gt=0)
+
+    @model_validator(mode="after")
+    def _shapes(self) -> MspcBaselineConfig:
+        d, k = len(self.points), len(self.eigvals)
+        if len(set(self.points)) != d:
+            raise ValueError("points repeat")
+        if len(self.mean) != d or len(self.scale) != d:
+            raise ValueError(f"mean and scale need one value per point ({d})")
+        if len(self.loadings) != d or any(len(row) != k for row in self.loadings):
+            raise ValueError(f"loadings must be {d} rows (points) of {k} values (one per eigenvalue)")
+        if k > d or any(not v > 0 for v in self.eigvals) or any(not v > 0 for v in self.scale):
+            raise ValueError("eigvals and scale must be > 0, at most one eigenvalue per point")
+        return self
+
+
 class OutboxConfig(_Strict):
     path: Path = Path("outbox.sqlite")
     max_bytes: int = Field(default=256 * 1024 * 1024, ge=64 * 1024)
@@ -223,6 +260,21 @@ class GatewayConfig(_Strict):
     local_rules: list[LocalRule] = Field(default_factory=list)
     pii_key_file: Path | None = Field(
         default=None, description="HMAC key for personal points; without it their values are dropped, never sent")
+    baselines: dict[str, MspcBaselineConfig] = Field(
+        default_factory=dict, description="Per asset id, a multivariate baseline the cloud fitted (the mspc detector).")
+
+    @model_validator(mode="after")
+    def _baselines_name_known_points(self) -> GatewayConfig:
+        types = {a.id: a.asset_type for a in self.assets}
+        for asset, base in self.baselines.items():
+            if asset not in types:
+                raise ValueError(f"baselines.{asset}: not an asset of this gateway")
+            numeric = {p for p, spec in types[asset].points.items() if spec.kind == "number"}
+            unknown = [p for p in base.points if p not in numeric]
+            if unknown:
+                raise ValueError(f"baselines.{asset}.points: {', '.join(unknown)} not numeric points of "
+                                 f"{types[asset].id}")
+        return self
 
     def points(self) -> list[tuple[str, str]]:
         """Every numeric (asset, point) this gateway knows, in a stable order: the detector state layout."""

@@ -7,7 +7,6 @@ not take the gateway down.
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import re
@@ -15,6 +14,7 @@ import threading
 import time
 from dataclasses import dataclass
 
+import orjson
 import paho.mqtt.client as mqtt
 from paho.mqtt.matcher import MQTTMatcher
 
@@ -27,6 +27,7 @@ log = logging.getLogger("edge.sources.mqtt")
 
 _TS_SCALE = {"ns": 1, "us": 1_000, "ms": 1_000_000, "s": 1_000_000_000}
 _CAPTURE = re.compile(r"\{(\d+)\}")
+_ROUTE_CACHE_MAX = 100_000
 
 
 class PayloadError(ValueError):
@@ -61,8 +62,8 @@ class _Route:
         """A json_map payload: (point -> raw value, t_ns or None)."""
         sub = self.sub
         try:
-            obj = json.loads(payload)
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            obj = orjson.loads(payload)
+        except orjson.JSONDecodeError as exc:
             raise PayloadError(f"not JSON: {exc}") from None
         values = _dig(obj, sub.value_path)
         if not isinstance(values, dict):
@@ -91,8 +92,8 @@ class _Route:
                 # Never the value itself in a log line: it may be personal data sent to the wrong topic.
                 raise PayloadError(f"not a number ({len(text)} characters)") from None
         try:
-            obj = json.loads(text)
-        except json.JSONDecodeError as exc:
+            obj = orjson.loads(text)
+        except orjson.JSONDecodeError as exc:
             raise PayloadError(f"not JSON: {exc.msg}") from None
         raw_v = _dig(obj, sub.value_path)
         value: float | str
@@ -130,6 +131,7 @@ class MqttSourceRunner:
         self._matcher = MQTTMatcher()
         for sub in cfg.subscriptions:
             self._matcher[sub.topic] = _Route(sub, _wildcards(sub.topic))
+        self._routes: dict[str, tuple[_Route, str, str] | None] = {}  # topic -> (route, asset, point)
         self._client: mqtt.Client | None = None
         self._sink: Sink | None = None
         self._counts = {"messages": 0, "bad_payloads": 0, "unmapped": 0}
@@ -187,33 +189,44 @@ class MqttSourceRunner:
                 with self._unacked_lock:
                     self._unacked.append((msg.mid, msg.qos))
 
-    def _handle(self, msg: mqtt.MQTTMessage) -> None:
+    def _route(self, topic: str) -> tuple[_Route, str, str] | None:
+        """Topic filter matching and template filling, once per topic: sensors repeat their topics."""
         try:
-            route: _Route = next(iter(self._matcher.iter_match(msg.topic)))
-        except StopIteration:
+            return self._routes[topic]
+        except KeyError:
+            pass
+        if len(self._routes) >= _ROUTE_CACHE_MAX:
+            self._routes.clear()  # a flood of one-off topics must not grow memory without bound
+        route = next(iter(self._matcher.iter_match(topic)), None)
+        hit = None if route is None else (route, *route.resolve(topic))
+        self._routes[topic] = hit
+        return hit
+
+    def _handle(self, msg: mqtt.MQTTMessage) -> None:
+        hit = self._route(msg.topic)
+        if hit is None:
             self._counts["unmapped"] += 1
             return
+        route, asset, point = hit
         if route.sub.payload == "json_map":
-            self._handle_map(route, msg)
+            self._handle_map(route, asset, msg)
             return
         try:
             value, t_ns, quality = route.parse(msg.payload)
         except PayloadError as exc:
             self._bad(msg.topic, str(exc))
             return
-        asset, point = route.resolve(msg.topic)
         if t_ns is None:
             t_ns = time.time_ns()  # the sensor gave no time: stamp at arrival, once, here
         assert self._sink is not None
         self._sink(asset, point, t_ns, value, quality)
 
-    def _handle_map(self, route: _Route, msg: mqtt.MQTTMessage) -> None:
+    def _handle_map(self, route: _Route, asset: str, msg: mqtt.MQTTMessage) -> None:
         try:
             values, t_ns = route.parse_map(msg.payload)
         except PayloadError as exc:
             self._bad(msg.topic, str(exc))
             return
-        asset, _ = route.resolve(msg.topic)
         if t_ns is None:
             t_ns = time.time_ns()
         sink = self._sink
