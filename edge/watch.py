@@ -16,6 +16,7 @@ from edge.config import GatewayConfig
 from edge.detect import Ensemble, EventTracker, build_detectors
 from edge.detect.base import constructor_params, load_npz, save_npz
 from edge.detect.events import AnomalyEvent
+from edge.detect.multivariate import Mspc, MspcBaseline, MspcGroup
 from models.wire import Quality
 
 EVENT_MIN_SAMPLES = 1
@@ -33,6 +34,19 @@ def point_specs(cfg: GatewayConfig, points: list[tuple[str, str]]) -> list[list]
     return out
 
 
+def mspc_group(cfg: GatewayConfig, points: list[tuple[str, str]]) -> MspcGroup:
+    """The multivariate detector of every asset with a baseline in ``cfg.baselines``."""
+    index = {p: i for i, p in enumerate(points)}
+    members = []
+    for asset, b in cfg.baselines.items():
+        base = MspcBaseline(mean=np.array(b.mean), scale=np.array(b.scale),
+                            loadings=np.ascontiguousarray(np.array(b.loadings, np.float64).reshape(len(b.points), -1)),
+                            eigvals=np.array(b.eigvals), t2_limit=b.t2_limit, spe_limit=b.spe_limit,
+                            smooth_tau_s=b.smooth_tau_s)
+        members.append(Mspc(len(points), base, [index[(asset, p)] for p in b.points], max_age_s=b.max_age_s))
+    return MspcGroup(len(points), members)
+
+
 class PointWatch:
     def __init__(self, cfg: GatewayConfig, points: list[tuple[str, str]]) -> None:
         self.points = points
@@ -42,7 +56,14 @@ class PointWatch:
 
     def _build(self, cfg: GatewayConfig) -> Ensemble:
         names = [f"{a}/{p}" for a, p in self.points]
-        return build_detectors(point_specs(cfg, self.points), names)
+        ens = build_detectors(point_specs(cfg, self.points), names)
+        if not cfg.baselines:
+            return ens
+        group = mspc_group(cfg, self.points)
+        on = np.zeros(len(self.points), np.bool_)
+        for m in group.members:
+            on[m.builder.columns] = True
+        return Ensemble([*ens.detectors, group], [*ens.enabled, on])
 
     def reconfigure(self, cfg: GatewayConfig, points: list[tuple[str, str]]) -> None:
         """Apply new detector settings live. What a detector kind has learned is kept when the kind runs

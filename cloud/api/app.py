@@ -9,7 +9,20 @@ from __future__ import annotations
 from fastapi import FastAPI, Request
 from fastapi.responses import PlainTextResponse
 
-from cloud.api import alerts, data, fleet, keys, live, problems, security, shipments, simulate, subjects, twins
+from cloud.api import (
+    alerts,
+    baseline,
+    data,
+    fleet,
+    keys,
+    live,
+    problems,
+    security,
+    shipments,
+    simulate,
+    subjects,
+    twins,
+)
 from cloud.api.auth import Viewer
 from cloud.platform import Platform
 from cloud.store import StoreUnavailable
@@ -22,7 +35,7 @@ def create_app(platform: Platform) -> FastAPI:
     app.state.key_cache = security.KeyCache(platform.settings.api_key_cache_s)
     problems.install(app)
     security.install(app, platform.settings)
-    for module in (fleet, data, twins, alerts, keys, simulate, shipments, subjects, live):
+    for module in (fleet, data, twins, alerts, keys, simulate, baseline, shipments, subjects, live):
         app.include_router(module.get_router(platform))
     try:  # the web dashboard, when its module is present
         from cloud.api import web

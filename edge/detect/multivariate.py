@@ -218,23 +218,44 @@ class RowSmoother:
         self.mean = np.zeros(n_features)
         self.last_t = np.zeros(1, np.int64)
         self.count = np.zeros(1, np.int64)
+        self.first_t = np.full(1, _NEVER, np.int64)  # the first complete row's time: when warm-up began
 
     def smooth(self, t_ns, rows, learn: bool = True) -> np.ndarray:
         """Smoothed rows; ``learn=False`` leaves the state as it was (for ``score``)."""
         rows = np.ascontiguousarray(rows, np.float64)
+        t_ns = np.ascontiguousarray(t_ns, np.int64)
         out = np.empty_like(rows)
         st = (self.mean, self.last_t, self.count) if learn else (self.mean.copy(), self.last_t.copy(),
                                                                  self.count.copy())
-        smooth_rows_kernel(np.ascontiguousarray(t_ns, np.int64), rows, self.tau_s, *st, out)
+        smooth_rows_kernel(t_ns, rows, self.tau_s, *st, out)
+        if learn and self.first_t[0] == _NEVER:
+            complete = ~np.isnan(out).any(axis=1)
+            if complete.any():
+                self.first_t[0] = t_ns[np.argmax(complete)]
         return out
 
+    def warm(self, t_ns, smoothed: np.ndarray) -> np.ndarray:
+        """Per smoothed row, whether the mean had run for 2·tau: before, it averages fewer rows than the
+        baseline's smoothed rows did, so its scatter is larger than the limit allows (the first is a raw row)."""
+        t_ns = np.asarray(t_ns, np.int64)
+        first = self.first_t[0]
+        if first == _NEVER:  # scoring on a smoother that never learned: warm-up starts in these rows
+            complete = ~np.isnan(smoothed).any(axis=1)
+            if not complete.any():
+                return np.zeros(t_ns.shape, np.bool_)
+            first = t_ns[np.argmax(complete)]
+        return t_ns >= first + round(2.0 * self.tau_s * 1e9)
+
     def state(self) -> dict[str, np.ndarray]:
-        return {"mean": self.mean, "last_t": self.last_t, "count": self.count}
+        return {"mean": self.mean, "last_t": self.last_t, "count": self.count, "first_t": self.first_t}
 
     def load_state(self, st: dict[str, np.ndarray]) -> None:
         self.mean = np.ascontiguousarray(st["mean"], np.float64).copy()
         self.last_t = np.ascontiguousarray(st["last_t"], np.int64).copy()
         self.count = np.ascontiguousarray(st["count"], np.int64).copy()
+        # absent in states saved before warm-up existed: a smoother that has run counts as warm
+        self.first_t = np.ascontiguousarray(st.get("first_t", np.full(1, np.iinfo(np.int64).min + 1)),
+                                            np.int64).copy()
 
 
 @njit(cache=True, nogil=True)
@@ -385,14 +406,18 @@ class Mspc(Detector):
         finally:
             if keep is not None:
                 self.builder.held, self.builder.held_t = keep
+        warm = None
         if self.baseline.smooth_tau_s > 0:
             rows = self.smoother.smooth(row_t, rows, learn)
+            warm = self.smoother.warm(row_t, rows)
         n = np.shape(idx)[0]
         score = np.zeros(n) if out_score is None else out_score
         flag = np.zeros(n, np.bool_) if out_flag is None else out_flag
         score[:] = 0.0
         flag[:] = False
         rs, t2, spe = score_rows(self.baseline, rows)
+        if warm is not None:
+            rs = np.where(warm, rs, 0.0)  # warming up (see RowSmoother.warm): not scored
         score[pos] = rs
         flag[pos] = rs >= 1.0
         self.last_t2 = np.zeros(n)
@@ -436,3 +461,62 @@ class Mspc(Detector):
     def resize(self, n_points: int) -> None:
         self.n_points = n_points
         self.builder.resize(n_points)
+
+
+class MspcGroup(Detector):
+    """One ``Mspc`` per asset that has a baseline, as one detector of a gateway's ensemble (a mask bit is per
+    kind, not per asset). Assets' columns are disjoint, so a sample gets the score of its own asset's member.
+
+    Nothing learned is saved: a member's baseline comes with the configuration, and its held values refill
+    within one reporting cycle after a restart.
+    """
+
+    name = "mspc"
+
+    def __init__(self, n_points: int, members: list[Mspc] | None = None) -> None:
+        super().__init__(n_points)
+        self.members = list(members or [])
+        taken = np.concatenate([m.builder.columns for m in self.members]) if self.members else np.empty(0, np.int64)
+        if len(np.unique(taken)) != len(taken):
+            raise ValueError("mspc: two baselines claim the same point")
+
+    def _run(self, idx, t_ns, x, ok, learn: bool, out_score, out_flag) -> None:
+        out_score[:] = 0.0
+        out_flag[:] = False
+        for m in self.members:
+            score, flag = m.update(idx, t_ns, x, ok) if learn else m.score(idx, t_ns, x, ok)
+            np.maximum(out_score, score, out=out_score)
+            out_flag |= flag
+
+    def update(self, idx, t_ns, x, ok):
+        n = np.shape(idx)[0]
+        score, flag = np.zeros(n), np.zeros(n, np.bool_)
+        self._run(idx, t_ns, x, ok, True, score, flag)
+        return score, flag
+
+    def score(self, idx, t_ns, x, ok):
+        n = np.shape(idx)[0]
+        score, flag = np.zeros(n), np.zeros(n, np.bool_)
+        self._run(idx, t_ns, x, ok, False, score, flag)
+        return score, flag
+
+    def learn(self, idx, t_ns, x, ok) -> None:
+        for m in self.members:
+            m.learn(idx, t_ns, x, ok)
+
+    def run_into(self, idx, t_ns, x, ok, learn, out_score, out_flag) -> None:
+        self._run(idx, t_ns, x, ok, learn, out_score, out_flag)
+
+    def score_scale(self) -> np.ndarray:
+        return np.ones(self.n_points)
+
+    def state(self) -> dict[str, np.ndarray]:
+        return {}
+
+    def load_state(self, state: dict[str, np.ndarray]) -> None:
+        pass
+
+    def resize(self, n_points: int) -> None:
+        self.n_points = n_points
+        for m in self.members:
+            m.resize(n_points)
