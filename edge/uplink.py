@@ -62,6 +62,11 @@ class Uplink:
         self.client.on_disconnect = self._on_disconnect
         self.client.on_publish = self._on_publish
         self.client.on_message = self._on_message
+        self.client.on_connect_fail = self._on_connect_fail
+        # paho's own errors name why a TLS broker dropped us ("certificate revoked", "unknown ca"...); its
+        # debug lines stay below the agent's log level.
+        self.client.enable_logger(logging.getLogger("edge.uplink.mqtt"))
+        self._connect_failures = 0
         self._thread = threading.Thread(target=self._drain, name="uplink", daemon=True)
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -117,6 +122,16 @@ class Uplink:
         self._connected.set()
         self.publish_status("online")
         self._wake.set()
+
+    def _on_connect_fail(self, client, userdata) -> None:
+        # paho retries with backoff (up to 30 s) and keeps the cause to itself: say where to look.
+        self._connect_failures += 1
+        if self._connect_failures % 20 == 1:
+            tls = " or TLS handshake" if self.cfg.uplink.url.startswith("mqtts:") else ""
+            log.warning("uplink: cannot connect to %s: TCP connect%s failed (%d so far); check that the broker is "
+                        "reachable%s", self.cfg.uplink.url, tls, self._connect_failures,
+                        ", that ca_file holds the CA that signed its certificate and that the certificate names "
+                        "this host" if tls else "")
 
     def _on_disconnect(self, client, userdata, flags, reason_code, properties=None) -> None:
         self._connected.clear()

@@ -292,8 +292,9 @@ def test_plain_tcp_client_is_refused(mosquitto_tls):
                what="the broker's reason in its log")
 
 
-def test_revoked_gateway_certificate_is_refused_after_the_broker_restarts():
+def test_revoked_gateway_certificate_is_refused_after_the_broker_restarts(tmp_path, mosquitto):
     broker = TlsMosquittoServer()
+    edge = None
     try:
         broker.start()
         stolen, kept = broker.gateway_files("acme", "gw-stolen"), broker.gateway_files("acme", "gw-kept")
@@ -304,7 +305,16 @@ def test_revoked_gateway_certificate_is_refused_after_the_broker_restarts():
         assert outcome.startswith("dropped"), outcome
         wait_until(lambda: "certificate verify failed" in broker.log_tail(50), timeout=5, what="the broker's reason")
         Peer(broker, kept, "gw-kept").close()
+        # The gateway's agent says why in its log, and keeps its data for when it has a valid certificate.
+        edge = EdgeProcess(tmp_path, gateway_config(
+            tmp_path, broker.url, mosquitto.url, gateway="gw-stolen",
+            uplink={"url": broker.url, "ca_file": stolen.ca, "cert_file": stolen.cert, "key_file": stolen.key}))
+        edge.start()
+        edge.wait_log("certificate revoked")
+        assert "uplink: connected" not in edge.log()
     finally:
+        if edge is not None:
+            edge.stop()
         broker.close()
 
 
