@@ -177,24 +177,26 @@ class Pseudonymiser:
         """A dead letter's payload without clear text values: every text value that is not a pseudonym is
         pseudonymised (or withheld without a key). Whether a point is personal is not known for a message
         that failed validation, so all text values are treated as personal. A payload that cannot be read
-        but mentions text points is withheld whole."""
+        but may hold text points is withheld whole; one that is neither JSON nor zlib is kept as it is."""
         try:
             raw = inflate(payload)
         except WireError:
-            return payload
-        if b'"text"' not in raw:
-            return payload
+            if payload[:1] == b"\x78":
+                return WITHHELD  # compressed beyond the bound or corrupt: its content cannot be checked
+            raw = payload  # too large, or not JSON at all: looked at as it is
         try:
             obj = json.loads(raw)
         except (UnicodeDecodeError, json.JSONDecodeError):
-            return WITHHELD
-        tenant = obj.get("tenant") if isinstance(obj, dict) else None
+            # A "text" key may be spelt with escapes (\u0074ext): any escape counts as a possible text key.
+            return WITHHELD if b'"text"' in raw or b"\\u" in raw else payload
         text = obj.get("text") if isinstance(obj, dict) else None
+        if text is None:
+            return payload
         if not isinstance(text, list):
-            return WITHHELD if text is not None else payload
+            return WITHHELD
         for ser in text:
             if isinstance(ser, dict) and isinstance(ser.get("values"), list):
-                ser["values"] = [self._scrub(str(tenant), v) for v in ser["values"]]
+                ser["values"] = [self._scrub(str(obj.get("tenant")), v) for v in ser["values"]]
             elif isinstance(ser, dict):
                 ser.pop("values", None)
             else:

@@ -13,15 +13,17 @@ from __future__ import annotations
 
 import json
 import uuid
+import zlib
 from pathlib import Path
 
 import httpx
 import paho.mqtt.client as mqtt
 import pytest
 from sqlalchemy import MetaData, select
+from websockets.sync.client import connect as ws_connect
 
 from cloud.ingest import Ingest, _Msg
-from cloud.pii import WITHHELD, PiiKeyError
+from cloud.pii import WITHHELD, PiiKeyError, Pseudonymiser
 from cloud.registry import Asset, AssetTypeRecord, DeadLetter, Registry
 from cloud.settings import CloudSettings
 from cloud.store.influx import InfluxStore
@@ -149,6 +151,19 @@ def test_a_dead_letter_keeps_no_clear_personal_value(registry, store, tmp_path):
     assert json.loads(payloads[0])["text"][0]["values"] == [pseudonym(KEY, "acme", "DRV-1")]
     assert payloads[1] == WITHHELD
     assert not any(b"DRV-1" in p for p in payloads)
+
+
+def test_dead_letter_scrubbing_withholds_what_it_cannot_read():
+    scrub = Pseudonymiser(KEY).scrub_payload
+    escaped = b'{"v": "v1", "tenant": "acme", "\\u0074ext": [{"values": ["DRV-1", 7]}]}'
+    assert json.loads(scrub(escaped))["text"][0]["values"] == [pseudonym(KEY, "acme", "DRV-1"), 7]
+    assert scrub(b'{"te\\u0078t": [{"values": ["DRV-1"]}') == WITHHELD  # escaped and unparseable
+    assert scrub(zlib.compress(b'{"text": [{"values": ["DRV-1"]}]}')[:-6]) == WITHHELD  # truncated zlib
+    assert scrub(b'{"text": "DRV-1"}') == WITHHELD
+    assert Pseudonymiser(None).scrub_payload(b'{"text": [{"values": ["DRV-1"]}]}') == \
+        b'{"text": [{"values": ["(withheld)"]}]}'
+    for kept in (b'{"v": "v1", "series": []}', b"not json at all", b'{"broken": '):
+        assert scrub(kept) == kept  # no text points: kept byte for byte, for whoever debugs it
 
 
 def test_an_unreadable_key_file_stops_ingest_from_starting(registry, store, tmp_path):
@@ -333,6 +348,27 @@ def test_erasing_a_subject_deletes_its_data_and_audits_it_without_the_clear_id(c
     # Gone from InfluxDB's index too, not only from query results.
     tags = influxdb.query('SHOW TAG VALUES FROM "text" WITH KEY = "subject"', db=chain["influx_db"])
     assert PN_MAX not in json.dumps(tags) and PN_JANE in json.dumps(tags)
+
+
+def test_the_live_websocket_carries_no_text_points(chain, mosquitto):
+    """The API's live feed reads the gateways' raw batches, before ingest pseudonymises them: it forwards
+    numbers only, so a clear id sent by a gateway without the key never reaches a browser."""
+    cloud = chain["cloud"]
+    url = cloud.url.replace("http://", "ws://") + f"/api/v1/live?api_key={chain['keys']['admin']}"
+    batch = TelemetryBatch(tenant="acme", gateway="gw-raw", seq=1, series=[
+        PointSeries(asset="trailer-002", point="supply_air", t_ns=[T0 + 180 * S], values=[6.5], quality=[0])],
+        text=[TextSeries(asset="trailer-002", point="driver_id", t_ns=[T0 + 180 * S], values=[JANE])])
+    with ws_connect(url, open_timeout=10) as ws:
+        ws.send(json.dumps({"subscribe": ["trailer-002"]}))
+        assert json.loads(ws.recv(timeout=10))["type"] == "subscribed"
+        _publish(mosquitto.url, [("twin/v1/acme/gw-raw/telemetry", encode(batch))])
+        got = [json.loads(ws.recv(timeout=10))]
+        while got[-1].get("point") != "supply_air":
+            got.append(json.loads(ws.recv(timeout=10)))
+    assert got[-1]["values"] == [6.5]
+    assert not [m for m in got if m.get("point") == "driver_id" or JANE in json.dumps(m)]
+    with _as(chain, "admin") as api:  # and ingest stored it as the pseudonym
+        wait_until(lambda: _driver_ids(api, "trailer-002") == [PN_JANE, PN_JANE], what="the new driver id stored")
 
 
 def _influx_dump(influxdb, db: str) -> str:
