@@ -69,6 +69,7 @@ class LiveHub:
             batch = decode(payload, TelemetryBatch)
         except (ValueError, WireError):
             return  # ingest dead-letters it; the live view just skips it
+        # Numbers only: ``batch.text`` is as the gateway sent it, before ingest pseudonymises personal values.
         for s in batch.series:
             self._send(tenant, s.asset, {"type": "telemetry", "asset": s.asset, "point": s.point,
                                          "t_ns": s.t_ns, "values": s.values})
