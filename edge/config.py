@@ -322,9 +322,14 @@ def load_config(path: Path | str) -> GatewayConfig:
     if not cfg.state_dir.is_absolute():
         cfg.state_dir = base / cfg.state_dir
     _relative_to(cfg, "pii_key_file", base)
-    for link in [cfg.uplink, *(s.link for s in cfg.sources if isinstance(s, MqttSource))]:
+    links = [("uplink", cfg.uplink),
+             *((f"sources[{i}].link", s.link) for i, s in enumerate(cfg.sources) if isinstance(s, MqttSource))]
+    for where, link in links:
         for name in ("ca_file", "cert_file", "key_file"):
             _relative_to(link, name, base)
+            # Checked here, not at the first TLS handshake, where paho's error names no file.
+            if (file := getattr(link, name)) is not None and not file.is_file():
+                raise ConfigError(f"{path}: {where}.{name}: file not found: {file}")
     for src in cfg.sources:
         if isinstance(src, OpcUaSource):
             for name in ("cert_file", "key_file", "server_cert_file"):

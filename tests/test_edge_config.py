@@ -29,6 +29,8 @@ def test_a_good_config_loads_with_paths_relative_to_the_file(tmp_path):
                                                                        "point": "door"}]}]},
      "sources[0].endpoint: Value error, not an opc.tcp URL"),
     ({"uplink": {"url": "http://broker"}}, "uplink.url: Value error, not an mqtt:// or mqtts:// URL"),
+    ({"uplink": {"url": "mqtts://broker:8883", "cert_file": "gw.pem"}},
+     "uplink: Value error, give both cert_file and key_file"),
     ({"tick_ms": 0}, "tick_ms: Input should be greater than or equal to 5"),
     ({"surprise": 1}, "surprise: Extra inputs are not permitted"),
 ])
@@ -36,6 +38,16 @@ def test_bad_fields_are_named(patch, message):
     with pytest.raises(ConfigError) as err:
         parse_config({**GOOD, **patch}, "gateway.yaml")
     assert f"gateway.yaml: {message}" in str(err.value)
+
+
+def test_missing_tls_files_are_named_before_start(tmp_path):
+    (tmp_path / "ca.pem").write_text("a CA")
+    p = tmp_path / "gateway.yaml"
+    p.write_text(yaml.safe_dump({**GOOD, "uplink": {"url": "mqtts://broker:8883", "ca_file": "ca.pem",
+                                                    "cert_file": "gw1.pem", "key_file": "gw1.key"}}))
+    with pytest.raises(ConfigError) as err:
+        load_config(p)
+    assert str(err.value) == f"{p}: uplink.cert_file: file not found: {tmp_path / 'gw1.pem'}"
 
 
 def test_twin_edge_run_refuses_a_bad_file_with_exit_code_2(tmp_path):
