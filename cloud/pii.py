@@ -49,6 +49,9 @@ PII_READERS = frozenset({"qa", "admin"})
 """Roles holding ``pii:read``."""
 MAX_TEXT_CHARS = 1024
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_SURROGATE = re.compile(r"[\ud800-\udfff]")
+"""A lone surrogate (JSON allows ``\\ud800``) has no UTF-8 encoding: it could be neither hashed nor stored."""
+_TYPES_MAX = 100_000
 TYPES_TTL_S = 60.0
 WITHHELD = b"(payload withheld: unreadable telemetry with text points may carry personal data)"
 
@@ -96,7 +99,7 @@ class Pseudonymiser:
     Counters (in the dict it is given, so they appear in the ingest worker's metrics):
     ``personal_pseudonymised`` (arrived in clear, pseudonymised here), ``personal_kept`` (arrived as
     pseudonyms), ``personal_dropped`` (arrived in clear, no key), ``text_rejected`` (non-personal text that
-    is too long or holds control characters)."""
+    is too long or holds control characters; personal values that are not valid Unicode)."""
 
     def __init__(self, key: bytes | None, counters: dict[str, int] | None = None) -> None:
         self.key = key
@@ -119,6 +122,8 @@ class Pseudonymiser:
                     select(Asset.tenant, Asset.id, Asset.type).where(tuple_(Asset.tenant, Asset.id).in_(ask))))
                 own = {(r.tenant, r.id): r.definition for r in s.scalars(select(AssetTypeRecord).where(
                     AssetTypeRecord.tenant.in_({t for t, _ in ask})))}
+            if len(self._types) + len(ask) > _TYPES_MAX:
+                self._types.clear()
             for k in ask:
                 out[k] = _resolve_type(k[0], types.get(k), own)
                 self._types[k] = (now, out[k])
@@ -136,6 +141,9 @@ class Pseudonymiser:
         for i, v in enumerate(values):
             if is_pseudonym(v):
                 self.counters["personal_kept"] += 1
+            elif _SURROGATE.search(v):
+                self.counters["text_rejected"] += 1  # dropped, not dead-lettered: it may still be personal
+                continue
             elif self.key is None:
                 self.counters["personal_dropped"] += 1
                 continue
@@ -161,11 +169,15 @@ class Pseudonymiser:
                 idx, values = self.protect(tenant, ser.values)
                 t_ns = [ser.t_ns[i] for i in idx]
             else:
-                bad = next((i for i, v in enumerate(ser.values) if len(v) > MAX_TEXT_CHARS or _CONTROL.search(v)), None)
+                bad = next((i for i, v in enumerate(ser.values)
+                            if len(v) > MAX_TEXT_CHARS or _CONTROL.search(v) or _SURROGATE.search(v)), None)
                 if bad is not None:
                     self.counters["text_rejected"] += 1
+                    # As the dead letter keeps it: a lone surrogate escaped, since it has no UTF-8 encoding.
+                    kept = [v.encode("utf-8", "backslashreplace").decode() for v in ser.values]
                     refused.append((f"{ser.asset}/{ser.point}: text sample {bad} is longer than {MAX_TEXT_CHARS} "
-                                    "characters or holds control characters", ser))
+                                    "characters or holds control characters or lone surrogates",
+                                    TextSeries(asset=ser.asset, point=ser.point, t_ns=list(ser.t_ns), values=kept)))
                     continue
                 t_ns, values = list(ser.t_ns), list(ser.values)
             if t_ns:

@@ -134,8 +134,30 @@ def test_non_personal_text_with_control_characters_is_dead_lettered_not_stored(r
     with registry.session() as s:
         reasons = list(s.scalars(select(DeadLetter.reason)))
     assert reasons == ["telemetry: trailer-1/mode: text sample 0 is longer than 1024 characters or holds control "
-                       "characters"]
+                       "characters or lone surrogates"]
     assert ing.counters["text_rejected"] == 1
+
+
+def test_text_that_is_not_valid_unicode_is_refused_and_does_not_stall_ingest(registry, store, tmp_path):
+    """JSON may carry a lone surrogate (\\ud800), which has no UTF-8 form: it can be neither hashed nor stored.
+    The personal one is dropped (not dead-lettered: it may still be personal), the other dead-lettered."""
+    definition = {"id": "reefer-x", "name": "Reefer X", "points": {"mode": {"unit": "state", "kind": "text"}}}
+    with registry.session() as s:
+        registry.insert_ignore(s, AssetTypeRecord, [{"tenant": "acme", "id": "reefer-x", "definition": definition}])
+    _typed_asset(registry, "trailer-1", "reefer-x")
+    ing = _ingest(registry, store, tmp_path, KEY)
+    raw = {"v": "v1", "kind": "telemetry", "tenant": "acme", "gateway": "gw1", "seq": 0, "series": [], "text": [
+        {"asset": "trailer-1", "point": "driver_id", "t_ns": [T0, T0 + S], "values": ["DRV-\ud800", "DRV-2"]},
+        {"asset": "trailer-1", "point": "mode", "t_ns": [T0], "values": ["eco\udfff"]}]}
+    ing.process([_Msg(1, 0, "twin/v1/acme/gw1/telemetry", json.dumps(raw).encode())])
+    assert store.query_text("acme", "trailer-1", "driver_id", T0, T0 + 10 * S).values == [
+        pseudonym(KEY, "acme", "DRV-2")]
+    assert store.query_text("acme", "trailer-1", "mode", T0, T0 + 10 * S).values == []
+    with registry.session() as s:
+        (dead,) = s.scalars(select(DeadLetter)).all()
+    assert dead.reason.startswith("telemetry: trailer-1/mode: text sample 0 ")
+    assert json.loads(dead.payload)["values"] == ["eco\\udfff"]
+    assert (ing.counters["text_rejected"], ing.counters["batches_written"]) == (2, 1)
 
 
 def test_a_dead_letter_keeps_no_clear_personal_value(registry, store, tmp_path):
