@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import Literal
 
 from pydantic import model_validator
@@ -90,4 +91,8 @@ class CloudSettings(BaseSettings):
     def _client_cert_pair(self) -> CloudSettings:
         if (self.mqtt_cert_file is None) != (self.mqtt_key_file is None):
             raise ValueError("TWIN_MQTT_CERT_FILE and TWIN_MQTT_KEY_FILE go together: give both or neither")
+        # Named here: at the TLS handshake paho's FileNotFoundError names no file.
+        for name in ("mqtt_ca_file", "mqtt_cert_file", "mqtt_key_file"):
+            if (file := getattr(self, name)) is not None and not os.path.isfile(file):
+                raise ValueError(f"TWIN_{name.upper()}: file not found: {file}")
         return self

@@ -10,9 +10,11 @@ granted (SUBACK QoS 1) but nothing the client may not read is ever delivered on 
 
 from __future__ import annotations
 
+import os
 import socket
 import ssl
 import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -337,6 +339,15 @@ def test_edge_and_cloud_clients_verify_the_broker_host_name(mosquitto_tls):
             cloud_client.connect(*mqttconn.broker_address(settings))
     finally:
         other.close()
+
+
+def test_cloud_refuses_to_start_naming_a_missing_tls_file(tmp_path):
+    env = {**os.environ, "TWIN_MQTT_URL": "mqtts://127.0.0.1:8883", "TWIN_MQTT_CERT_FILE": str(tmp_path / "cloud.pem"),
+           "TWIN_MQTT_KEY_FILE": str(tmp_path / "cloud.key"), "TWIN_DATABASE_URL": f"sqlite:///{tmp_path}/r.sqlite"}
+    r = subprocess.run([sys.executable, "-m", "twin", "cloud", "ingest"], env=env, capture_output=True, text=True,
+                       timeout=60, cwd=ROOT)
+    assert r.returncode == 2
+    assert f"TWIN_MQTT_CERT_FILE: file not found: {tmp_path / 'cloud.pem'}" in r.stderr
 
 
 # -- the platform over TLS ---------------------------------------------------------------------------------------

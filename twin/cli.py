@@ -74,14 +74,28 @@ def edge_check(config: Path = typer.Option(..., "--config", "-c")) -> None:
     typer.echo(f"ok: {cfg.tenant}/{cfg.gateway}, {len(cfg.points())} points, {len(cfg.sources)} sources")
 
 
+def _cloud_settings():
+    """Settings from TWIN_* variables; a bad one stops start-up naming it (exit 2), not with a traceback."""
+    from pydantic import ValidationError
+
+    from cloud.settings import CloudSettings
+
+    try:
+        return CloudSettings()
+    except ValidationError as exc:
+        for err in exc.errors():
+            where = ".".join(str(x) for x in err["loc"]).upper()
+            typer.echo(f"settings error: {'TWIN_' + where + ': ' if where else ''}{err['msg']}", err=True)
+        raise typer.Exit(2) from None
+
+
 @cloud_app.command("run")
 def cloud_run(workers: int = typer.Option(1, "--workers", "-w", help="ingest worker processes")) -> None:
     """API and ingest (settings from TWIN_* environment variables)."""
     setup_logging()
     from cloud.run import run_cloud
-    from cloud.settings import CloudSettings
 
-    run_cloud(CloudSettings(), workers=workers)
+    run_cloud(_cloud_settings(), workers=workers)
 
 
 @cloud_app.command("ingest")
@@ -89,9 +103,8 @@ def cloud_ingest() -> None:
     """One ingest worker, no API."""
     setup_logging()
     from cloud.run import run_ingest
-    from cloud.settings import CloudSettings
 
-    run_ingest(CloudSettings())
+    run_ingest(_cloud_settings())
 
 
 @keys_app.command("create")
