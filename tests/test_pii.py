@@ -346,6 +346,9 @@ def test_an_admin_finds_where_a_subject_appears(chain):
         assert api.post("/api/v1/subjects/find", json={"subject": "nobody"}).json()["where"] == []
         bad = api.post("/api/v1/subjects/find", json={"subject": JANE * 40})
         assert bad.status_code == 422 and JANE not in bad.text  # a refused id is not echoed back
+        bad = api.post("/api/v1/subjects/find", content=b'{"subject": "x\\ud800"}',
+                       headers={"Content-Type": "application/json"})
+        assert bad.status_code == 422 and bad.json()["detail"].startswith("body.subject: ")  # never a 500
     for role in ("viewer", "operator", "qa"):
         with _as(chain, role) as api:
             assert api.post("/api/v1/subjects/find", json={"subject": JANE}).status_code == 403
