@@ -80,6 +80,19 @@ class CloudSettings(BaseSettings):
     bootstrap_tenant: str = "demo"
 
     @model_validator(mode="after")
+    def _pii_key_readable(self) -> CloudSettings:
+        """A configured key that cannot be used stops start-up here, naming the variable: running on without it
+        would drop personal values that the operator meant to keep as pseudonyms."""
+        if self.pii_key_file:
+            from cloud.pii import PiiKeyError, load_key
+
+            try:
+                load_key(self.pii_key_file)
+            except PiiKeyError as exc:
+                raise ValueError(str(exc)) from None
+        return self
+
+    @model_validator(mode="after")
     def _partition_in_range(self) -> CloudSettings:
         if not 0 <= self.ingest_partition < max(1, self.ingest_partitions):
             raise ValueError(f"TWIN_INGEST_PARTITION={self.ingest_partition} must be in [0, "

@@ -12,6 +12,9 @@ PostgreSQL → API — with three gateways: one with the shared key (pseudonymis
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 import uuid
 import zlib
 from pathlib import Path
@@ -19,11 +22,12 @@ from pathlib import Path
 import httpx
 import paho.mqtt.client as mqtt
 import pytest
+from pydantic import ValidationError
 from sqlalchemy import MetaData, select
 from websockets.sync.client import connect as ws_connect
 
 from cloud.ingest import Ingest, _Msg
-from cloud.pii import WITHHELD, PiiKeyError, Pseudonymiser
+from cloud.pii import WITHHELD, Pseudonymiser
 from cloud.registry import Asset, AssetTypeRecord, DeadLetter, Registry
 from cloud.settings import CloudSettings
 from cloud.store.influx import InfluxStore
@@ -188,14 +192,17 @@ def test_dead_letter_scrubbing_withholds_what_it_cannot_read():
         assert scrub(kept) == kept  # no text points: kept byte for byte, for whoever debugs it
 
 
-def test_an_unreadable_key_file_stops_ingest_from_starting(registry, store, tmp_path):
-    with pytest.raises(PiiKeyError, match=r"TWIN_PII_KEY_FILE=.*missing\.key: cannot read the key"):
-        Ingest(CloudSettings(mqtt_url="mqtt://127.0.0.1:1", pii_key_file=str(tmp_path / "missing.key")),
-               store, registry)
+def test_an_unusable_key_file_stops_the_cloud_at_start_naming_it(tmp_path):
+    with pytest.raises(ValidationError, match=r"TWIN_PII_KEY_FILE=.*missing\.key: cannot read the key"):
+        CloudSettings(pii_key_file=str(tmp_path / "missing.key"))
     (tmp_path / "short.key").write_bytes(b"abc\n")
-    with pytest.raises(PiiKeyError, match="at least 16 bytes"):
-        Ingest(CloudSettings(mqtt_url="mqtt://127.0.0.1:1", pii_key_file=str(tmp_path / "short.key")),
-               store, registry)
+    with pytest.raises(ValidationError, match="at least 16 bytes"):
+        CloudSettings(pii_key_file=str(tmp_path / "short.key"))
+    env = {**os.environ, "TWIN_PII_KEY_FILE": str(tmp_path / "missing.key"), "TWIN_MQTT_URL": "mqtt://127.0.0.1:1"}
+    done = subprocess.run([sys.executable, "-m", "twin", "cloud", "ingest"], capture_output=True, text=True, env=env,
+                          cwd=Path(__file__).resolve().parents[1], timeout=60)
+    assert done.returncode == 2
+    assert "TWIN_PII_KEY_FILE=" in done.stderr and "cannot read the key" in done.stderr
 
 
 # -- the real chain ---------------------------------------------------------------------------------
