@@ -13,7 +13,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import and_, bindparam, func, select, update
 
 from cloud.registry import Alert, AnomalyRecord, Asset, Gateway, Registry, Twin
 from cloud.store import TimeSeriesStore
@@ -21,6 +21,7 @@ from cloud.store import TimeSeriesStore
 STALE_AFTER_NS = 5 * 60 * 1_000_000_000
 OFFLINE_AFTER_NS = 60 * 60 * 1_000_000_000
 _SEVERITY_PENALTY = {"low": 0.1, "medium": 0.25, "high": 0.5, "critical": 0.8}
+_KNOWN_MAX = 100_000
 
 
 class NotFound(LookupError):
@@ -77,39 +78,73 @@ def delta_of(desired: dict[str, Any], reported_points: dict[str, dict]) -> dict[
     return out
 
 
+def _registry_query():
+    """Everything the registry holds of one twin in one statement: the asset, its twin row and gateway, its
+    open alerts' severities (aggregated) and one row per open anomaly (none: one row of NULLs). Built once;
+    ``tenant`` and ``asset`` are bound per call."""
+    tenant, asset = bindparam("tenant"), bindparam("asset")
+    severities = (select(func.aggregate_strings(Alert.severity, ","))
+                  .where(Alert.tenant == tenant, Alert.asset == asset, Alert.state != "resolved").scalar_subquery())
+    return (select(Asset.type, Asset.gateway, Twin.version, Twin.desired, Twin.model, Gateway.state,
+                   Gateway.config_version, severities.label("severities"), AnomalyRecord.event_id,
+                   AnomalyRecord.point, AnomalyRecord.start_ns, AnomalyRecord.peak_score)
+            .select_from(Asset)
+            .outerjoin(Twin, and_(Twin.tenant == Asset.tenant, Twin.asset == Asset.id))
+            .outerjoin(Gateway, and_(Gateway.tenant == Asset.tenant, Gateway.id == Asset.gateway))
+            .outerjoin(AnomalyRecord, and_(AnomalyRecord.tenant == Asset.tenant, AnomalyRecord.asset == Asset.id,
+                                           AnomalyRecord.end_ns.is_(None)))
+            .where(Asset.tenant == tenant, Asset.id == asset)
+            .order_by(AnomalyRecord.start_ns, AnomalyRecord.event_id))
+
+
+_TWIN_QUERY = _registry_query()
+_EXISTS_QUERY = select(Asset.id).where(Asset.tenant == bindparam("tenant"), Asset.id == bindparam("asset"))
+
+
 class TwinService:
     def __init__(self, registry: Registry, store: TimeSeriesStore) -> None:
         self.registry = registry
         self.store = store
+        self._known: set[tuple[str, str]] = set()
+
+    def exists(self, tenant: str, asset: str) -> bool:
+        """Whether the tenant has this asset. Assets are never deleted, so a yes is remembered (no registry
+        round trip on every telemetry read); a no is asked again, so a new asset is found at once."""
+        if (tenant, asset) in self._known:
+            return True
+        with self.registry.engine.connect() as c:
+            found = c.execute(_EXISTS_QUERY, {"tenant": tenant, "asset": asset}).first() is not None
+        if found:
+            if len(self._known) >= _KNOWN_MAX:
+                self._known.clear()
+            self._known.add((tenant, asset))
+        return found
 
     def state(self, tenant: str, asset: str) -> TwinState:
         now = time.time_ns()
-        with self.registry.session() as s:
-            a = s.get(Asset, (tenant, asset))
-            if a is None:
-                raise NotFound(f"no asset {asset!r}")
-            twin = s.get(Twin, (tenant, asset))
-            gw = s.get(Gateway, (tenant, a.gateway)) if a.gateway else None
-            anomalies = s.scalars(select(AnomalyRecord).where(
-                AnomalyRecord.tenant == tenant, AnomalyRecord.asset == asset, AnomalyRecord.end_ns.is_(None))).all()
-            severities = list(s.scalars(select(Alert.severity).where(
-                Alert.tenant == tenant, Alert.asset == asset, Alert.state != "resolved")))
+        with self.registry.engine.connect() as c:
+            rows = c.execute(_TWIN_QUERY, {"tenant": tenant, "asset": asset}).all()
+        if not rows:
+            raise NotFound(f"no asset {asset!r}")
+        a = rows[0]
+        severities = a.severities.split(",") if a.severities else []
+        anomalies = [r for r in rows if r.event_id is not None]
         latest: dict[str, tuple[int, float | str | None]] = {**self.store.latest(tenant, asset),
                                                               **self.store.latest_text(tenant, asset)}
         points = {p: {"value": v, "t_ns": t} for p, (t, v) in sorted(latest.items())}
         last = max((t for t, _ in latest.values()), default=None)
-        status = status_of(last, gw.state if gw else None, now)
+        status = status_of(last, a.state, now)
         reported = {
             "points": points,
             "last_seen_ns": last,
             "active_anomalies": [{"event_id": x.event_id, "point": x.point, "start_ns": x.start_ns,
                                   "peak_score": x.peak_score} for x in anomalies],
-            "config_version": gw.config_version if gw else None,
+            "config_version": a.config_version,
         }
-        desired = dict(twin.desired) if twin else {}
-        return TwinState(asset=asset, type=a.type, gateway=a.gateway, version=twin.version if twin else 0,
+        desired = dict(a.desired or {})
+        return TwinState(asset=asset, type=a.type, gateway=a.gateway, version=a.version or 0,
                          status=status, health=health_of(severities, len(anomalies), status), reported=reported,
-                         desired=desired, delta=delta_of(desired, points), model=dict(twin.model) if twin else {})
+                         desired=desired, delta=delta_of(desired, points), model=dict(a.model or {}))
 
     def put_desired(self, tenant: str, asset: str, desired: dict[str, Any], if_match: int, actor: str,
                     reason: str = "") -> int:

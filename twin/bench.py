@@ -8,13 +8,14 @@ checkout of the repository, not from an installed wheel.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import os
 import platform
 import shlex
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -293,15 +294,37 @@ def ingest(json_out: Path | None = typer.Option(None, "--json"),
     record("ingest", "Cloud ingest: one worker vs raw InfluxDB /write", rows, f, notes, json_out)
 
 
+@contextlib.contextmanager
+def _checkout(revision: str) -> Iterator[Path]:
+    """The tree of a git revision of this repository in a temporary directory (``git archive``)."""
+    import subprocess
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="twin-baseline-") as tmp:
+        archive = subprocess.run(["git", "archive", "--format=tar", revision], cwd=ROOT, check=True,
+                                 capture_output=True).stdout
+        subprocess.run(["tar", "-x", "-C", tmp], input=archive, check=True)
+        yield Path(tmp)
+
+
 @app.command()
 def api(json_out: Path | None = typer.Option(None, "--json"),
         clients: int = typer.Option(50, help="concurrent clients"),
         duration: float = typer.Option(10.0, help="seconds per measurement"),
-        rate: float = typer.Option(1.0, help="requests per second per client in the paced run")) -> None:
+        rate: float = typer.Option(1.0, help="requests per second per client in the paced run"),
+        baseline: str | None = typer.Option(None, help="a git revision to measure too, in the same run, before "
+                                                       "this checkout (before/after on one machine)")) -> None:
     """API latency and throughput of one replica: a twin GET and a one-day aggregated telemetry query."""
     from twin.bench_cloud import api_rows, run_api_bench
 
+    before = None
+    if baseline:
+        with _checkout(baseline) as tree:
+            before = run_api_bench(_harness(), clients=clients, duration_s=duration, rate_per_client=rate, root=tree)
     f = run_api_bench(_harness(), clients=clients, duration_s=duration, rate_per_client=rate)
+    if before is not None:
+        f["baseline"] = {"label": baseline, "twin": before["twin"], "query": before["query"],
+                         "influxd_direct": before["influxd_direct"]}
     rows, notes = api_rows(f)
     record("api", "Cloud API: latency and throughput of one replica", rows, f, notes, json_out)
 

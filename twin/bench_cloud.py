@@ -525,9 +525,10 @@ def _metric(api: httpx.Client, name: str) -> float:
     return 0.0
 
 
-def run_api_bench(harness, *, clients: int = 50, duration_s: float = 10.0, rate_per_client: float = 1.0
-                  ) -> dict[str, Any]:
-    """One API replica (``twin cloud run``, one process) with a day of 1 Hz data for one point."""
+def run_api_bench(harness, *, clients: int = 50, duration_s: float = 10.0, rate_per_client: float = 1.0,
+                  root: Path | None = None) -> dict[str, Any]:
+    """One API replica (``twin cloud run``, one process) with a day of 1 Hz data for one point. ``root``: run
+    the replica from another checkout (a baseline measured in the same run)."""
     from tests.harness.servers import free_port
 
     asset, point = "trailer-0001", "supply_air"
@@ -540,7 +541,7 @@ def run_api_bench(harness, *, clients: int = 50, duration_s: float = 10.0, rate_
                # All clients share one key: its rate limit (200/s by default) would answer 429s, not the API.
                "TWIN_API_RATE_PER_S": "1000000", "TWIN_API_RATE_BURST": "1000000"}
         log_path = work / "cloud.log"
-        proc = _twin_process(["cloud", "run"], log_path, env)
+        proc = _twin_process(["cloud", "run"], log_path, env, root)
         base = f"http://127.0.0.1:{port}"
         try:
             deadline = time.monotonic() + 60
@@ -591,6 +592,11 @@ def run_api_bench(harness, *, clients: int = 50, duration_s: float = 10.0, rate_
     return out
 
 
+def _cpu_ms(r: dict) -> float:
+    """Server CPU time per answered request (ms): what a request costs, whatever else loads the machine."""
+    return 10 * r["server_cpu_pct"] / r["rps"] if r.get("rps") else math.nan
+
+
 def api_rows(f: dict[str, Any]) -> tuple[list[tuple[str, str, str]], str]:
     n, rate = f["clients"], f["rate_per_client"]
 
@@ -605,6 +611,18 @@ def api_rows(f: dict[str, Any]) -> tuple[list[tuple[str, str, str]], str]:
         rows.append((f"{label}, {n} clients back to back", lat(r["saturated"]) +
                      f" (server {r['saturated']['server_cpu_pct']:.0f} % CPU)", target))
         rows.append((f"{label}, {n} clients, ~{rate:g} req/s each", lat(r["paced"]), target))
+    if f.get("baseline"):
+        b = f["baseline"]
+        for name, label in (("twin", f"GET {f['twin_path']}"),
+                            ("query", f"one day of 1 Hz → {f['query_windows']} means")):
+            for kind, what in (("saturated", "back to back"), ("paced", f"~{rate:g} req/s each")):
+                r, was = f[name][kind], b[name][kind]
+                cpu = f"; server CPU per request {_cpu_ms(was):.2f} → {_cpu_ms(r):.2f} ms" \
+                    if kind == "saturated" else ""
+                rows.append((f"  before → after ({b['label']}), {label}, {what}",
+                             f"p50 {was['p50_ms']:.1f} → {r['p50_ms']:.1f} ms, p99 {was['p99_ms']:.1f} → "
+                             f"{r['p99_ms']:.1f} ms, {was['rps']:,.0f} → {r['rps']:,.0f} req/s{cpu}",
+                             "same run, same machine"))
     if f.get("influxd_direct"):
         d = f["influxd_direct"]
         rows.append((f"  the same aggregate straight to influxd /query, {n} clients back to back",

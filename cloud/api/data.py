@@ -16,7 +16,7 @@ from cloud.api.deps import Page, decode_cursor, encode_cursor
 from cloud.api.problems import Problem
 from cloud.api.timeparse import parse_duration, parse_time
 from cloud.pii import mask_value
-from cloud.registry import AlarmRecord, AnomalyRecord, Asset
+from cloud.registry import AlarmRecord, AnomalyRecord
 
 HOUR_NS = 3_600_000_000_000
 MAX_LIMIT = 100_000
@@ -62,9 +62,8 @@ def get_router(platform) -> APIRouter:
     r = APIRouter(prefix="/api/v1")
 
     def known(p: Principal, asset: str) -> None:
-        with reg.session() as s:
-            if s.get(Asset, (p.tenant, asset)) is None:
-                raise Problem(404, "Not found", f"no asset {asset!r}")
+        if not platform.twins.exists(p.tenant, asset):
+            raise Problem(404, "Not found", f"no asset {asset!r}")
 
     @r.get("/assets/{asset}/telemetry", response_model=TelemetryOut, tags=["telemetry"])
     def telemetry(
