@@ -28,7 +28,8 @@ test: $(VENV)/.dev-installed servers
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
 ## The real servers and peers the tests start on loopback: Mosquitto, InfluxDB, PostgreSQL, Node.js (for
-## node-opcua, an independent OPC-UA implementation) and Chromium (the dashboard's browser tests).
+## node-opcua, an independent OPC-UA implementation), Chromium (the dashboard's browser tests) and openssl
+## (deploy/mosquitto/make-certs.sh, for the TLS broker tests).
 servers:
 	@missing=""; \
 	command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || missing="$$missing mosquitto"; \
@@ -37,13 +38,14 @@ servers:
 	command -v node >/dev/null 2>&1 && command -v npm >/dev/null 2>&1 || missing="$$missing nodejs npm"; \
 	[ -x /usr/bin/chromium ] || missing="$$missing chromium"; \
 	command -v docker-compose >/dev/null 2>&1 || missing="$$missing docker-compose"; \
+	command -v openssl >/dev/null 2>&1 || missing="$$missing openssl"; \
 	if [ -n "$$missing" ]; then \
 	  if command -v apt-get >/dev/null 2>&1; then \
 	    echo "installing test servers:$$missing"; \
 	    $(if $(filter 0,$(shell id -u)),,sudo) apt-get update -qq && \
 	    DEBIAN_FRONTEND=noninteractive $(if $(filter 0,$(shell id -u)),,sudo) apt-get install -y -qq $$missing >/dev/null; \
 	  else \
-	    echo "The tests need real servers. Install:$$missing (Debian: apt-get install -y mosquitto influxdb postgresql nodejs npm chromium docker-compose)"; \
+	    echo "The tests need real servers. Install:$$missing (Debian: apt-get install -y mosquitto influxdb postgresql nodejs npm chromium docker-compose openssl)"; \
 	    exit 1; \
 	  fi; \
 	fi
