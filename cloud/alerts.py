@@ -110,6 +110,9 @@ class Notifier:
         log.error("webhook %s: giving up", url)
 
 
+_RANK = {"low": 0, "medium": 1, "high": 2, "critical": 3}
+
+
 class AlertService:
     def __init__(self, registry: Registry, notifier: Notifier | None = None) -> None:
         self.registry = registry
@@ -117,7 +120,11 @@ class AlertService:
 
     def raise_alert(self, tenant: str, asset: str, rule: str, severity: str, title: str, evidence: dict,
                     at_ns: int | None = None) -> tuple[int, bool]:
-        """Open an alert, or refresh the open one for (asset, rule). Returns (id, newly opened)."""
+        """Open an alert, or refresh the open one for (asset, rule). Returns (id, newly opened).
+
+        A refresh takes the new evidence and title and escalates the severity (never lowers it: a condition
+        that got better is resolved, not downgraded), notifying ``alert.escalated`` when it rises — a trend
+        alert that opened as "zone D in 60 days" must not still read medium a day before."""
         now = at_ns or time.time_ns()
         key = f"{asset}:{rule}"
         with self.registry.session() as s:
@@ -127,15 +134,25 @@ class AlertService:
                 a.occurrences += 1
                 a.last_seen_ns = max(a.last_seen_ns, now)
                 a.evidence = evidence
-                return a.id, False
-            a = Alert(tenant=tenant, asset=asset, rule=rule, dedup_key=key, severity=severity, state="open",
-                      title=title, evidence=evidence, opened_ns=now, last_seen_ns=now, occurrences=1)
-            s.add(a)
-            s.flush()
-            out = alert_dict(a)
+                a.title = title
+                escalated = _RANK.get(severity, 0) > _RANK.get(a.severity, 0)
+                if escalated:
+                    a.severity = severity
+                s.flush()
+                alert_id, out, refreshed = a.id, alert_dict(a), True
+            else:
+                a = Alert(tenant=tenant, asset=asset, rule=rule, dedup_key=key, severity=severity, state="open",
+                          title=title, evidence=evidence, opened_ns=now, last_seen_ns=now, occurrences=1)
+                s.add(a)
+                s.flush()
+                alert_id, out, escalated, refreshed = a.id, alert_dict(a), False, False
+        if refreshed:
+            if escalated and self.notifier is not None:
+                self.notifier.notify(tenant, {"event": "alert.escalated", "alert": out})
+            return alert_id, False
         if self.notifier is not None:
             self.notifier.notify(tenant, {"event": "alert.opened", "alert": out})
-        return out["id"], True
+        return alert_id, True
 
     def transition(self, tenant: str, alert_id: int, to: str, actor: str, note: str = "") -> dict:
         """open → acknowledged → resolved (open → resolved allowed); anything else is refused."""

@@ -25,7 +25,7 @@ def simulate_machine(platform, tenant: str, asset: str, *, postpone_days: float,
     y = np.array([v for v in ser.values if v is not None], float)
     if t.size < 10:
         raise SimulationError(f"{POINT}: {t.size} readings in the last 90 days; a trend needs at least 10")
-    trend = fit_trend(t, y)
+    trend = fit_trend(t, y, offset="profile")
     d = trend.crossing(sev.limit_of("D"))
     return {
         "asset": asset, "kind": "vibration-trend", "postpone_days": postpone_days,

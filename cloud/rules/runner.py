@@ -5,6 +5,8 @@ so N workers raise the same alerts as one would on the same input.
 - An edge alarm (a local rule fired on the gateway) becomes an alert at once, with the gateway's evidence.
 - Cold-chain rules re-assess each refrigerated trailer that received data over its recent history every
   ``interval_s`` (late data after an outage included: its alarms are marked ``detected_late``).
+- Predictive maintenance re-fits each rotating machine's vibration trend that received data, on the same
+  cycle, and opens (or refreshes the evidence of) its maintenance alert.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import threading
 import time
 
 from cloud.registry import Asset
-from cloud.rules import local
+from cloud.rules import local, maintenance
 from cloud.rules.coldchain.profiles import load_profile
 from cloud.rules.coldchain.reefer import assess_trailer, load_samples, raise_alarms
 from models.wire import AlarmEvent, TelemetryBatch
@@ -22,6 +24,7 @@ from models.wire import AlarmEvent, TelemetryBatch
 log = logging.getLogger("cloud.rules")
 NS = 1_000_000_000
 REEFER = "refrigerated-trailer"
+MACHINE = "rotating-machine"
 
 
 class RuleRunner:
@@ -71,7 +74,11 @@ class RuleRunner:
         now = time.time_ns()
         raised = 0
         for tenant, asset in sorted(dirty):
-            if self._type(tenant, asset) != REEFER:
+            kind = self._type(tenant, asset)
+            if kind == MACHINE:
+                raised += self._assess_machine(tenant, asset)
+                continue
+            if kind != REEFER:
                 continue
             samples = load_samples(self.platform.store, tenant, asset, now - int(self.window_s * NS), now + 1)
             if "supply_air" not in samples:
@@ -81,6 +88,14 @@ class RuleRunner:
             raised += sum(new for _, new in raise_alarms(self.platform.alerts, tenant, asset, out.alarms))
         self.counters["rules_alerts_raised"] += raised
         return raised
+
+    def _assess_machine(self, tenant: str, asset: str) -> int:
+        alert = maintenance.machine_alert(self.platform.store, tenant, asset)
+        self.counters["rules_assessments"] += 1
+        if alert is None:
+            return 0
+        _, new = self.platform.alerts.raise_alert(tenant, **alert)
+        return int(new)
 
     def _run(self) -> None:
         while not self._stop.wait(self.interval_s):
