@@ -46,15 +46,34 @@ from cloud.settings import CloudSettings
 from cloud.store import Rows, StoreUnavailable, TimeSeriesStore
 from cloud.store.base import StoreRejected
 from models import topics
-from models.wire import AnomalyEvent, GatewayStatus, TelemetryBatch, WireError, decode, decode_event, inflate
+from models.wire import (
+    MAX_PAYLOAD_BYTES,
+    AnomalyEvent,
+    GatewayStatus,
+    TelemetryBatch,
+    WireError,
+    decode,
+    decode_event,
+    inflate,
+)
 
 log = logging.getLogger("cloud.ingest")
 
 MAX_TOPIC_LEN = 256
+"""How much of a topic a dead letter or a log line keeps."""
+MAX_ID_LEN = 64
+"""A tenant or gateway id: the registry's column and the wire's bound."""
 SESSION_EXPIRY_S = 7 * 24 * 3600
 """How long the broker keeps a worker's session (and its queued messages) while the worker is away."""
 KNOWN_TTL_S = 300.0
 """How long tenants and assets seen in the registry are trusted without asking it again."""
+
+
+def _printable(text: str) -> str:
+    """``text`` with NUL and lone surrogates escaped, so any database and log can keep it."""
+    if "\x00" in text:
+        text = text.replace("\x00", "\\x00")
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 class _Stopping(Exception):
@@ -88,26 +107,28 @@ class _Group:
     encoded: Any = None
 
 
-def decode_telemetry(payload: bytes) -> TelemetryBatch:
+def decode_telemetry(payload: bytes, max_bytes: int = MAX_PAYLOAD_BYTES) -> TelemetryBatch:
     """A TelemetryBatch from the wire, validated in one pass by pydantic's JSON parser (~3x cheaper than
     ``json.loads`` then validation on batches of thousands of samples). What it refuses goes through
     ``models.wire.decode``, which words the reason (schema version, lengths...) for the dead letter."""
-    raw = inflate(payload)
+    raw = inflate(payload, max_bytes)
     try:
         return TelemetryBatch.model_validate_json(raw)
     except ValidationError:
-        return decode(payload, TelemetryBatch)
+        return decode(payload, TelemetryBatch, max_bytes)
 
 
 class Ingest:
     def __init__(self, settings: CloudSettings, store: TimeSeriesStore, registry: Registry,
                  on_written: Callable[[list[TelemetryBatch]], None] | None = None,
-                 on_events: Callable[[list], None] | None = None) -> None:
+                 on_events: Callable[[list], None] | None = None,
+                 on_status: Callable[[list[GatewayStatus]], None] | None = None) -> None:
         self.settings = settings
         self.store = store
         self.registry = registry
         self._on_written = on_written
         self._on_events = on_events  # rules that turn edge events into alerts (after the events are stored)
+        self._on_status = on_status  # rules that remember when a gateway was offline (power loss)
         self._q: queue.Queue[_Msg] = queue.Queue()
         self._handoff: queue.Queue[_Group] = queue.Queue(maxsize=1)
         self._writer_busy = threading.Event()
@@ -122,7 +143,7 @@ class Ingest:
         self.counters = {
             "messages": 0, "batches_written": 0, "points_written": 0, "groups_written": 0, "duplicates": 0,
             "dead_letters": 0, "events": 0, "store_retries": 0, "registry_retries": 0, "seq_gaps": 0,
-            "other_partition": 0,
+            "other_partition": 0, "statuses": 0, "over_limit": 0,
         }
         # Personal text values are pseudonymised (or dropped) in the preparer, before any store, log or hook.
         self.pii = Pseudonymiser(load_key(settings.pii_key_file), self.counters)
@@ -285,7 +306,8 @@ class Ingest:
         for m in group.acks:
             if m.qos > 0 and m.epoch == epoch:
                 self._client.ack(m.mid, m.qos)
-        for hook, items in ((self._on_written, [b for _, b in group.batches]), (self._on_events, group.events)):
+        for hook, items in ((self._on_status, group.statuses), (self._on_written, [b for _, b in group.batches]),
+                            (self._on_events, group.events)):
             if hook is not None and items:
                 try:
                     hook(items)
@@ -316,10 +338,13 @@ class Ingest:
     def _dead(self, group: _Group, m: _Msg, reason: str, tenant: str | None = None,
               payload: bytes | None = None) -> None:
         self.counters["dead_letters"] += 1
-        log.warning("dead letter from %s: %s", m.topic[:MAX_TOPIC_LEN], reason)
+        # The reason may quote the hostile input: PostgreSQL text cannot hold NUL, and a row the registry
+        # refuses would hold up every message behind this one.
+        topic, reason = _printable(m.topic[:MAX_TOPIC_LEN]), _printable(reason[:2000])
+        log.warning("dead letter from %s: %s", topic, reason)
         payload = self.pii.scrub_payload(m.payload if payload is None else payload)  # no clear personal values
-        group.dead.append({"received_ns": time.time_ns(), "tenant": tenant, "topic": m.topic[:MAX_TOPIC_LEN],
-                           "reason": reason[:2000], "payload": payload})
+        group.dead.append({"received_ns": time.time_ns(), "tenant": tenant, "topic": topic, "reason": reason,
+                           "payload": payload})
 
     def owns(self, tenant: str, gateway: str) -> bool:
         """In partitioned mode, whether this worker's partition holds the gateway."""
@@ -328,23 +353,45 @@ class Ingest:
             return True
         return zlib.crc32(f"{tenant}/{gateway}".encode()) % s.ingest_partitions == s.ingest_partition
 
+    def _topic_refused(self, topic: str) -> str | None:
+        """Why a topic is refused before it is parsed: too long, or tenant/gateway levels the registry cannot hold."""
+        limit = self.settings.ingest_max_topic_bytes
+        if len(topic.encode(errors="surrogatepass")) > limit:
+            return f"topic longer than TWIN_INGEST_MAX_TOPIC_BYTES={limit} bytes"
+        levels = topic.split("/")
+        if len(levels) >= 4 and not 1 <= len(levels[2]) <= MAX_ID_LEN:
+            return f"topic's tenant level must be 1 to {MAX_ID_LEN} characters (got {len(levels[2])})"
+        if len(levels) >= 4 and not 1 <= len(levels[3]) <= MAX_ID_LEN:
+            return f"topic's gateway level must be 1 to {MAX_ID_LEN} characters (got {len(levels[3])})"
+        return None
+
     def _classify(self, m: _Msg, group: _Group) -> None:
+        refused = self._topic_refused(m.topic)
         try:
+            if refused:
+                raise ValueError(refused)
             parts = topics.parse(m.topic)
         except ValueError as exc:
             if self.owns("", ""):  # names no gateway: exactly one worker (the owner of the empty key) keeps it
+                self.counters["over_limit"] += refused is not None
                 self._dead(group, m, str(exc))
             return
         if not self.owns(parts.tenant, parts.gateway):
             self.counters["other_partition"] += 1
             return
+        limit = self.settings.ingest_max_payload_bytes
+        if len(m.payload) > limit:
+            self.counters["over_limit"] += 1
+            self._dead(group, m, f"{parts.kind}: payload of {len(m.payload)} bytes is larger than "
+                       f"TWIN_INGEST_MAX_PAYLOAD_BYTES={limit}", parts.tenant)
+            return
         try:
             if parts.kind == "telemetry":
-                msg: TelemetryBatch | GatewayStatus | object = decode_telemetry(m.payload)
+                msg: TelemetryBatch | GatewayStatus | object = decode_telemetry(m.payload, limit)
             elif parts.kind == "events":
-                msg = decode_event(m.payload)
+                msg = decode_event(m.payload, limit)
             else:
-                msg = decode(m.payload, GatewayStatus)
+                msg = decode(m.payload, GatewayStatus, limit)
         except WireError as exc:
             self._dead(group, m, f"{parts.kind}: {exc}", parts.tenant)
             return
@@ -357,9 +404,16 @@ class Ingest:
                        f"{parts.tenant}/{parts.gateway}", parts.tenant)
             return
         if isinstance(msg, TelemetryBatch):
+            n, most = msg.n_samples + sum(len(t.t_ns) for t in msg.text), self.settings.ingest_max_batch_samples
+            if n > most:
+                self.counters["over_limit"] += 1
+                self._dead(group, m, f"telemetry: {n} samples in one batch, more than "
+                           f"TWIN_INGEST_MAX_BATCH_SAMPLES={most}", parts.tenant)
+                return
             group.batches.append((m, msg))
             group.points += msg.n_samples
         elif isinstance(msg, GatewayStatus):
+            self.counters["statuses"] += 1
             group.statuses.append(msg)
         else:
             group.events.append(msg)
@@ -412,6 +466,7 @@ class Ingest:
     # -- writing -------------------------------------------------------------------------------
     def _write_store(self, group: _Group) -> None:
         if not len(group.rows):
+            self.counters["batches_written"] += len(group.batches)  # batches with no samples are still accepted
             return
         delay = 0.5
         while True:

@@ -60,7 +60,8 @@ class Platform:
         attach(p)  # excursion alerts quarantine the batches on board, in whichever process raised them
         if with_ingest:
             p.rules = RuleRunner(p, interval_s=settings.rules_interval_s, profile=settings.coldchain_profile)
-            p.ingest = Ingest(settings, store, registry, on_written=p.rules.on_written, on_events=p.rules.on_events)
+            p.ingest = Ingest(settings, store, registry, on_written=p.rules.on_written, on_events=p.rules.on_events,
+                              on_status=p.rules.on_status)
         return p
 
     def start(self) -> None:

@@ -26,7 +26,9 @@ class SimulationError(ValueError):
     """The question cannot be answered for this asset (no model, not enough history); says why."""
 
 
-def _thermal(platform, tenant: str, asset: str, now_ns: int) -> tuple[ThermalModel, TrailerHistory]:
+def thermal_model(platform, tenant: str, asset: str, now_ns: int) -> tuple[ThermalModel, TrailerHistory]:
+    """The trailer's calibrated thermal twin and its last day up to ``now_ns``: the model kept on the twin
+    while it is fresh, else fitted again and kept (what-ifs here, the predictive alert in the rules)."""
     samples = load_samples(platform.store, tenant, asset, now_ns - HISTORY_S * NS, now_ns + 1)
     try:
         history = TrailerHistory.from_samples(samples)
@@ -52,7 +54,7 @@ def simulate_trailer(platform, tenant: str, asset: str, *, horizon_s: float, lim
                      compressor_off: bool = False, door_open_s: float = 0.0, ambient_offset_c: float = 0.0,
                      setpoint_c: float | None = None, now_ns: int | None = None) -> dict[str, Any]:
     now_ns = now_ns or time.time_ns()
-    model, history = _thermal(platform, tenant, asset, now_ns)
+    model, history = thermal_model(platform, tenant, asset, now_ns)
     scenario = Scenario(compressor_off=compressor_off, door_open_s=door_open_s, ambient_offset_c=ambient_offset_c,
                         setpoint_c=setpoint_c)
     try:

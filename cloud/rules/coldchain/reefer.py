@@ -13,7 +13,13 @@ apart, and why it matters to the people who get the alarm:
   i.e. the thermostat must be calling: a mechanic must come before the load warms;
 * **door open too long** — a driver must close it;
 * **sensor fault** — a reading outside the point's physical range, or a temperature sensor stuck on one
-  value while its neighbour moves: the data, not the load, is suspect.
+  value while its neighbour moves: the data, not the load, is suspect;
+* **power loss** — the trailer fell silent (no point reported; its gateway usually goes offline with
+  it) and came back warmer: the unit had no power, so it is not a compressor failure and nobody needs to
+  send a mechanic, but the load warmed while nobody could see it;
+* **excursion predicted** — the compressor is not running while the thermostat must be calling, and the
+  trailer's calibrated thermal twin says when the product air will reach the profile's limit: the one
+  alarm that comes *before* the load is harmed (``cooling_stopped`` then ``predict_excursion``).
 
 A unit that reports its defrost state gives it as point ``defrost`` (1 = defrosting) and that is used
 as is; otherwise defrost is recognised from the data: compressor off, air warming, and supply air
@@ -68,12 +74,27 @@ class ReeferRuleSettings(BaseModel):
     defrost_gap_c: float = Field(0.2, description="median supply minus return above this: heaters on, K")
     supply_lag_s: float = Field(120.0, description="evaporator lag of supply air; corrects the gap while warming")
     defrost_max_s: float = Field(7200.0, description="longer than this is a stuck defrost (Carrier AL60: 2 h)")
+    defrost_warmup_s: float = Field(1200.0, description="heaters warm the air past the margin within this")
     defrost_recovery_s: float = Field(1800.0, description="after a defrost, pulldown paused at most this long")
     door_max_s: float = Field(1200.0, description="door open this long raises door-open-long")
     stuck_s: float = Field(1800.0, description="one value this long while the neighbour sensor moves: stuck")
     stuck_neighbour_range_c: float = Field(0.5, description="how much the neighbour must move meanwhile, K")
     late_after_s: float = Field(600.0, description="alarms found this long after they fired are marked late")
     forecast_limit_c: float = Field(8.0, description="with a thermal model: when the product air reaches this")
+    predict_margin_c: float = Field(1.5, description="control air this far above setpoint, compressor off: forecast")
+    predict_confirm_s: float = Field(300.0, description="that long before the forecast is believed worth making")
+    predict_horizon_s: float = Field(4 * 3600.0, description="how far the predictive alert looks ahead")
+    power_gap_s: float = Field(900.0, description="no point reported this long: the unit may have lost power")
+    power_rise_c: float = Field(1.0, description="air this much warmer when data returns: it was not cooling")
+
+
+CLASSIFICATIONS = {
+    "compressor-failure": "compressor_failure", "door-open-long": "door_open", "defrost-stuck": "defrost_stuck",
+    "sensor-range": "sensor_fault", "sensor-stuck": "sensor_fault", "power-loss": "power_loss",
+    "excursion-predicted": "excursion_predicted",
+}
+"""Rule family -> what happened, in the simulator's fault vocabulary; a profile boundary is ``excursion``."""
+PREDICTED_RULE = "coldchain:excursion-predicted"
 
 
 @dataclass(frozen=True)
@@ -85,6 +106,16 @@ class LiveAlarm:
     fired_at_ns: int
     title: str
     evidence: dict[str, Any]
+
+    @property
+    def classification(self) -> str:
+        return self.evidence.get("classification") or classify(self.rule)
+
+
+def classify(rule: str) -> str:
+    """``coldchain:sensor-stuck:supply_air`` -> ``sensor_fault``; a profile boundary -> ``excursion``."""
+    family = rule.split(":")[1] if rule.startswith("coldchain:") and ":" in rule else rule
+    return CLASSIFICATIONS.get(family, "excursion")
 
 
 @dataclass(frozen=True)
@@ -106,8 +137,7 @@ class ReeferAssessment:
 def clean(series: SeriesLike) -> tuple[np.ndarray, np.ndarray]:
     """(t_ns, values) with missing values and BAD-quality samples dropped, in time order."""
     t = np.asarray(series.t_ns, np.int64)
-    v = np.array([np.nan if x is None else x for x in series.values], float) if isinstance(series.values, list) \
-        else np.asarray(series.values, float)
+    v = np.array(series.values, float)  # None (a store's missing value) becomes NaN
     keep = np.isfinite(v)
     quality = getattr(series, "quality", None)
     if quality is not None and len(quality) == len(t):
@@ -142,17 +172,21 @@ def _evidence(rule: str, start_ns: int, end_ns: int | None, values: dict[str, An
 
 def assess_trailer(samples: Mapping[str, SeriesLike], profile: Profile,
                    settings: ReeferRuleSettings | None = None, now_ns: int | None = None,
-                   thermal: ThermalModel | None = None) -> ReeferAssessment:
+                   thermal: ThermalModel | None = None,
+                   offline: list[tuple[int, int | None]] | None = None) -> ReeferAssessment:
     """Every cold-chain alarm in one trailer's samples (point -> series), and the defrosts recognised.
 
     ``now_ns`` (when the data became available) marks alarms that fired more than ``late_after_s``
     earlier as ``detected_late`` — data from an outage is judged too, and an auditor sees it was late.
     With the trailer's calibrated ``thermal`` model a compressor failure's evidence says when the air
-    will reach ``forecast_limit_c`` (with its band): how long a mechanic has.
+    will reach ``forecast_limit_c`` (with its band): how long a mechanic has. ``offline`` lists the
+    trailer's gateway's offline intervals (status / last will; end None = still offline), when known:
+    a power loss's evidence then says whether the gateway went down with the unit.
     """
     s = settings or ReeferRuleSettings()
     pts = {name: clean(series) for name, series in samples.items()}
     out = ReeferAssessment()
+    out.alarms += _power_loss(pts, s, offline)
     out.alarms += _sensor_range(pts)
     stuck = _sensor_stuck(pts, s)
     out.alarms += stuck
@@ -204,6 +238,7 @@ def assess_trailer(samples: Mapping[str, SeriesLike], profile: Profile,
 
 def _finish(out: ReeferAssessment, s: ReeferRuleSettings, now_ns: int | None) -> ReeferAssessment:
     for a in out.alarms:
+        a.evidence.setdefault("classification", classify(a.rule))
         a.evidence["detected_late"] = now_ns is not None and now_ns - a.fired_at_ns > s.late_after_s * _NS
     out.alarms.sort(key=lambda a: (a.fired_at_ns, a.rule))
     return out
@@ -232,9 +267,13 @@ def _compressor_off_episodes(pts: dict[str, tuple[np.ndarray, np.ndarray]], grid
             continue
         if hot.size == 0:
             continue  # the thermostat is satisfied: a normal off cycle
-        gap = float(np.nanmedian(heater_gap[hot]))
+        gap = float(np.nanmedian(heater_gap[hot])) if np.isfinite(heater_gap[hot]).any() else float("nan")
         if gap > s.defrost_gap_c:
-            defrosts.append(ReeferEvent("defrost", int(grid[a]), end_ns))
+            # At most ``defrost_warmup_s`` before the air turned warm: on a cold night the compressor may
+            # have been off for hours before the heaters came on, and those hours are neither defrost (nor
+            # a stuck one) nor to be paused.
+            start = max(int(grid[a]), int(grid[hot[0]]) - round(s.defrost_warmup_s * _NS))
+            defrosts.append(ReeferEvent("defrost", int(grid[np.searchsorted(grid, start)]), end_ns))
             continue
         warm_since = int(grid[hot[0]])
         if end_ns - warm_since < s.compressor_confirm_s * _NS:
@@ -364,6 +403,155 @@ def _sensor_stuck(pts: dict[str, tuple[np.ndarray, np.ndarray]], s: ReeferRuleSe
                                                                "neighbour_range_c": float(np.ptp(moving))},
                           {"stuck_s": s.stuck_s, "neighbour_range_c": s.stuck_neighbour_range_c})))
     return alarms
+
+
+def _power_loss(pts: dict[str, tuple[np.ndarray, np.ndarray]], s: ReeferRuleSettings,
+                offline: list[tuple[int, int | None]] | None) -> list[LiveAlarm]:
+    """Silences of the whole unit (no point reported for ``power_gap_s``) after which the air is warmer.
+
+    A gateway that only lost its link keeps every sample in its outbox and sends them late, so its data
+    has no hole; a hole in every point means the sensors had no power, and a warmer box after it means
+    the refrigeration had none either. Raised when data returns — the first moment anyone can know.
+    """
+    air = next((p for p in ("return_air", "supply_air") if p in pts and pts[p][0].size >= 2), None)
+    if air is None:
+        return []
+    every = np.unique(np.concatenate([t for t, _ in pts.values()]))
+    gaps = np.flatnonzero(np.diff(every) >= round(s.power_gap_s * _NS))
+    t_air, v_air = pts[air]
+    alarms = []
+    for i in gaps.tolist():
+        before_ns, after_ns = int(every[i]), int(every[i + 1])
+        k = int(np.searchsorted(t_air, before_ns, side="right")) - 1
+        j = int(np.searchsorted(t_air, after_ns, side="left"))
+        if k < 0 or j >= t_air.size:
+            continue
+        before_c, after_c = float(v_air[k]), float(v_air[j])
+        if after_c - before_c < s.power_rise_c:
+            continue  # the unit kept cooling through the hole: a communication gap, not a power loss
+        gateway_offline = None if offline is None else any(
+            a < after_ns and (b is None or b > before_ns) for a, b in offline)
+        values = {"point": air, "silent_from": iso(before_ns), "silent_until": iso(after_ns),
+                  "silent_s": (after_ns - before_ns) / _NS, "before_c": before_c, "after_c": after_c,
+                  "rise_c": round(after_c - before_c, 3), "gateway_offline": gateway_offline}
+        if "compressor_current" in pts:
+            tc, vc = pts["compressor_current"]
+            back = vc[(tc >= after_ns) & (tc < after_ns + round(s.power_gap_s * _NS))]
+            values["compressor_running_after"] = bool(back.size and float(back.max()) >= s.off_current_a)
+        alarms.append(LiveAlarm(
+            "coldchain:power-loss", "high", after_ns,
+            f"no power for {(after_ns - before_ns) / 60 / _NS:.0f} min: {air} {after_c - before_c:+.1f} K when "
+            "data returned",
+            _evidence("power-loss", before_ns, after_ns, values,
+                      {"power_gap_s": s.power_gap_s, "power_rise_c": s.power_rise_c})))
+    return alarms
+
+
+# -- predictive: the compressor stopped, when will the load leave its range ---------------------------
+
+
+@dataclass(frozen=True)
+class CoolingStopped:
+    """The trailer is warming with its compressor off now, and it is not a defrost."""
+
+    off_since_ns: int
+    warm_since_ns: int
+    last_ns: int
+    control_air_c: float
+    setpoint_c: float
+    product_c: float
+
+
+def profile_limit_c(profile: Profile, default_c: float) -> float:
+    """The warm limit a forecast is judged against: the profile's lowest upper boundary."""
+    highs = [b.above for b in profile.boundaries if b.above is not None and not b.band]
+    return min(highs) if highs else default_c
+
+
+def cooling_stopped(samples: Mapping[str, SeriesLike], limit_c: float, settings: ReeferRuleSettings | None = None,
+                    now_ns: int | None = None) -> CoolingStopped | None:
+    """Whether the record *ends* with the compressor off while the thermostat must be calling (control air
+    ``predict_margin_c`` above setpoint for ``predict_confirm_s``), not in a defrost, the product air still
+    below ``limit_c``, and the data current (``now_ns``): only then is a forecast worth making. Cheap, so
+    the thermal twin is fitted and run only for the trailers that need it."""
+    s = settings or ReeferRuleSettings()
+    pts = {name: clean(series) for name, series in samples.items()}
+    if any(p not in pts or pts[p][0].size < 2 for p in (s.product_point, "compressor_current", "setpoint")):
+        return None
+    grid, product = pts[s.product_point]
+    if now_ns is not None and now_ns - int(grid[-1]) > s.late_after_s * _NS:
+        return None  # late data: the moment to warn has passed
+    if float(product[-1]) >= limit_c:
+        return None  # the excursion has begun: that is no longer a prediction
+    current = held_at(*pts["compressor_current"], grid)
+    off = current < s.off_current_a
+    if not off[-1]:
+        return None
+    a = int(np.flatnonzero(~off)[-1]) + 1 if (~off).any() else 0
+    if "defrost" in pts and (held_at(*pts["defrost"], grid[a:]) >= 0.5).any():
+        return None
+    control, setpoint = _control_air(pts, grid)
+    warm = control[a:] > setpoint[a:] + s.predict_margin_c
+    if not warm[-1]:
+        return None
+    w = a + (int(np.flatnonzero(~warm)[-1]) + 1 if (~warm).any() else 0)
+    if int(grid[-1]) - int(grid[w]) < s.predict_confirm_s * _NS:
+        return None
+    supply, ret = (held_at(*pts[p], grid) if p in pts else np.full(grid.size, np.nan)
+                   for p in ("supply_air", "return_air"))
+    gap = float(np.nanmedian((supply + s.supply_lag_s * _rate_per_s(grid, supply) - ret)[w:]))
+    if gap > s.defrost_gap_c:
+        return None  # the heaters' signature: a defrost, which ends by itself
+    return CoolingStopped(int(grid[a]), int(grid[w]), int(grid[-1]), float(control[-1]), float(setpoint[-1]),
+                          float(product[-1]))
+
+
+def predict_excursion(samples: Mapping[str, SeriesLike], thermal: ThermalModel, stop: CoolingStopped,
+                      limit_c: float, settings: ReeferRuleSettings | None = None) -> LiveAlarm | None:
+    """The predictive alert: the calibrated twin run forward with the compressor off from the last sample;
+    an alarm when its central forecast reaches ``limit_c`` within ``predict_horizon_s``, else None."""
+    from cloud.thermal import Scenario, ThermalFitError, TrailerHistory  # scipy only when a model is given
+
+    s = settings or ReeferRuleSettings()
+    try:
+        history = TrailerHistory.from_samples(samples)
+        with np.errstate(all="ignore"):
+            f = thermal.forecast(history, s.predict_horizon_s, Scenario(compressor_off=True), limit_c=limit_c)
+    except (ThermalFitError, np.linalg.LinAlgError, ValueError, FloatingPointError):
+        return None
+    if f.excursion_ns is None:
+        return None
+    start = int(f.t_ns[0])
+    lead_s = (f.excursion_ns - start) / _NS
+    step = max(1, round(300 / ((f.t_ns[1] - f.t_ns[0]) / _NS))) if f.t_ns.size > 1 else 1  # every 5 min
+
+    def rel(t: int | None) -> float | None:
+        return None if t is None else (t - start) / _NS
+
+    forecast = {"from": iso(start), "horizon_s": s.predict_horizon_s, "scenario": "compressor_off",
+                "t_ns": f.t_ns[::step].tolist(), "supply_c": f.supply_c[::step].round(2).tolist(),
+                "supply_lo_c": f.supply_lo_c[::step].round(2).tolist(),
+                "supply_hi_c": f.supply_hi_c[::step].round(2).tolist(),
+                "excursion_at": iso(f.excursion_ns), "excursion_ns": f.excursion_ns,
+                "earliest_s": rel(f.earliest_ns), "latest_s": rel(f.latest_ns),
+                "model": {"fitted_until": iso(thermal.fitted_until_ns), "tau_box_s": thermal.tau_box_s,
+                          "residual_c": thermal.residual_c}}
+    values = {"point": s.product_point, "reading_c": stop.product_c, "control_air_c": stop.control_air_c,
+              "setpoint_c": stop.setpoint_c, "off_since": iso(stop.off_since_ns),
+              "warm_since": iso(stop.warm_since_ns), "lead_s": lead_s}
+    evidence = _evidence("excursion-predicted", stop.warm_since_ns, None, values,
+                         {"limit_c": limit_c, "predict_margin_c": s.predict_margin_c,
+                          "predict_confirm_s": s.predict_confirm_s, "horizon_s": s.predict_horizon_s})
+    evidence.update(limit_c=limit_c, lead_s=lead_s, forecast=forecast, classification="excursion_predicted",
+                    detected_late=False,  # made from current data only (cooling_stopped)
+                    explanation=(f"The compressor has not run since {iso(stop.off_since_ns)} while the air is "
+                                 f"{stop.control_air_c - stop.setpoint_c:.1f} K above its setpoint and it is not "
+                                 f"defrosting. With the compressor staying off, this trailer's calibrated thermal "
+                                 f"twin puts {s.product_point} at {limit_c:g} °C at {iso(f.excursion_ns)}, "
+                                 f"{lead_s / 60:.0f} min from the last reading ({stop.product_c:g} °C)."))
+    return LiveAlarm(PREDICTED_RULE, "high", start,
+                     f"excursion expected in {lead_s / 60:.0f} min: {s.product_point} reaches {limit_c:g} °C "
+                     "with the compressor off", evidence)
 
 
 # -- I/O at the edges ------------------------------------------------------------------------------
