@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import threading
+
 import pytest
 
 from cloud.store import Rows
 from cloud.store.embedded import EmbeddedStore
 from cloud.store.influx import InfluxStore
 from cloud.store.latest import LatestCache
+from tests.harness.processes import wait_until
 
 S = 1_000_000_000
 T0 = 1_767_225_600 * S  # a minute boundary
@@ -164,6 +167,35 @@ def test_latest_cache_sees_its_own_writes_at_once_and_others_after_its_ttl(tmp_p
     assert cached.latest_many("acme", ["trailer-1"]) == {"trailer-1": {"supply_air": (T0 + S, 4.5)}}
     fresh = LatestCache(cached.store, ttl_s=0)  # an expired TTL: read again, and merged with what it had
     assert fresh.latest("acme", "trailer-1") == {"supply_air": (T0 + 2 * S, 5.0)}
+    other.close()
+    cached.close()
+
+
+def test_latest_cache_refreshes_a_recent_entry_in_the_background_and_an_old_one_first(tmp_path):
+    class GatedStore(EmbeddedStore):
+        gate = threading.Event()
+
+        def latest(self, tenant, asset):
+            self.gate.wait(10)
+            return super().latest(tenant, asset)
+
+    other = EmbeddedStore(tmp_path / "ts.sqlite")
+    now = [0.0]
+    inner = GatedStore(tmp_path / "ts.sqlite")
+    inner.gate.set()
+    cached = LatestCache(inner, ttl_s=1.0, clock=lambda: now[0])
+    other.write(_one("trailer-1", "supply_air", T0, 4.0))
+    assert cached.latest("acme", "trailer-1") == {"supply_air": (T0, 4.0)}
+    other.write(_one("trailer-1", "supply_air", T0 + S, 5.0))
+    now[0] = 2.0  # past the TTL, within five: answered as it was while the store read waits behind the answer
+    inner.gate.clear()
+    assert cached.latest("acme", "trailer-1") == {"supply_air": (T0, 4.0)}
+    inner.gate.set()
+    wait_until(lambda: cached.latest("acme", "trailer-1") == {"supply_air": (T0 + S, 5.0)}, timeout=10,
+               what="the background refresh")
+    other.write(_one("trailer-1", "supply_air", T0 + 2 * S, 6.0))
+    now[0] = 60.0  # long unread: read before answering
+    assert cached.latest("acme", "trailer-1") == {"supply_air": (T0 + 2 * S, 6.0)}
     other.close()
     cached.close()
 

@@ -2,10 +2,11 @@
 page asks for them and InfluxDB answers ``latest`` by visiting each series (~100 ms for 1,000 assets).
 
 What this process writes through the cache updates it at once (ingest in the same process: always
-current). What other processes write (more ingest workers, another replica) shows up when an entry is
-older than ``ttl_s`` and is read again from the store. Entries are merged newest-sample-wins, so a read
-racing a write never loses the write: an entry exists (empty, not yet loaded) before its store read starts,
-and writes land in it from then on.
+current). What other processes write (more ingest workers, another replica) shows up once an entry older
+than ``ttl_s`` has been read again from the store: in the background while the entry is at most five TTLs
+old (the answer meanwhile is the entry as it was), before answering when it is older. Entries are merged
+newest-sample-wins, so a read racing a write never loses the write: an entry exists (empty, not yet read)
+before its store read starts, and writes land in it from then on.
 
 Only what the store durably accepted is cached: a write updates the cache after the store returned.
 Erasing a subject drops the tenant's text values.
@@ -13,15 +14,19 @@ Erasing a subject drops the tenant's text values.
 
 from __future__ import annotations
 
+import logging
 import math
 import threading
 import time
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from cloud.store.base import Agg, Rows, Series, SubjectHit, TextSeries, TimeSeriesStore
 
 _MAX_ENTRIES = 200_000
+_SERVE_STALE_TTLS = 5  # an entry up to this many TTLs old is answered while it is refreshed; older, read first
+log = logging.getLogger(__name__)
 
 
 class _Entry:
@@ -52,12 +57,15 @@ def _last_value(t_ns: Sequence[int], values: Sequence[float | None]) -> tuple[in
 class LatestCache(TimeSeriesStore):
     """A ``TimeSeriesStore`` that answers ``latest``, ``latest_text`` and ``latest_many`` from memory."""
 
-    def __init__(self, store: TimeSeriesStore, ttl_s: float) -> None:
+    def __init__(self, store: TimeSeriesStore, ttl_s: float, clock=time.monotonic) -> None:
         self.store = store
         self.ttl_s = ttl_s
+        self._clock = clock
         self._entries: dict[tuple[str, str], _Entry] = {}
         self._lock = threading.Lock()
         self._erasures = 0  # a text read that overlapped an erasure must not put an erased value back
+        self._pending: set[tuple[str, str, bool]] = set()  # (tenant, asset, text) being refreshed in the background
+        self._executor: ThreadPoolExecutor | None = None
 
     # -- writes: through to the store, then into the entries that exist ----------------------------------
     def write(self, rows: Rows) -> None:
@@ -89,34 +97,62 @@ class LatestCache(TimeSeriesStore):
 
     # -- latest values ------------------------------------------------------------------------------------
     def _read(self, tenant: str, assets: list[str], text: bool) -> list[_Entry]:
-        """The assets' entries, reading from the store those never read or read more than ``ttl_s`` ago."""
-        now = time.monotonic()
+        """The assets' entries. Never read, or read more than ``5 * ttl_s`` ago: read from the store now.
+        Read more than ``ttl_s`` ago: answered as they are while a background read refreshes them, so a busy
+        asset does not put a store round trip into every ``ttl_s``-th request."""
+        now = self._clock()
         attr = "text_read" if text else "points_read"
         with self._lock:
             erasures = self._erasures
             if len(self._entries) + len(assets) > _MAX_ENTRIES:
                 self._entries.clear()
             entries = [self._entries.setdefault((tenant, a), _Entry()) for a in assets]
-            stale = [a for a, e in zip(assets, entries, strict=True)
-                     if getattr(e, attr) is None or now - getattr(e, attr) > self.ttl_s]
-        if not stale:
-            return entries
+            now_ = [a for a, e in zip(assets, entries, strict=True)
+                    if getattr(e, attr) is None or now - getattr(e, attr) > _SERVE_STALE_TTLS * self.ttl_s]
+            first = set(now_)
+            soon = [a for a, e in zip(assets, entries, strict=True) if a not in first and
+                    now - getattr(e, attr) > self.ttl_s and (tenant, a, text) not in self._pending]
+            self._pending.update((tenant, a, text) for a in soon)
+        if soon:
+            self._background().submit(self._refresh_later, tenant, soon, text)
+        if now_:
+            self._refresh(tenant, now_, text, erasures, now)
+        return entries
+
+    def _refresh(self, tenant: str, assets: list[str], text: bool, erasures: int, started: float) -> None:
         if text:
-            found = {a: self.store.latest_text(tenant, a) for a in stale}
-        elif len(stale) == 1:
-            found = {stale[0]: self.store.latest(tenant, stale[0])}
+            found = {a: self.store.latest_text(tenant, a) for a in assets}
+        elif len(assets) == 1:
+            found = {assets[0]: self.store.latest(tenant, assets[0])}
         else:
-            found = self.store.latest_many(tenant, stale)
+            found = self.store.latest_many(tenant, assets)
         with self._lock:
             if text and erasures != self._erasures:
-                return entries
-            stale_set = set(stale)
-            for e, a in zip(entries, assets, strict=True):
-                if a in stale_set:
-                    for p, (t, v) in found.get(a, {}).items():
-                        _merge(e.text if text else e.points, p, t, v)
-                    setattr(e, attr, now)
-        return entries
+                return
+            for a in assets:
+                e = self._entries.get((tenant, a))
+                if e is None:  # cleared meanwhile: the next read reads it again
+                    continue
+                for p, (t, v) in found.get(a, {}).items():
+                    _merge(e.text if text else e.points, p, t, v)
+                setattr(e, "text_read" if text else "points_read", started)
+
+    def _refresh_later(self, tenant: str, assets: list[str], text: bool) -> None:
+        try:
+            with self._lock:
+                erasures = self._erasures
+            self._refresh(tenant, assets, text, erasures, self._clock())
+        except Exception as exc:  # the store is away: the entries stay as they are, the next read tries again
+            log.warning("latest values of %d assets not refreshed: %s", len(assets), exc)
+        finally:
+            with self._lock:
+                self._pending.difference_update((tenant, a, text) for a in assets)
+
+    def _background(self) -> ThreadPoolExecutor:
+        with self._lock:
+            if self._executor is None:
+                self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="latest-refresh")
+            return self._executor
 
     def latest(self, tenant: str, asset: str) -> dict[str, tuple[int, float | None]]:
         (e,) = self._read(tenant, [asset], text=False)
@@ -159,4 +195,6 @@ class LatestCache(TimeSeriesStore):
                         e.text_read = None
 
     def close(self) -> None:
+        if self._executor is not None:
+            self._executor.shutdown(wait=True, cancel_futures=True)
         self.store.close()
