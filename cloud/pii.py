@@ -198,7 +198,7 @@ class Pseudonymiser:
             raw = payload  # too large, or not JSON at all: looked at as it is
         try:
             obj = json.loads(raw)
-        except (UnicodeDecodeError, json.JSONDecodeError):
+        except (ValueError, RecursionError):  # not JSON, or JSON no parser should take (deep, 5,000-digit ints)
             # A "text" key may be spelt with escapes (\u0074ext): any escape counts as a possible text key.
             return WITHHELD if b'"text"' in raw or b"\\u" in raw else payload
         text = obj.get("text") if isinstance(obj, dict) else None

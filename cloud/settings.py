@@ -58,6 +58,12 @@ class CloudSettings(BaseSettings):
     # Bounds the worker's memory; the broker queues the rest. For MQTT 3.1.1 the broker's
     # max_inflight_messages decides instead.
     ingest_max_inflight: int = 1000
+    # What one device message may be, checked before it is parsed further; beyond a limit the message is
+    # dead-lettered with the limit's name. Payload bytes bound both the raw and the decompressed JSON (a
+    # zlib bomb stops there); 200,000 samples is ten times the largest batch an edge agent sends.
+    ingest_max_payload_bytes: int = 8 * 1024 * 1024
+    ingest_max_topic_bytes: int = 256
+    ingest_max_batch_samples: int = 200_000
 
     # Personal data: the HMAC key that pseudonymises personal text points arriving in clear (the same key as the
     # gateways' pii_key_file, so a subject has one pseudonym; see cloud/pii.py). Without it such values are

@@ -24,6 +24,22 @@ MAX_PAYLOAD_BYTES = 8 * 1024 * 1024
 """Largest payload accepted after decompression; a bigger one is rejected, not parsed."""
 
 
+# Bounds that keep every message storable as it is. Ids become InfluxDB tags and registry keys: a control
+# character would split a line-protocol line (one batch could write into another tenant's series) and a
+# backslash cannot end an InfluxDB 1.x tag; times and sequence numbers are int64 columns everywhere.
+_NAME = r"^[^\x00-\x1f\x7f\\]+$"
+Id = Annotated[str, Field(min_length=1, max_length=64, pattern=_NAME)]
+"""A tenant or gateway id (also a topic level)."""
+Name = Annotated[str, Field(min_length=1, max_length=128, pattern=_NAME)]
+"""An asset, point, event or rule id."""
+T_NS_MIN, T_NS_MAX = -(2**63) + 2, 2**63 - 2
+"""ns since the epoch: what an int64 (and InfluxDB, which keeps the two extremes for itself) can hold."""
+TimeNs = Annotated[int, Field(ge=T_NS_MIN, le=T_NS_MAX)]
+Seq = Annotated[int, Field(ge=0, lt=2**63)]
+Finite = Annotated[float, Field(allow_inf_nan=False)]
+"""A number kept in a registry column or JSON document, where NaN and infinities have no spelling."""
+
+
 class Quality(IntEnum):
     """OPC-UA-like quality, reduced to the three classes that change how a value may be used."""
 
@@ -45,20 +61,26 @@ class PointSeries(BaseModel):
     """All samples of one (asset, point) in a batch, as parallel arrays."""
 
     model_config = ConfigDict(extra="forbid")
-    asset: str = Field(min_length=1, max_length=128)
-    point: str = Field(min_length=1, max_length=128)
+    asset: Name
+    point: Name
     t_ns: list[int]
     values: list[float | None]
     quality: list[int]
 
     @model_validator(mode="after")
-    def _same_lengths(self) -> PointSeries:
+    def _consistent(self) -> PointSeries:
         n = len(self.t_ns)
         if len(self.values) != n or len(self.quality) != n:
             raise ValueError(
                 f"{self.asset}/{self.point}: t_ns, values and quality must have the same length "
                 f"(got {n}, {len(self.values)}, {len(self.quality)})"
             )
+        # Bounds checked on the whole array (min/max in C), not per element: per-element constraints would
+        # make validating a batch ~50 % slower.
+        if n and (min(self.t_ns) < T_NS_MIN or max(self.t_ns) > T_NS_MAX):
+            raise ValueError(f"{self.asset}/{self.point}: t_ns must be within [{T_NS_MIN}, {T_NS_MAX}]")
+        if n and (min(self.quality) < Quality.GOOD or max(self.quality) > Quality.BAD):
+            raise ValueError(f"{self.asset}/{self.point}: quality must be 0 (good), 1 (uncertain) or 2 (bad)")
         return self
 
     def __len__(self) -> int:
@@ -69,8 +91,8 @@ class TextSeries(BaseModel):
     """String samples of one text point (e.g. a driver id, already pseudonymised when personal)."""
 
     model_config = ConfigDict(extra="forbid")
-    asset: str = Field(min_length=1, max_length=128)
-    point: str = Field(min_length=1, max_length=128)
+    asset: Name
+    point: Name
     t_ns: list[int]
     values: list[str]
 
@@ -78,6 +100,8 @@ class TextSeries(BaseModel):
     def _same_lengths(self) -> TextSeries:
         if len(self.values) != len(self.t_ns):
             raise ValueError(f"{self.asset}/{self.point}: t_ns and values must have the same length")
+        if self.t_ns and (min(self.t_ns) < T_NS_MIN or max(self.t_ns) > T_NS_MAX):
+            raise ValueError(f"{self.asset}/{self.point}: t_ns must be within [{T_NS_MIN}, {T_NS_MAX}]")
         return self
 
 
@@ -85,10 +109,10 @@ class TelemetryBatch(_Msg):
     """One tick of a gateway's samples; ``seq`` is per gateway, gap-free, and never reused."""
 
     kind: Literal["telemetry"] = "telemetry"
-    tenant: str = Field(min_length=1, max_length=64)
-    gateway: str = Field(min_length=1, max_length=64)
-    seq: int = Field(ge=0)
-    sent_ns: int = 0
+    tenant: Id
+    gateway: Id
+    seq: Seq
+    sent_ns: TimeNs = 0
     series: list[PointSeries]
     text: list[TextSeries] = Field(default_factory=list)
 
@@ -101,46 +125,47 @@ class AnomalyEvent(_Msg):
     """An anomaly found at the edge: when it started and ended, how strong, and which detectors fired."""
 
     kind: Literal["anomaly"] = "anomaly"
-    tenant: str
-    gateway: str
-    event_id: str = Field(min_length=1, max_length=128)
-    asset: str
-    point: str
-    start_ns: int
-    end_ns: int | None = None
-    peak_score: float
-    peak_value: float | None = None
+    tenant: Id
+    gateway: Id
+    event_id: Name
+    asset: Name
+    point: Name
+    start_ns: TimeNs
+    end_ns: TimeNs | None = None
+    peak_score: Finite
+    peak_value: Finite | None = None
     detectors: list[str]
-    seq: int = Field(default=0, ge=0)
+    seq: Seq = 0
 
 
 class AlarmEvent(_Msg):
     """A local rule fired on the gateway (e.g. supply air too warm for 15 min), valid while offline."""
 
     kind: Literal["alarm"] = "alarm"
-    tenant: str
-    gateway: str
-    event_id: str
-    asset: str
-    rule: str
+    tenant: Id
+    gateway: Id
+    event_id: Name
+    asset: Name
+    rule: Name
     severity: Literal["low", "medium", "high", "critical"] = "high"
-    start_ns: int
-    end_ns: int | None = None
-    evidence: dict[str, float | str | int] = Field(default_factory=dict)
-    seq: int = Field(default=0, ge=0)
+    start_ns: TimeNs
+    end_ns: TimeNs | None = None
+    evidence: dict[str, Finite | str | int] = Field(default_factory=dict)
+    seq: Seq = 0
 
 
 class GatewayStatus(_Msg):
     """Birth and last-will message; counters let the cloud see a gateway's health without a visit."""
 
     kind: Literal["status"] = "status"
-    tenant: str
-    gateway: str
+    tenant: Id
+    gateway: Id
     state: Literal["online", "offline"]
-    t_ns: int = 0
-    config_version: int = 0
-    counters: dict[str, int] = Field(default_factory=dict)
-    assets: dict[str, str] = Field(default_factory=dict, description="asset id -> asset type, as configured")
+    t_ns: TimeNs = 0
+    config_version: int = Field(default=0, ge=0, lt=2**31)
+    counters: dict[str, Annotated[int, Field(ge=-(2**63), lt=2**63)]] = Field(default_factory=dict)
+    assets: dict[Name, Annotated[str, Field(max_length=64)]] = Field(
+        default_factory=dict, description="asset id -> asset type, as configured")
 
 
 class DesiredConfig(_Msg):
@@ -170,23 +195,30 @@ def encode(msg: BaseModel, *, compress: bool = False) -> bytes:
     return zlib.compress(raw, 1) if compress else raw
 
 
-def inflate(payload: bytes) -> bytes:
-    """The JSON bytes of a payload (decompressed if zlib), bounded in size; WireError otherwise."""
+def inflate(payload: bytes, max_bytes: int = MAX_PAYLOAD_BYTES) -> bytes:
+    """The JSON bytes of a payload (decompressed if zlib), bounded in size; WireError otherwise.
+
+    A zlib stream must be complete: its checksum is what tells a corrupted payload from a valid one, and
+    a truncated stream would otherwise inflate to whatever prefix survived."""
     if not payload:
         raise WireError("empty payload")
     first = payload[0]
     if first == 0x78:
         try:
             d = zlib.decompressobj()
-            raw = d.decompress(payload, MAX_PAYLOAD_BYTES + 1)
+            raw = d.decompress(payload, max_bytes + 1)
         except zlib.error as exc:
             raise WireError(f"corrupt zlib payload: {exc}") from None
-        if len(raw) > MAX_PAYLOAD_BYTES or d.unconsumed_tail:
-            raise WireError(f"payload larger than {MAX_PAYLOAD_BYTES} bytes after decompression")
+        if len(raw) > max_bytes or d.unconsumed_tail:
+            raise WireError(f"payload larger than {max_bytes} bytes after decompression")
+        if not d.eof:
+            raise WireError("truncated zlib payload (the stream or its checksum is missing)")
+        if d.unused_data:
+            raise WireError(f"{len(d.unused_data)} unexpected byte(s) after the zlib stream")
         return raw
     if first in b"{[":
-        if len(payload) > MAX_PAYLOAD_BYTES:
-            raise WireError(f"payload larger than {MAX_PAYLOAD_BYTES} bytes")
+        if len(payload) > max_bytes:
+            raise WireError(f"payload larger than {max_bytes} bytes")
         return payload
     raise WireError(f"payload is neither JSON nor zlib (first byte 0x{first:02x})")
 
@@ -195,14 +227,14 @@ EdgeEvent = Annotated[AnomalyEvent | AlarmEvent, Field(discriminator="kind")]
 _EVENT = TypeAdapter(EdgeEvent)
 
 
-def decode_event(payload: bytes) -> AnomalyEvent | AlarmEvent:
+def decode_event(payload: bytes, max_bytes: int = MAX_PAYLOAD_BYTES) -> AnomalyEvent | AlarmEvent:
     """Events share a topic; ``kind`` says which one this is."""
-    return decode(payload, _EVENT)  # type: ignore[arg-type]
+    return decode(payload, _EVENT, max_bytes)  # type: ignore[arg-type]
 
 
-def decode(payload: bytes, model: type[M]) -> M:
+def decode(payload: bytes, model: type[M], max_bytes: int = MAX_PAYLOAD_BYTES) -> M:
     """Parse and validate one message, raising WireError with a readable reason."""
-    raw = inflate(payload)
+    raw = inflate(payload, max_bytes)
     try:
         obj = json.loads(raw)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
