@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import json
 import secrets
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Path, Query
 from fastapi.responses import Response
 from pydantic import BaseModel, Field, HttpUrl
 from sqlalchemy import select
@@ -45,6 +45,10 @@ class WebhookIn(BaseModel):
     url: HttpUrl
 
 
+AlertId = Annotated[int, Path(ge=1, le=2**31 - 1, description="an alert's id")]
+"""Bounded to the registry's integer column: a larger id is a 422, not a database error."""
+
+
 def get_router(platform) -> APIRouter:
     r = APIRouter(prefix="/api/v1")
     reg, alerts = platform.registry, platform.alerts
@@ -72,7 +76,7 @@ def get_router(platform) -> APIRouter:
                     next_cursor=encode_cursor(rows[-1].id) if more else None)
 
     @r.get("/alerts/{alert_id}", response_model=AlertOut, tags=["alerts"])
-    def get_alert(alert_id: int, p: Viewer) -> AlertOut:
+    def get_alert(alert_id: AlertId, p: Viewer) -> AlertOut:
         with reg.session() as s:
             a = s.scalar(select(Alert).where(Alert.tenant == p.tenant, Alert.id == alert_id))
             if a is None:
@@ -80,7 +84,7 @@ def get_router(platform) -> APIRouter:
             return AlertOut(**alert_dict(a))
 
     @r.get("/alerts/{alert_id}/explain", tags=["alerts"])
-    def explain_alert(alert_id: int, p: Viewer) -> dict[str, Any]:
+    def explain_alert(alert_id: AlertId, p: Viewer) -> dict[str, Any]:
         """Recompute the alert's rule on the stored data: the evidence found beside the evidence stored."""
         with reg.session() as s:
             a = s.scalar(select(Alert).where(Alert.tenant == p.tenant, Alert.id == alert_id))
@@ -98,11 +102,11 @@ def get_router(platform) -> APIRouter:
             raise Problem(409, "Conflict", str(exc)) from None
 
     @r.post("/alerts/{alert_id}/ack", response_model=AlertOut, tags=["alerts"])
-    def ack(alert_id: int, p: Operator, body: NoteIn | None = None) -> AlertOut:
+    def ack(alert_id: AlertId, p: Operator, body: NoteIn | None = None) -> AlertOut:
         return _move(alert_id, "acknowledged", p, body.note if body else "")
 
     @r.post("/alerts/{alert_id}/resolve", response_model=AlertOut, tags=["alerts"])
-    def resolve(alert_id: int, p: Operator, body: NoteIn | None = None) -> AlertOut:
+    def resolve(alert_id: AlertId, p: Operator, body: NoteIn | None = None) -> AlertOut:
         return _move(alert_id, "resolved", p, body.note if body else "")
 
     @r.post("/webhooks", status_code=201, tags=["alerts"])
