@@ -13,7 +13,7 @@ import numpy as np
 
 from edge.buffer import Tick
 from edge.config import GatewayConfig
-from edge.detect import Ensemble, EventTracker, build_detectors
+from edge.detect import KINDS, Ensemble, EventTracker, build_detectors
 from edge.detect.base import constructor_params, load_npz, save_npz
 from edge.detect.events import AnomalyEvent
 from edge.detect.multivariate import Mspc, MspcBaseline, MspcGroup
@@ -93,10 +93,18 @@ class PointWatch:
         evt = {k[4:]: v for k, v in st.items() if k.startswith("evt.")}
         if np.asarray(ens["enabled"]).shape[-1] != len(self.points):
             raise ValueError("saved state has a different point layout")
-        saved = Ensemble([type(d)(len(self.points)) for d in self.ensemble.detectors])
-        saved.load_state(ens)  # refuses state saved by a different set of detector kinds
+        # Rebuilt from the kinds it was saved with, which may differ from this configuration's: a baseline pushed
+        # from the cloud (mspc) is not in gateway.yaml and arrives again, retained, only after start-up.
+        kinds = {**KINDS, MspcGroup.name: MspcGroup}
+        names = [str(n) for n in ens["names"]]
+        unknown = sorted(set(names) - set(kinds))
+        if unknown:
+            raise ValueError(f"saved state has detector kinds this agent does not know: {', '.join(unknown)}")
+        saved = Ensemble([kinds[n](len(self.points)) for n in names])
+        saved.load_state(ens)
         _carry_learned(saved, self.ensemble)  # learned state from disk, parameters from the configuration
-        self.events.load_state(evt)
+        if [str(n) for n in evt["names"]] == self.ensemble.names:  # else events in progress start over
+            self.events.load_state(evt)
 
 
 def _carry_learned(old: Ensemble, new: Ensemble) -> None:

@@ -174,3 +174,37 @@ def test_a_gateway_refuses_a_baseline_that_does_not_fit_its_asset_and_says_why(c
         parse_config({**cfg, "baselines": {ASSET: {**base, **change}}})
     with pytest.raises(ConfigError, match=r"baselines\.pump-002: not an asset of this gateway"):
         parse_config({**cfg, "baselines": {"pump-002": base}})
+
+
+def test_a_gateway_restarted_without_its_pushed_baseline_keeps_what_its_point_detectors_learned(tmp_path):
+    """gateway.yaml has no baseline (it came from the cloud and comes back, retained, after start-up): the saved
+    state, which has the mspc detector, still gives the per-point detectors back what they had learned."""
+    from edge.buffer import Tick
+    from edge.config import parse_config
+    from edge.watch import PointWatch
+
+    plain = {"tenant": "acme", "gateway": "gw-1", "assets": [{"id": ASSET, "type": "rotating-machine"}],
+             "sources": [{"type": "mqtt", "subscriptions": [{"topic": "m/+", "asset": "{1}", "point": "*",
+                                                             "payload": "json_map"}]}]}
+    base = {"id": "b1", "points": ["speed", "motor_current"], "mean": [1780.0, 20.0], "scale": [5.0, 2.0],
+            "loadings": [[0.7071, -0.7071], [0.7071, 0.7071]], "eigvals": [1.9, 0.1], "t2_limit": 13.8,
+            "spe_limit": 0.0}
+    pushed = parse_config({**plain, "baselines": {ASSET: base}})
+    points = pushed.points()
+    running = PointWatch(pushed, points)
+    cyc = _cycles(Machine(ASSET, MachineParams(defect="none"), seed=1), 1_767_225_600 * S, 300)
+    cols = [points.index((ASSET, p)) for p in SLOW_POINTS]
+    for i in range(300):
+        running.process(Tick(np.array(cols, np.int64), np.full(3, cyc["t_ns"][i], np.int64),
+                             np.array([cyc[p][i] for p in SLOW_POINTS]), np.zeros(3, np.int8)))
+    running.save(tmp_path / "detectors.npz")
+
+    restarted = PointWatch(parse_config(plain), points)
+    restarted.load(tmp_path / "detectors.npz")
+    assert running.ensemble.names == ["ewma_z", "cusum", "limits", "mspc"]
+    assert restarted.ensemble.names == ["ewma_z", "cusum", "limits"]  # mspc comes back with the retained baseline
+    learned = running.ensemble.detectors[0].state()
+    again = restarted.ensemble.detectors[0].state()
+    assert again["count"][cols].tolist() == [300, 300, 300]  # not a cold start
+    for k, v in again.items():
+        np.testing.assert_array_equal(v, learned[k])
