@@ -141,6 +141,34 @@ def test_alarms_found_after_an_outage_are_marked_late():
     assert prompt.alarms[0].evidence["detected_late"] is False
 
 
+def test_a_silent_unit_that_comes_back_warm_lost_its_power():
+    outage = Fault(kind="power_loss", start_ns=T0 + 10 * H, end_ns=T0 + 13 * H)  # sensors silent meanwhile
+    run = simulate(outage)
+    for offline, said in ((None, None), ([(outage.start_ns + 90 * S, outage.end_ns)], True)):
+        got = assess_trailer(run.points, WARM_30M, offline=offline)
+        assert [(a.rule, a.classification, a.fired_at_ns) for a in got.alarms] == [
+            ("coldchain:power-loss", "power_loss", outage.end_ns)]  # not a compressor failure, not an excursion
+        values = got.alarms[0].evidence["values"]
+        assert (values["silent_s"], values["gateway_offline"], values["compressor_running_after"]) == (
+            3 * 3600.0 + 60, said, True)
+        assert values["rise_c"] >= 3.0
+
+
+def test_a_hole_while_the_gateway_stayed_up_is_not_a_power_loss():
+    run = simulate(Fault(kind="power_loss", start_ns=T0 + 10 * H, end_ns=T0 + 13 * H))
+    assert assess_trailer(run.points, WARM_30M, offline=[(T0 + 20 * H, T0 + 21 * H)]).alarms == []
+
+
+def test_a_hole_in_the_data_is_not_a_stuck_sensor():
+    run = simulate(Fault(kind="sensor_dropout", point="return_air", start_ns=T0 + 10 * H, end_ns=T0 + 11 * H))
+    ra = run.points["return_air"]
+    values = ra.values.copy()
+    k = int(np.searchsorted(ra.t_ns, T0 + 11 * H))
+    values[k] = values[k - 1]  # the same reading either side of the hole
+    points = {**run.points, "return_air": Series(ra.t_ns, values, ra.quality)}
+    assert assess_trailer(points, WARM_30M, offline=[]).alarms == []
+
+
 def test_a_unit_that_reports_defrost_is_believed():
     run = simulate(setpoint_c=2.0)
     truth = run.truth["defrost"]

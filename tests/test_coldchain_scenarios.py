@@ -134,6 +134,7 @@ def fault(kind: str, start_h: float, minutes: float, **kw) -> Fault:
 
 DOOR = fault("door_open", 30, 40)  # left open at a delivery, 06:00 on day two
 COMPRESSOR = fault("compressor_failure", 32, 240)  # 08:00, the morning warming up
+REPAIRED = fault("compressor_failure", 32, 30)  # the same morning, but it restarts after half an hour
 POWER = fault("power_loss", 34, 180)  # shore power pulled at 10:00; the sensors go silent
 STUCK = fault("sensor_stuck", 30, 240, point="supply_air")
 OUTAGE = (T0 + 36 * H, T0 + 38 * H)  # the gateway's link is down 12:00-14:00 ...
@@ -142,7 +143,7 @@ IN_OUTAGE = fault("compressor_failure", 36.5, 85)  # ... and the compressor fail
 
 @pytest.fixture(scope="module")
 def faults(tmp_path_factory):
-    """Two days of six trailers, one fault each (the defrost trailer's is its defrosting), replayed."""
+    """Two days of seven trailers, one fault each (the defrost trailer's is its defrosting), replayed."""
     trailers = [
         Trailer("trailer-door", TrailerParams(), seed=11, faults=[DOOR]),
         Trailer("trailer-power", TrailerParams(), seed=13, faults=[POWER]),
@@ -155,7 +156,8 @@ def faults(tmp_path_factory):
     runs = simulate_fleet(trailers, T0, 2 * 86_400, 60)
     # The thermal twin needs a compressor run to span several samples, so this unit reports every 10 s
     # (tests/test_coldchain_thermal.py says why); the others every minute.
-    runs += simulate_fleet([Trailer("trailer-compressor", TrailerParams(), seed=12, faults=[COMPRESSOR])], T0,
+    runs += simulate_fleet([Trailer("trailer-compressor", TrailerParams(), seed=12, faults=[COMPRESSOR]),
+                            Trailer("trailer-repaired", TrailerParams(), seed=17, faults=[REPAIRED])], T0,
                            2 * 86_400, 10)
     gws = [Gateway(r) for r in runs]
     by = {g.run.asset_id: g for g in gws}
@@ -202,6 +204,17 @@ def test_compressor_failure_is_predicted_15_minutes_before_the_excursion(faults)
     assert not any(a["evidence"]["detected_late"] for a in mine.values())
 
 
+def test_a_prediction_that_no_longer_holds_is_resolved(faults):
+    runs, alerts, _ = faults
+    # It ran again before the failure rule's 15 min of confirmation: the prediction was the only word.
+    assert kinds(alerts, "trailer-repaired") == ["excursion_predicted"]
+    predicted = next(a for a in alerts if a["asset"] == "trailer-repaired" and a["rule"].endswith("predicted"))
+    assert REPAIRED.start_ns < predicted["opened_ns"] < REPAIRED.end_ns
+    assert (predicted["state"], predicted["note"]) == ("resolved", "the forecast no longer reaches the limit")
+    sa = runs["trailer-repaired"].points["supply_air"]
+    assert float(sa.values[(sa.t_ns >= REPAIRED.start_ns) & (sa.t_ns < REPAIRED.end_ns + H)].max()) < LIMIT_C
+
+
 def test_power_loss_is_told_from_a_compressor_failure(faults):
     _, alerts, _ = faults
     assert kinds(alerts, "trailer-power") == ["power_loss"]
@@ -246,7 +259,7 @@ def test_an_excursion_inside_a_two_hour_gateway_outage_is_found_and_marked_late(
 def test_nothing_else_was_raised(faults):
     _, alerts, platform = faults
     assert sorted({a["asset"] for a in alerts}) == ["trailer-compressor", "trailer-door", "trailer-outage",
-                                                   "trailer-power", "trailer-stuck"]
+                                                   "trailer-power", "trailer-repaired", "trailer-stuck"]
     assert platform.rules.counters["rules_forecast_failures"] == 0
 
 
@@ -255,14 +268,20 @@ def test_a_normal_week_raises_no_alarm(tmp_path):
         Trailer("trailer-a", TrailerParams(door_openings_per_day=4, door_open_mean_s=240), seed=42),
         Trailer("trailer-b", TrailerParams(ambient_mean_c=32.0, door_openings_per_day=6, door_open_mean_s=300),
                 seed=43),
-        Trailer("trailer-c", TrailerParams(ambient_mean_c=12.0, ambient_amplitude_c=8.0), seed=44),
+        # cold nights (the compressor off for hours) and samples lost on the way while the gateway is up
+        Trailer("trailer-c", TrailerParams(ambient_mean_c=12.0, ambient_amplitude_c=8.0, gaps_per_day=4,
+                                           gap_mean_s=1800), seed=44),
     ]
     runs = simulate_fleet(trailers, T0, 7 * 86_400, 60)
+    sa = runs[2].points["supply_air"]
+    assert int((np.diff(sa.t_ns) >= 15 * MIN).sum()) >= 10  # holes a power loss would also leave
     assert sum(e.kind == "defrost" for r in runs for e in r.events) == 3 * 27
     assert sum(e.kind == "door_open" for r in runs for e in r.events) > 40
     platform, alerts = replay(tmp_path, [Gateway(r) for r in runs], 7 * 86_400, tick_s=1800)
     try:
         assert alerts == []
-        assert platform.rules.counters["rules_assessments"] == 3 * 7 * 24 * 2
+        ticks = T0 + np.arange(1, 7 * 24 * 2 + 1) * 1800 * S  # a trailer is assessed after a tick it sent data in
+        sent = sum(int(np.unique(np.searchsorted(ticks, r.points["supply_air"].t_ns)).size) for r in runs)
+        assert platform.rules.counters["rules_assessments"] == sent < 3 * 7 * 24 * 2
     finally:
         close(platform)

@@ -387,7 +387,9 @@ def _sensor_stuck(pts: dict[str, tuple[np.ndarray, np.ndarray]], s: ReeferRuleSe
         tn, vn = pts[neighbour]
         if t.size < 2:
             continue
-        same = np.concatenate(([False], v[1:] == v[:-1]))
+        # a hole in the data is not a repeated value: a run of repeats breaks at any step over 5 spacings
+        step = np.diff(t)
+        same = np.concatenate(([False], (v[1:] == v[:-1]) & (step <= 5 * np.median(step))))
         for a, b in _runs(same):
             start, end = int(t[a - 1]), int(t[b - 1])
             if end - start < s.stuck_s * _NS:
@@ -411,7 +413,9 @@ def _power_loss(pts: dict[str, tuple[np.ndarray, np.ndarray]], s: ReeferRuleSett
 
     A gateway that only lost its link keeps every sample in its outbox and sends them late, so its data
     has no hole; a hole in every point means the sensors had no power, and a warmer box after it means
-    the refrigeration had none either. Raised when data returns — the first moment anyone can know.
+    the refrigeration had none either. When the gateway's status is known it must have gone offline too
+    (a gateway that stayed up through the hole lost samples, the unit did not lose power). Raised when
+    data returns — the first moment anyone can know.
     """
     air = next((p for p in ("return_air", "supply_air") if p in pts and pts[p][0].size >= 2), None)
     if air is None:
@@ -431,6 +435,8 @@ def _power_loss(pts: dict[str, tuple[np.ndarray, np.ndarray]], s: ReeferRuleSett
             continue  # the unit kept cooling through the hole: a communication gap, not a power loss
         gateway_offline = None if offline is None else any(
             a < after_ns and (b is None or b > before_ns) for a, b in offline)
+        if gateway_offline is False:
+            continue  # its gateway stayed up and saw nothing: samples lost on the way, not the unit's power
         values = {"point": air, "silent_from": iso(before_ns), "silent_until": iso(after_ns),
                   "silent_s": (after_ns - before_ns) / _NS, "before_c": before_c, "after_c": after_c,
                   "rise_c": round(after_c - before_c, 3), "gateway_offline": gateway_offline}
