@@ -153,3 +153,27 @@ def test_maintenance_alert_on_a_wearing_bearing_predicts_zone_d_within_20_percen
     assert lead_days >= 7.0
     assert err_week <= 0.2
     assert week_ahead[3] == "high" and history[-1][3] == "critical"  # escalated as zone D came closer
+
+
+def test_a_dense_history_is_trended_on_window_means_with_the_same_answer(cloud):
+    """A month at one reading a minute: the rule reads window means (at most MAX_TREND_POINTS), so the bootstrap
+    stays small, and still names zone D within 20 %."""
+    from cloud.rules.maintenance import MAX_TREND_POINTS, machine_alert
+    from cloud.store.base import Rows
+
+    rng = np.random.default_rng(5)
+    day_ns = DAY_S * S
+    t0 = (time.time_ns() // S - 80 * DAY_S) * S
+    t_ns = t0 + np.arange(45 * 24 * 60, dtype=np.int64) * 60 * S  # 45 days, one a minute
+    # 0.8 mm/s growing to exactly 4.5 (zone D) on day 60, with 8 % multiplicative scatter
+    v = 0.8 * (4.5 / 0.8) ** ((t_ns - t0) / (60 * day_ns)) * np.exp(rng.normal(0.0, 0.08, len(t_ns)))
+    rows = Rows()
+    rows.extend_series("acme", "pump-dense", "vib_velocity_rms", t_ns.tolist(), v.tolist(), [0] * len(t_ns))
+    cloud.store.write(rows)
+    alert = machine_alert(cloud.store, "acme", "pump-dense", SEVERITY)
+    assert alert is not None
+    ev = alert["evidence"]
+    assert ev["now_ns"] == int(t_ns[-1])
+    assert MAX_TREND_POINTS - 10 <= ev["points"]["n"] <= MAX_TREND_POINTS + 1  # means of ~22-minute windows
+    remaining = 15.0 - 1 / (24 * 60)
+    assert abs(ev["lead_days"] - remaining) <= 0.2 * remaining

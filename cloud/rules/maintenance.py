@@ -365,6 +365,9 @@ def maintenance_alert(asset: str, t_ns: np.ndarray, velocity_mm_s: np.ndarray, s
 # --- live ---------------------------------------------------------------------------------------------
 
 POINT = "vib_velocity_rms"
+MAX_TREND_POINTS = 2000
+"""A denser history is read as that many window means: the bootstrap holds n_boot x points values in memory
+(a month at one reading a minute would be 43,200 x 1000), and means lose nothing a month-long trend needs."""
 
 
 def machine_alert(store, tenant: str, asset: str, severity: SeverityClass | None = None, *,
@@ -378,8 +381,12 @@ def machine_alert(store, tenant: str, asset: str, severity: SeverityClass | None
     if latest is None:
         return None
     last_ns = int(latest[0])
-    ser = store.query_range(tenant, asset, POINT, last_ns - round(window_days * _NS_PER_DAY), last_ns + 1,
-                            limit=200_000)
+    start_ns = last_ns - round(window_days * _NS_PER_DAY)
+    ser = store.query_range(tenant, asset, POINT, start_ns, last_ns + 1, limit=MAX_TREND_POINTS + 1)
+    if len(ser.t_ns) > MAX_TREND_POINTS:
+        every = -(-(last_ns + 1 - start_ns) // MAX_TREND_POINTS)
+        ser = store.query_window(tenant, asset, POINT, start_ns, last_ns + 1, every, "mean")
+        ser.t_ns = [min(t + every // 2, last_ns) for t in ser.t_ns]  # a window's mean belongs to its middle
     ok = [(t, v) for t, v in zip(ser.t_ns, ser.values, strict=True) if v is not None and math.isfinite(v)]
     if len(ok) < 10:
         return None  # a trend of a handful of readings says nothing yet
