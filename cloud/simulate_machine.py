@@ -6,9 +6,13 @@ from __future__ import annotations
 import time
 from typing import Any
 
-import numpy as np
-
-from cloud.rules.maintenance import SeverityClass, fit_trend, health_index, probability_zone_d_before
+from cloud.rules.maintenance import (
+    SeverityClass,
+    fit_trend,
+    health_index,
+    probability_zone_d_before,
+    velocity_history,
+)
 from cloud.simulate import SimulationError
 
 NS = 1_000_000_000
@@ -20,9 +24,7 @@ def simulate_machine(platform, tenant: str, asset: str, *, postpone_days: float,
                      severity: SeverityClass | None = None) -> dict[str, Any]:
     now_ns = now_ns or time.time_ns()
     sev = severity or SeverityClass()
-    ser = platform.store.query_range(tenant, asset, POINT, now_ns - HISTORY_S * NS, now_ns + 1, limit=100_000)
-    t = np.array([ti for ti, v in zip(ser.t_ns, ser.values, strict=True) if v is not None], np.int64)
-    y = np.array([v for v in ser.values if v is not None], float)
+    t, y = velocity_history(platform.store, tenant, asset, now_ns - HISTORY_S * NS, now_ns + 1)  # bounded size
     if t.size < 10:
         raise SimulationError(f"{POINT}: {t.size} readings in the last 90 days; a trend needs at least 10")
     trend = fit_trend(t, y, offset="profile")

@@ -370,6 +370,18 @@ MAX_TREND_POINTS = 2000
 (a month at one reading a minute would be 43,200 x 1000), and means lose nothing a month-long trend needs."""
 
 
+def velocity_history(store, tenant: str, asset: str, start_ns: int, end_ns: int) -> tuple[np.ndarray, np.ndarray]:
+    """(t_ns, mm/s) of the finite readings in [start, end), or of ``MAX_TREND_POINTS`` window means if denser."""
+    ser = store.query_range(tenant, asset, POINT, start_ns, end_ns, limit=MAX_TREND_POINTS + 1)
+    if len(ser.t_ns) > MAX_TREND_POINTS:
+        every = -(-(end_ns - start_ns) // MAX_TREND_POINTS)
+        ser = store.query_window(tenant, asset, POINT, start_ns, end_ns, every, "mean")
+        last = max(end_ns - 1, start_ns)
+        ser.t_ns = [min(t + every // 2, last) for t in ser.t_ns]  # a window's mean belongs to its middle
+    ok = [(t, v) for t, v in zip(ser.t_ns, ser.values, strict=True) if v is not None and math.isfinite(v)]
+    return np.array([t for t, _ in ok], np.int64), np.array([v for _, v in ok], float)
+
+
 def machine_alert(store, tenant: str, asset: str, severity: SeverityClass | None = None, *,
                   window_days: float = 30.0, n_boot: int = 1000) -> dict[str, Any] | None:
     """The maintenance alert for one machine from its stored velocity history, or None.
@@ -381,16 +393,8 @@ def machine_alert(store, tenant: str, asset: str, severity: SeverityClass | None
     if latest is None:
         return None
     last_ns = int(latest[0])
-    start_ns = last_ns - round(window_days * _NS_PER_DAY)
-    ser = store.query_range(tenant, asset, POINT, start_ns, last_ns + 1, limit=MAX_TREND_POINTS + 1)
-    if len(ser.t_ns) > MAX_TREND_POINTS:
-        every = -(-(last_ns + 1 - start_ns) // MAX_TREND_POINTS)
-        ser = store.query_window(tenant, asset, POINT, start_ns, last_ns + 1, every, "mean")
-        ser.t_ns = [min(t + every // 2, last_ns) for t in ser.t_ns]  # a window's mean belongs to its middle
-    ok = [(t, v) for t, v in zip(ser.t_ns, ser.values, strict=True) if v is not None and math.isfinite(v)]
-    if len(ok) < 10:
+    t_ns, v = velocity_history(store, tenant, asset, last_ns - round(window_days * _NS_PER_DAY), last_ns + 1)
+    if len(v) < 10:
         return None  # a trend of a handful of readings says nothing yet
-    t_ns = np.array([t for t, _ in ok], np.int64)
-    v = np.array([x for _, x in ok], float)
     return maintenance_alert(asset, t_ns, v, severity or SeverityClass(), now_ns=last_ns, window_days=window_days,
                              n_boot=n_boot)
