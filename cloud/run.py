@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import atexit
 import json
 import logging
 import multiprocessing as mp
@@ -42,11 +43,26 @@ def _worker(settings_json: str) -> None:
     run_ingest(CloudSettings.model_validate_json(settings_json))
 
 
-def run_cloud(settings: CloudSettings, workers: int = 1) -> None:
-    """The API in this process with one in-process ingest worker, plus ``workers - 1`` more processes."""
+def api_app():
+    """The app of one of ``twin cloud run --api-workers N`` processes: the API and its broker link (live
+    updates, configuration pushes), no ingest; settings from the environment like the parent's."""
+    from twin.logs import setup_logging
+
+    setup_logging()
+    platform = Platform.open(CloudSettings(), with_link=True)
+    platform.start()
+    atexit.register(platform.close)
+    return create_app(platform)
+
+
+def run_cloud(settings: CloudSettings, workers: int = 1, api_workers: int = 1) -> None:
+    """The API in this process with one in-process ingest worker, plus ``workers - 1`` more processes.
+    ``api_workers`` > 1: the API is served by that many processes of its own (one process answers with one
+    core at a time: the interpreter lock); this one keeps its ingest worker and supervises them."""
     if settings.ingest_mode == "partitioned":
         settings = settings.model_copy(update={"ingest_partitions": max(1, workers), "ingest_partition": 0})
-    platform = Platform.open(settings, with_ingest=workers > 0, with_link=True)
+    # Migrations and the bootstrap key happen here, once, before any API worker starts.
+    platform = Platform.open(settings, with_ingest=workers > 0, with_link=api_workers <= 1)
     procs = []
     for i in range(max(0, workers - 1)):
         s = settings.model_copy(update={"ingest_client_id": f"{settings.ingest_client_id}-{i + 1}",
@@ -55,11 +71,13 @@ def run_cloud(settings: CloudSettings, workers: int = 1) -> None:
         pr.start()
         procs.append(pr)
     platform.start()
-    app = create_app(platform)
-    server = uvicorn.Server(uvicorn.Config(app, host=settings.api_host, port=settings.api_port,
-                                           log_level="warning", access_log=False))
     try:
-        server.run()
+        if api_workers > 1:
+            uvicorn.run("cloud.run:api_app", factory=True, workers=api_workers, host=settings.api_host,
+                        port=settings.api_port, log_level="warning", access_log=False)
+        else:
+            uvicorn.Server(uvicorn.Config(create_app(platform), host=settings.api_host, port=settings.api_port,
+                                          log_level="warning", access_log=False)).run()
     finally:
         platform.close()
         for pr in procs:

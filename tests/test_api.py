@@ -10,6 +10,7 @@ import http.server
 import json
 import threading
 import time
+from pathlib import Path
 
 import paho.mqtt.client as mqtt
 import pytest
@@ -23,7 +24,7 @@ from cloud.settings import CloudSettings
 from cloud.store import Rows
 from models import topics
 from models.wire import DesiredConfig, PointSeries, ReportedConfig, TelemetryBatch, decode, encode
-from tests.harness.processes import wait_until
+from tests.harness.processes import CloudProcess, wait_until
 
 S = 1_000_000_000
 
@@ -268,3 +269,38 @@ def test_live_websocket_streams_only_subscribed_assets_of_the_own_tenant(platfor
             tc.websocket_connect("/api/v1/live?api_key=nope") as ws:
         ws.receive_json()
     assert closed.value.code == 4401
+
+
+def _children(pid: int) -> list[int]:
+    return [int(c) for f in Path(f"/proc/{pid}/task").glob("*/children") for c in f.read_text().split()]
+
+
+def test_api_workers_answer_from_processes_of_their_own_what_the_parent_ingests(tmp_path, mosquitto, influxdb,
+                                                                                  influx_db):
+    """``twin cloud run --api-workers 2``: two API processes beside the parent, which keeps the ingest worker;
+    a batch the parent ingests is read back through them (their latest values come from the store)."""
+    cloud = CloudProcess(tmp_path, mosquitto.url, f"sqlite:///{tmp_path / 'r.sqlite'}", influxdb.url, influx_db,
+                         extra_env={"TWIN_API_WORKERS": "2"})
+    cloud.start()
+    try:
+        cloud.wait_ready()
+        spawned = [c for c in _children(cloud.proc.pid) if b"spawn_main" in Path(f"/proc/{c}/cmdline").read_bytes()]
+        assert len(spawned) == 2, spawned
+        t0 = time.time_ns()
+        batch = TelemetryBatch(tenant="acme", gateway="gw-1", seq=0, sent_ns=t0, series=[
+            PointSeries(asset="trailer-009", point="supply_air", t_ns=[t0 - 1000, t0], values=[3.5, 4.25],
+                        quality=[0, 0])])
+        c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+        host, port = mosquitto.url.removeprefix("mqtt://").split(":")
+        c.connect(host, int(port))
+        c.loop_start()
+        c.publish(topics.telemetry("acme", "gw-1"), encode(batch, compress=True), qos=1).wait_for_publish(10)
+        c.disconnect()
+        c.loop_stop()
+        with cloud.client() as api:
+            twin = wait_until(lambda: (r := api.get("/api/v1/twins/trailer-009")).status_code == 200
+                              and r.json()["reported"]["points"] and r.json(), what="the twin through an API worker")
+            assert twin["reported"]["points"] == {"supply_air": {"value": 4.25, "t_ns": t0}}
+            assert all(api.get("/api/v1/twins/trailer-009").status_code == 200 for _ in range(20))
+    finally:
+        cloud.stop()

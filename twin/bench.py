@@ -313,7 +313,9 @@ def api(json_out: Path | None = typer.Option(None, "--json"),
         duration: float = typer.Option(10.0, help="seconds per measurement"),
         rate: float = typer.Option(1.0, help="requests per second per client in the paced run"),
         baseline: str | None = typer.Option(None, help="a git revision to measure too, in the same run, before "
-                                                       "this checkout (before/after on one machine)")) -> None:
+                                                       "this checkout (before/after on one machine)"),
+        api_workers: int = typer.Option(1, help="API processes of this checkout (twin cloud run --api-workers)")
+        ) -> None:
     """API latency and throughput of one replica: a twin GET and a one-day aggregated telemetry query."""
     from twin.bench_cloud import api_rows, run_api_bench
 
@@ -321,7 +323,7 @@ def api(json_out: Path | None = typer.Option(None, "--json"),
     if baseline:
         with _checkout(baseline) as tree:
             before = run_api_bench(_harness(), clients=clients, duration_s=duration, rate_per_client=rate, root=tree)
-    f = run_api_bench(_harness(), clients=clients, duration_s=duration, rate_per_client=rate)
+    f = run_api_bench(_harness(), clients=clients, duration_s=duration, rate_per_client=rate, api_workers=api_workers)
     if before is not None:
         f["baseline"] = {"label": baseline, "twin": before["twin"], "query": before["query"],
                          "influxd_direct": before["influxd_direct"]}
@@ -359,5 +361,5 @@ def all_() -> None:
               ("edge", lambda: edge(None, 2000, 10.0, 30.0, 1)),
               ("fleet", lambda: fleet(None, 10_000, 1.0, 30.0, 1, 8)),
               ("ingest", lambda: ingest(None, 500, 2000, 1000, 1_000_000, 3, None)),
-              ("api", lambda: api(None, 50, 10.0, 1.0)), ("e2e", lambda: e2e(None, 20, 30.0))])
+              ("api", lambda: api(None, 50, 10.0, 1.0, None, 1)), ("e2e", lambda: e2e(None, 20, 30.0))])
     console.print(f"wrote {write_markdown()}")

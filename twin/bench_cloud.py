@@ -50,6 +50,19 @@ def _cpu_s(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / TICKS_PER_S  # utime + stime
 
 
+def _tree_cpu_s(pid: int) -> float:
+    """CPU seconds of a process and its live children (``--api-workers``: the API is in the children)."""
+    kids = set()
+    for children in Path(f"/proc/{pid}/task").glob("*/children"):  # each thread's children
+        with contextlib.suppress(OSError):
+            kids.update(int(c) for c in children.read_text().split())
+    total = _cpu_s(pid)
+    for k in kids:
+        with contextlib.suppress(OSError):
+            total += _tree_cpu_s(k)
+    return total
+
+
 _FRONT_MAIN = """
 import signal, sys
 sys.path.insert(0, sys.argv[1])
@@ -526,9 +539,9 @@ def _metric(api: httpx.Client, name: str) -> float:
 
 
 def run_api_bench(harness, *, clients: int = 50, duration_s: float = 10.0, rate_per_client: float = 1.0,
-                  root: Path | None = None) -> dict[str, Any]:
-    """One API replica (``twin cloud run``, one process) with a day of 1 Hz data for one point. ``root``: run
-    the replica from another checkout (a baseline measured in the same run)."""
+                  root: Path | None = None, api_workers: int = 1) -> dict[str, Any]:
+    """One API replica (``twin cloud run``, one process unless ``api_workers`` > 1) with a day of 1 Hz data
+    for one point. ``root``: run the replica from another checkout (a baseline measured in the same run)."""
     from tests.harness.servers import free_port
 
     asset, point = "trailer-0001", "supply_air"
@@ -540,6 +553,8 @@ def run_api_bench(harness, *, clients: int = 50, duration_s: float = 10.0, rate_
                "TWIN_BOOTSTRAP_API_KEY": API_KEY, "TWIN_BOOTSTRAP_TENANT": TENANT,
                # All clients share one key: its rate limit (200/s by default) would answer 429s, not the API.
                "TWIN_API_RATE_PER_S": "1000000", "TWIN_API_RATE_BURST": "1000000"}
+        if api_workers > 1:
+            env["TWIN_API_WORKERS"] = str(api_workers)
         log_path = work / "cloud.log"
         proc = _twin_process(["cloud", "run"], log_path, env, root)
         base = f"http://127.0.0.1:{port}"
@@ -547,7 +562,9 @@ def run_api_bench(harness, *, clients: int = 50, duration_s: float = 10.0, rate_
             deadline = time.monotonic() + 60
             while True:
                 with contextlib.suppress(httpx.HTTPError):
-                    if httpx.get(f"{base}/health", timeout=2).json().get("ingest") == "connected":
+                    # API worker processes have no ingest of their own (None): the parent's is up before them
+                    if httpx.get(f"{base}/health", timeout=2).json().get("ingest") in (
+                            "connected", None if api_workers > 1 else "connected"):
                         break
                 if proc.poll() is not None or time.monotonic() > deadline:
                     raise RuntimeError(f"twin cloud run did not come up:\n{log_path.read_text()[-3000:]}")
@@ -558,7 +575,16 @@ def run_api_bench(harness, *, clients: int = 50, duration_s: float = 10.0, rate_
             _publish_all(servers.broker, batches)
             api = httpx.Client(base_url=base, headers={"Authorization": f"Bearer {API_KEY}"}, timeout=30)
             deadline = time.monotonic() + 120
-            while _metric(api, "twin_ingest_batches_written") < len(batches):
+            count_path = (f"/api/v1/assets/{asset}/telemetry?point={point}&start={end_ns - DAY_S * S}&end={end_ns + 1}"
+                          f"&every={DAY_S + 1}s&agg=count")
+
+            def arrived() -> bool:
+                if api_workers <= 1:
+                    return _metric(api, "twin_ingest_batches_written") >= len(batches)
+                r = api.get(count_path)
+                return r.status_code == 200 and sum(v or 0 for v in r.json()["values"]) >= DAY_S
+
+            while not arrived():
                 if time.monotonic() > deadline:
                     raise RuntimeError(f"the day of data did not arrive:\n{log_path.read_text()[-3000:]}")
                 time.sleep(0.5)
@@ -577,13 +603,14 @@ def run_api_bench(harness, *, clients: int = 50, duration_s: float = 10.0, rate_
             direct = _wrk(f"{servers.influx.raw_url}/query?" + urlencode({"db": db, "q": influxql, "epoch": "ns"}),
                           clients, duration_s)
             out: dict[str, Any] = {"clients": clients, "duration_s": duration_s, "rate_per_client": rate_per_client,
+                                   "api_workers": api_workers,
                                    "twin_path": twin_path.replace(asset, "{asset}"), "query_windows": windows,
                                    "query_samples": DAY_S, "influxd_direct": direct}
             for name, path in (("twin", twin_path), ("query", query_path)):
-                cpu0, t0 = _cpu_s(proc.pid), time.perf_counter()
+                cpu0, t0 = _tree_cpu_s(proc.pid), time.perf_counter()
                 sat = _wrk(base + path, clients, duration_s) or asyncio.run(
                     _load(base + path, clients, duration_s, None))
-                sat["server_cpu_pct"] = 100 * (_cpu_s(proc.pid) - cpu0) / (time.perf_counter() - t0)
+                sat["server_cpu_pct"] = 100 * (_tree_cpu_s(proc.pid) - cpu0) / (time.perf_counter() - t0)
                 paced = _wrk(base + path, clients, duration_s, rate_per_client) or asyncio.run(
                     _load(base + path, clients, duration_s, rate_per_client))
                 out[name] = {"saturated": sat, "paced": paced}
@@ -629,7 +656,9 @@ def api_rows(f: dict[str, Any]) -> tuple[list[tuple[str, str, str]], str]:
                      f"p50 {d['p50_ms']:.1f} ms, p99 {d['p99_ms']:.1f} ms, {d['rps']:,.0f} req/s",
                      "reference: InfluxDB alone"))
     client = "wrk (-t2)" if f["twin"]["saturated"].get("client") == "wrk" else "Python asyncio + httpx"
-    notes = (f"One API replica: `twin cloud run` (one uvicorn process, registry on PostgreSQL, InfluxDB reads over "
+    procs = "one uvicorn process" if f.get("api_workers", 1) <= 1 else \
+        f"`--api-workers {f['api_workers']}`: {f['api_workers']} uvicorn processes"
+    notes = (f"One API replica: `twin cloud run` ({procs}, registry on PostgreSQL, InfluxDB reads over "
              "/query through the test front in its own process) with one day of 1 Hz samples of one point ingested "
              f"through the platform. Back to back: {n} keep-alive connections each sending its next request when "
              f"the last is answered ({client}), for {f['duration_s']:g} s: its req/s is the replica's throughput, "

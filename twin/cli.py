@@ -90,12 +90,15 @@ def _cloud_settings():
 
 
 @cloud_app.command("run")
-def cloud_run(workers: int = typer.Option(1, "--workers", "-w", help="ingest worker processes")) -> None:
+def cloud_run(workers: int = typer.Option(1, "--workers", "-w", help="ingest worker processes"),
+              api_workers: int = typer.Option(1, "--api-workers", envvar="TWIN_API_WORKERS",
+                                              help="API processes (more than one: the API in processes of its own)"),
+              ) -> None:
     """API and ingest (settings from TWIN_* environment variables)."""
     setup_logging()
     from cloud.run import run_cloud
 
-    run_cloud(_cloud_settings(), workers=workers)
+    run_cloud(_cloud_settings(), workers=workers, api_workers=api_workers)
 
 
 @cloud_app.command("ingest")
