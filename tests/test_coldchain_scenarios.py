@@ -8,23 +8,32 @@ Each trailer has its own gateway. A gateway uploads every ``TICK_S`` (the edge's
 its link is down it keeps samples and sends them when the link returns (the outbox), announcing itself
 offline (last will) and online (birth) as the real one does. A power loss silences the unit's sensors
 (the simulator's ``power_loss``) and takes the gateway down with it.
+
+The fleets run in-process (``Ingest.process`` on an embedded store) to keep two days and a week of
+ticks quick; the last test sends a power loss and a late excursion over the real wire: Mosquitto, a
+started ingest worker, InfluxDB.
 """
 
 from __future__ import annotations
 
+import threading
+import uuid
 from dataclasses import dataclass, field
 
 import numpy as np
+import paho.mqtt.client as mqtt
 import pytest
 from sqlalchemy import select
 
-from cloud.ingest import _Msg
+from cloud.ingest import Ingest, _Msg
 from cloud.platform import Platform
 from cloud.registry import Alert
+from cloud.rules.runner import RuleRunner
 from cloud.settings import CloudSettings
 from models import topics
 from models.wire import GatewayStatus, PointSeries, TelemetryBatch, encode
 from simulators.trailer import Fault, Trailer, TrailerParams, TrailerRun, simulate_fleet
+from tests.harness.processes import wait_until
 
 S = 10**9
 MIN = 60 * S
@@ -109,12 +118,15 @@ def replay(tmp_path, gateways: list[Gateway], duration_s: float, tick_s: int = T
             platform.ingest.process(msgs)
         platform.rules.assess_now(now_ns=t)
         prev = t
+    assert platform.ingest.counters["dead_letters"] == 0
+    return platform, alert_rows(platform)
+
+
+def alert_rows(platform: Platform) -> list[dict]:
     with platform.registry.session() as s:
         rows = s.scalars(select(Alert).where(Alert.tenant == TENANT).order_by(Alert.opened_ns)).all()
-        alerts = [{"asset": a.asset, "rule": a.rule, "state": a.state, "opened_ns": a.opened_ns,
-                   "evidence": a.evidence, "note": a.note, "title": a.title} for a in rows]
-    assert platform.ingest.counters["dead_letters"] == 0
-    return platform, alerts
+        return [{"asset": a.asset, "rule": a.rule, "state": a.state, "opened_ns": a.opened_ns,
+                 "evidence": a.evidence, "note": a.note, "title": a.title} for a in rows]
 
 
 def close(platform: Platform) -> None:
@@ -285,3 +297,63 @@ def test_a_normal_week_raises_no_alarm(tmp_path):
         assert platform.rules.counters["rules_assessments"] == sent < 3 * 7 * 24 * 2
     finally:
         close(platform)
+
+
+def test_through_mosquitto_and_influxdb_power_loss_and_a_late_excursion(tmp_path, mosquitto, influxdb, influx_db):
+    """The same replay over the real wire: the gateways publish to Mosquitto, a started ingest worker
+    subscribes, writes InfluxDB and feeds the rule runner, which reads its samples back from InfluxDB."""
+    power = fault("power_loss", 7, 120)
+    failure = fault("compressor_failure", 9.5, 80)  # inside the link outage 09:00-11:00
+    runs = simulate_fleet([Trailer("trailer-power", TrailerParams(), seed=21, faults=[power]),
+                           Trailer("trailer-outage", TrailerParams(), seed=22, faults=[failure])], T0, 14 * 3600, 60)
+    gws = [Gateway(r) for r in runs]
+    gws[0].down.append((power.start_ns, power.end_ns))
+    gws[1].down.append((T0 + 9 * H, T0 + 11 * H))
+    (tmp_path / "chilled-2-8.yaml").write_text(PROFILE)
+    settings = CloudSettings(database_url=f"sqlite:///{tmp_path / 'registry.sqlite'}", store="influx",
+                             influx_url=influxdb.url, influx_bucket=f"{influx_db}/autogen", influx_database=influx_db,
+                             mqtt_url=mosquitto.url, ingest_client_id=f"ingest-{uuid.uuid4().hex[:8]}",
+                             coldchain_profile=str(tmp_path / "chilled-2-8.yaml"))
+    platform = Platform.open(settings)
+    rules = RuleRunner(platform, profile=settings.coldchain_profile)
+    rules.window_s = WINDOW_S
+    seen = {"batches": 0, "statuses": 0}
+    lock = threading.Lock()
+
+    def counted(hook, key):
+        def call(items):
+            hook(items)
+            with lock:
+                seen[key] += len(items)
+        return call
+
+    ingest = Ingest(settings, platform.store, platform.registry, on_written=counted(rules.on_written, "batches"),
+                    on_events=rules.on_events, on_status=counted(rules.on_status, "statuses"))
+    ingest.start()
+    pub = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"gateways-{uuid.uuid4().hex[:8]}")
+    pub.connect(mosquitto.host, mosquitto.port)
+    pub.loop_start()
+    try:
+        wait_until(ingest.connected.is_set, what="ingest connected")
+        sent = {"batches": 0, "statuses": 0}
+        prev = T0 - 1
+        for t in range(T0 + TICK_S * S, T0 + 14 * H, TICK_S * S):
+            for m in (m for gw in gws for m in gw.upload(prev, t)):
+                pub.publish(m.topic, m.payload, qos=1).wait_for_publish(10)
+                sent["statuses" if "/status" in m.topic else "batches"] += 1
+            wait_until(lambda: seen == sent, timeout=30, interval=0.01, what=f"ingest to deliver {sent}")
+            rules.assess_now(now_ns=t)
+            prev = t
+    finally:
+        ingest.stop()
+        pub.loop_stop()
+        pub.disconnect()
+    alerts = alert_rows(platform)
+    close(platform)
+    assert ingest.counters["dead_letters"] == 0
+    assert kinds(alerts, "trailer-power") == ["power_loss"]
+    (lost,) = [a for a in alerts if a["asset"] == "trailer-power"]
+    assert lost["opened_ns"] == power.end_ns and lost["evidence"]["values"]["gateway_offline"] is True
+    assert kinds(alerts, "trailer-outage") == ["compressor_failure", "excursion"]
+    for a in (a for a in alerts if a["asset"] == "trailer-outage"):
+        assert T0 + 9 * H < a["opened_ns"] < T0 + 11 * H and a["evidence"]["detected_late"] is True
