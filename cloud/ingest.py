@@ -24,6 +24,7 @@ down — never this process's memory.
 from __future__ import annotations
 
 import logging
+import math
 import queue
 import threading
 import time
@@ -48,6 +49,7 @@ from cloud.store.base import StoreRejected
 from models import topics
 from models.wire import (
     MAX_PAYLOAD_BYTES,
+    AlarmEvent,
     AnomalyEvent,
     GatewayStatus,
     TelemetryBatch,
@@ -74,6 +76,22 @@ def _printable(text: str) -> str:
     if "\x00" in text:
         text = text.replace("\x00", "\\x00")
     return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def _unstorable(ev: AnomalyEvent | AlarmEvent) -> str | None:
+    """Make an edge event storable as it is: a registry column or JSON document has no NaN or infinity, so such
+    a peak value or piece of evidence becomes null (the number was not usable anyway); an anomaly's score is
+    required, and one that is not a finite number cannot be stored (SQLite keeps NaN as NULL) nor served as JSON."""
+    if isinstance(ev, AnomalyEvent):
+        if not math.isfinite(ev.peak_score):
+            return f"anomaly: peak_score must be a finite number (got {ev.peak_score})"
+        if ev.peak_value is not None and not math.isfinite(ev.peak_value):
+            ev.peak_value = None
+    else:
+        for k, v in ev.evidence.items():
+            if isinstance(v, float) and not math.isfinite(v):
+                ev.evidence[k] = None  # type: ignore[assignment]
+    return None
 
 
 class _Stopping(Exception):
@@ -416,6 +434,10 @@ class Ingest:
             self.counters["statuses"] += 1
             group.statuses.append(msg)
         else:
+            refused = _unstorable(msg)  # type: ignore[arg-type]
+            if refused:
+                self._dead(group, m, f"events: {refused}", parts.tenant)
+                return
             group.events.append(msg)
 
     def _dedupe(self, group: _Group) -> None:

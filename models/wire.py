@@ -36,8 +36,6 @@ T_NS_MIN, T_NS_MAX = -(2**63) + 2, 2**63 - 2
 """ns since the epoch: what an int64 (and InfluxDB, which keeps the two extremes for itself) can hold."""
 TimeNs = Annotated[int, Field(ge=T_NS_MIN, le=T_NS_MAX)]
 Seq = Annotated[int, Field(ge=0, lt=2**63)]
-Finite = Annotated[float, Field(allow_inf_nan=False)]
-"""A number kept in a registry column or JSON document, where NaN and infinities have no spelling."""
 
 
 class Quality(IntEnum):
@@ -132,8 +130,8 @@ class AnomalyEvent(_Msg):
     point: Name
     start_ns: TimeNs
     end_ns: TimeNs | None = None
-    peak_score: Finite
-    peak_value: Finite | None = None
+    peak_score: float
+    peak_value: float | None = None
     detectors: list[str]
     seq: Seq = 0
 
@@ -144,13 +142,13 @@ class AlarmEvent(_Msg):
     kind: Literal["alarm"] = "alarm"
     tenant: Id
     gateway: Id
-    event_id: Name
+    event_id: str = Field(min_length=1, max_length=200, pattern=_NAME)
     asset: Name
     rule: Name
     severity: Literal["low", "medium", "high", "critical"] = "high"
     start_ns: TimeNs
     end_ns: TimeNs | None = None
-    evidence: dict[str, Finite | str | int] = Field(default_factory=dict)
+    evidence: dict[str, float | str | int] = Field(default_factory=dict)
     seq: Seq = 0
 
 

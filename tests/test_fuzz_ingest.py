@@ -36,7 +36,7 @@ from hypothesis import strategies as st
 from sqlalchemy import func, select
 
 from cloud.ingest import Ingest, _Msg
-from cloud.registry import DeadLetter, Registry
+from cloud.registry import AlarmRecord, AnomalyRecord, DeadLetter, Registry
 from cloud.settings import CloudSettings
 from cloud.store.influx import InfluxStore
 from tests.harness.processes import CloudProcess, wait_until
@@ -280,16 +280,21 @@ def event_case(rnd: random.Random, tenant: str) -> Case:
         ev = {"v": "v1", "kind": "anomaly", "tenant": tenant, "gateway": gw, "event_id": eid, "asset": _name(rnd),
               "point": _name(rnd), "start_ns": T0, "end_ns": None, "peak_score": 4.5, "peak_value": 9.0,
               "detectors": ["ewma"]}
-        breaks = [("peak_score", math.nan), ("peak_score", math.inf), ("peak_value", -math.inf),
-                  ("event_id", "e" * 201), ("asset", "a" * 129), ("asset", "a\x00"), ("start_ns", 2**63),
-                  ("detectors", "ewma"), ("seq", -1), ("gateway", "gw-other")]
+        oddities = [("peak_value", -math.inf), ("peak_value", math.nan)]  # stored, as null
+        breaks = [("peak_score", math.nan), ("peak_score", math.inf), ("event_id", "e" * 129), ("asset", "a" * 129),
+                  ("asset", "a\x00"), ("start_ns", 2**63), ("detectors", "ewma"), ("seq", -1), ("gateway", "gw-other")]
     else:
         ev = {"v": "v1", "kind": "alarm", "tenant": tenant, "gateway": gw, "event_id": eid, "asset": _name(rnd),
               "rule": "too-warm", "severity": "high", "start_ns": T0, "evidence": {"value": 9.5, "unit": "degC"}}
-        breaks = [("evidence", {"value": math.nan}), ("evidence", {"value": [1]}), ("event_id", "e" * 201),
+        oddities = [("evidence", {"value": math.nan}), ("evidence", {"value": -math.inf})]  # stored, as null
+        breaks = [("evidence", {"value": [1]}), ("event_id", "e" * 201),
                   ("rule", "r" * 129), ("severity", "apocalyptic"), ("start_ns", -(2**63) - 1), ("event_id", "")]
-    if rnd.random() < 0.5:
-        return Case(_topic(tenant, gw, "events"), _encode(rnd, ev), "event", why="event")
+    r = rnd.random()
+    if r < 0.4:
+        return Case(_topic(tenant, gw, "events"), _encode(rnd, ev), "event", ev, why="event")
+    if r < 0.5:
+        k, v = rnd.choice(oddities)
+        return Case(_topic(tenant, gw, "events"), _encode(rnd, {**ev, k: v}), "event", ev, why=f"event {k}={v!r}")
     k, v = rnd.choice(breaks)
     return Case(_topic(tenant, gw, "events"), _encode(rnd, {**ev, k: v}), "dead", why=f"event {k}={v!r}"[:80])
 
@@ -472,6 +477,10 @@ def test_hostile_messages_are_stored_exactly_or_dead_lettered(bulk, pg_registry,
     assert d["batches_written"] + d["duplicates"] + mutated_dead == (
         exp.counts["stored"] + exp.counts["duplicate"] + exp.counts["unknown"])
     assert_same_data(stored(influxdb, fuzz_db, tenant), exp.series)
+    with pg_registry.session() as s:
+        events = sum(s.scalar(select(func.count()).select_from(t).where(t.tenant == tenant))
+                     for t in (AnomalyRecord, AlarmRecord))
+    assert events == len({(c.batch["kind"], c.batch["event_id"]) for c in cases if c.expect == "event" and c.batch})
     totals["messages"] += len(cases)
     for k in exp.counts:
         totals[k] += exp.counts[k]
