@@ -60,6 +60,7 @@ class RuleRunner:
         self._gateways: dict[tuple[str, str], str | None] = {}
         self._offline: dict[tuple[str, str], list[list[int | None]]] = {}
         self._late: dict[tuple[str, str, str, int], bool] = {}
+        self._predicted: set[tuple[str, str]] | None = None  # open predictive alerts (loaded once)
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self.counters = {"rules_alerts_raised": 0, "rules_assessments": 0, "rules_forecasts": 0,
@@ -168,10 +169,17 @@ class RuleRunner:
                 log.warning("rules: no forecast for %s/%s: %s", tenant, asset, exc)
             else:
                 alarm = predict_excursion(samples, model, stop, self.limit_c, self.settings)
-        if alarm is None:
+        if self._predicted is None:  # one query per worker, not one per trailer and assessment
+            with self.platform.registry.session() as s:
+                self._predicted = {(t, a) for t, a in s.execute(select(Alert.tenant, Alert.asset).where(
+                    Alert.rule == PREDICTED_RULE, Alert.state != "resolved"))}
+        if alarm is not None:
+            self._predicted.add((tenant, asset))
+        elif (tenant, asset) in self._predicted:
             why = "the real excursion began" if self._product_at_limit(samples) else \
                 "the forecast no longer reaches the limit"
             self._resolve(tenant, asset, PREDICTED_RULE, why)
+            self._predicted.discard((tenant, asset))
         return alarm
 
     def _product_at_limit(self, samples: dict) -> bool:
