@@ -52,6 +52,7 @@ from models.wire import (
     AlarmEvent,
     AnomalyEvent,
     GatewayStatus,
+    PayloadTooLarge,
     TelemetryBatch,
     WireError,
     decode,
@@ -410,6 +411,10 @@ class Ingest:
                 msg = decode_event(m.payload, limit)
             else:
                 msg = decode(m.payload, GatewayStatus, limit)
+        except PayloadTooLarge as exc:
+            self.counters["over_limit"] += 1
+            self._dead(group, m, f"{parts.kind}: {exc} (TWIN_INGEST_MAX_PAYLOAD_BYTES)", parts.tenant)
+            return
         except WireError as exc:
             self._dead(group, m, f"{parts.kind}: {exc}", parts.tenant)
             return

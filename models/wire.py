@@ -50,6 +50,10 @@ class WireError(ValueError):
     """A payload that is not a valid v1 message; the text says what was wrong."""
 
 
+class PayloadTooLarge(WireError):
+    """A payload beyond the size bound, raw or once decompressed; refused before it is parsed."""
+
+
 class _Msg(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=False)
     v: Literal["v1"] = "v1"
@@ -162,7 +166,7 @@ class GatewayStatus(_Msg):
     t_ns: TimeNs = 0
     config_version: int = Field(default=0, ge=0, lt=2**31)
     counters: dict[str, Annotated[int, Field(ge=-(2**63), lt=2**63)]] = Field(default_factory=dict)
-    assets: dict[Name, Annotated[str, Field(max_length=64)]] = Field(
+    assets: dict[Name, Id] = Field(
         default_factory=dict, description="asset id -> asset type, as configured")
 
 
@@ -208,7 +212,7 @@ def inflate(payload: bytes, max_bytes: int = MAX_PAYLOAD_BYTES) -> bytes:
         except zlib.error as exc:
             raise WireError(f"corrupt zlib payload: {exc}") from None
         if len(raw) > max_bytes or d.unconsumed_tail:
-            raise WireError(f"payload larger than {max_bytes} bytes after decompression")
+            raise PayloadTooLarge(f"payload larger than {max_bytes} bytes after decompression")
         if not d.eof:
             raise WireError("truncated zlib payload (the stream or its checksum is missing)")
         if d.unused_data:
@@ -216,7 +220,7 @@ def inflate(payload: bytes, max_bytes: int = MAX_PAYLOAD_BYTES) -> bytes:
         return raw
     if first in b"{[":
         if len(payload) > max_bytes:
-            raise WireError(f"payload larger than {max_bytes} bytes")
+            raise PayloadTooLarge(f"payload larger than {max_bytes} bytes")
         return payload
     raise WireError(f"payload is neither JSON nor zlib (first byte 0x{first:02x})")
 

@@ -308,7 +308,8 @@ def status_case(rnd: random.Random, tenant: str) -> Case:
         return Case(_topic(tenant, gw, "status"), _encode(rnd, status), "status", why="status")
     k, v = rnd.choice([("config_version", 2**40), ("config_version", -1), ("state", "weird"),
                        ("counters", {"sent": 1.5}), ("t_ns", 2**64), ("assets", {"a\x00": "x"}),
-                       ("assets", {"a" * 129: "x"}), ("counters", {"x": 2**63})])
+                       ("assets", {"a" * 129: "x"}), ("assets", {"a": "type\x00"}), ("assets", {"a": "t" * 65}),
+                       ("counters", {"x": 2**63})])
     return Case(_topic(tenant, gw, "status"), _encode(rnd, {**status, k: v}), "dead", why=f"status {k}={v!r}"[:80])
 
 
@@ -484,6 +485,31 @@ def test_hostile_messages_are_stored_exactly_or_dead_lettered(bulk, pg_registry,
     totals["messages"] += len(cases)
     for k in exp.counts:
         totals[k] += exp.counts[k]
+
+
+def test_each_limit_is_a_setting_and_its_dead_letter_names_it(pg_registry, influxdb, fuzz_db):
+    store = InfluxStore(influxdb.url, "", "-", f"{fuzz_db}/autogen", fuzz_db)
+    ing = Ingest(CloudSettings(mqtt_url="mqtt://127.0.0.1:1", ingest_max_payload_bytes=1_000,
+                               ingest_max_batch_samples=10, ingest_max_topic_bytes=40), store, pg_registry)
+    first_dead = _max_dead_id(pg_registry)
+    ok = {"v": "v1", "kind": "telemetry", "tenant": "lim", "gateway": "gw", "seq": 0, "series": [
+        {"asset": "a", "point": "p", "t_ns": [T0 + i for i in range(10)], "values": [1.0] * 10, "quality": [0] * 10}]}
+    eleven = {**ok, "seq": 1, "series": [{**ok["series"][0], "t_ns": [T0 + i for i in range(11)],
+                                          "values": [1.0] * 11, "quality": [0] * 11}]}
+    padded = _json(ok)[:-1] + b" " * 1_000 + b"}"
+    ing.process([_Msg(1, 0, "twin/v1/lim/gw/telemetry", _json(ok)),
+                 _Msg(2, 0, "twin/v1/lim/gw/telemetry", _json(eleven)),
+                 _Msg(3, 0, "twin/v1/lim/gw/telemetry", padded),
+                 _Msg(4, 0, "twin/v1/lim/gw/telemetry", zlib.compress(padded)),  # small on the wire, not inside
+                 _Msg(5, 0, "twin/v1/lim/" + "g" * 30 + "/telemetry", _json(ok))])
+    store.close()
+    with pg_registry.session() as s:
+        reasons = list(s.scalars(select(DeadLetter.reason).where(DeadLetter.id > first_dead).order_by(DeadLetter.id)))
+    assert reasons == ["telemetry: 11 samples in one batch, more than TWIN_INGEST_MAX_BATCH_SAMPLES=10",
+                       f"telemetry: payload of {len(padded)} bytes is larger than TWIN_INGEST_MAX_PAYLOAD_BYTES=1000",
+                       "telemetry: payload larger than 1000 bytes after decompression (TWIN_INGEST_MAX_PAYLOAD_BYTES)",
+                       "topic longer than TWIN_INGEST_MAX_TOPIC_BYTES=40 bytes"]
+    assert (ing.counters["over_limit"], ing.counters["batches_written"], ing.counters["dead_letters"]) == (4, 1, 4)
 
 
 # -- through the real broker into a running cloud ----------------------------------------------------------
