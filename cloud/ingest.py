@@ -38,7 +38,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from pydantic import ValidationError
 from sqlalchemy import select, tuple_, update
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import DataError, DBAPIError, IntegrityError
 
 from cloud import mqttconn
 from cloud.pii import Pseudonymiser, load_key
@@ -77,6 +77,10 @@ def _printable(text: str) -> str:
     if "\x00" in text:
         text = text.replace("\x00", "\\x00")
     return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def _first_line(exc: BaseException) -> str:
+    return str(getattr(exc, "orig", None) or exc).splitlines()[0][:500]
 
 
 def _unstorable(ev: AnomalyEvent | AlarmEvent) -> str | None:
@@ -314,10 +318,10 @@ class Ingest:
         try:
             if retry:
                 self._retrying(lambda: self._write_store(group), "store")
-                self._retrying(lambda: self._write_registry(group), "registry")
+                self._retrying(lambda: self._write_registry_isolating(group), "registry")
             else:
                 self._write_store(group)
-                self._write_registry(group)
+                self._write_registry_isolating(group)
         finally:
             with self._pending_lock:
                 self._pending.difference_update(group.keys)
@@ -576,6 +580,41 @@ class Ingest:
                                   .values(type=typ))
         self._known_tenants |= tenants
         self._known_assets |= new_assets.keys()
+
+    def _write_registry_isolating(self, group: _Group) -> None:
+        """Write the group's registry part; if the registry refuses it for its content (a value its columns
+        cannot hold), write it message by message and dead-letter what is refused. Retrying the same content
+        would never succeed and would hold up every message behind it."""
+        try:
+            self._write_registry(group)
+            return
+        except (DataError, IntegrityError) as exc:
+            log.warning("registry refused a group (%s); writing it message by message", _first_line(exc))
+        parts: list[tuple[_Group, str, bytes, str]] = []
+        for m, b in group.batches:
+            parts.append((_Group(batches=[(m, b)], keys={(b.tenant, b.gateway, b.seq)}), m.topic, m.payload, b.tenant))
+        for ev in group.events:
+            parts.append((_Group(events=[ev]), topics.events(ev.tenant, ev.gateway),  # type: ignore[attr-defined]
+                          ev.model_dump_json().encode(), ev.tenant))  # type: ignore[attr-defined]
+        for st in group.statuses:
+            parts.append((_Group(statuses=[st]), topics.status(st.tenant, st.gateway), st.model_dump_json().encode(),
+                          st.tenant))
+        if group.dead:
+            parts.append((_Group(dead=group.dead), "", b"", ""))
+        for sub, topic, payload, tenant in parts:
+            try:
+                self._write_registry(sub)
+            except (DataError, IntegrityError) as exc:
+                if not topic:
+                    raise
+                self.counters["registry_refused"] = self.counters.get("registry_refused", 0) + 1
+                refused = _Group()
+                self._dead(refused, _Msg(0, 0, topic, payload), f"registry refused it: {_first_line(exc)}", tenant)
+                self._write_registry(refused)
+                for kept in (group.events, group.statuses):  # rules must not act on what was not stored
+                    for item in sub.events + sub.statuses:  # type: ignore[operator]
+                        if item in kept:
+                            kept.remove(item)
 
     def _track_sequences(self, s, group: _Group, now: int) -> None:
         """Gaps in a gateway's sequence numbers are counted and logged; late fills close them."""

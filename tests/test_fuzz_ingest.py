@@ -33,7 +33,7 @@ import paho.mqtt.client as mqtt
 import pytest
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 
 from cloud.ingest import Ingest, _Msg
 from cloud.registry import AlarmRecord, AnomalyRecord, DeadLetter, Registry
@@ -510,6 +510,40 @@ def test_each_limit_is_a_setting_and_its_dead_letter_names_it(pg_registry, influ
                        "telemetry: payload larger than 1000 bytes after decompression (TWIN_INGEST_MAX_PAYLOAD_BYTES)",
                        "topic longer than TWIN_INGEST_MAX_TOPIC_BYTES=40 bytes"]
     assert (ing.counters["over_limit"], ing.counters["batches_written"], ing.counters["dead_letters"]) == (4, 1, 4)
+
+
+def test_what_the_registry_refuses_is_dead_lettered_and_the_rest_of_the_group_written(postgres, influxdb, fuzz_db):
+    # A registry behind the wire (here a column narrowed by hand) refuses one event for good: retrying it
+    # would hold up every message behind it, so it is dead-lettered and the rest of its group written.
+    name = f"narrow_{int(time.time() * 1000)}"
+    postgres.create_database(name)
+    reg = Registry(postgres.url_for(name))
+    try:
+        reg.create_schema()
+        with reg.engine.begin() as c:
+            c.execute(text("ALTER TABLE anomalies ALTER COLUMN asset TYPE varchar(8)"))
+        store = InfluxStore(influxdb.url, "", "-", f"{fuzz_db}/autogen", fuzz_db)
+        ing = Ingest(CloudSettings(mqtt_url="mqtt://127.0.0.1:1"), store, reg)
+        batch = {"v": "v1", "kind": "telemetry", "tenant": "narrow", "gateway": "gw", "seq": 0, "series": [
+            {"asset": "t1", "point": "p", "t_ns": [T0], "values": [1.5], "quality": [0]}]}
+        ev = {"v": "v1", "kind": "anomaly", "tenant": "narrow", "gateway": "gw", "event_id": "e1", "asset": "t1",
+              "point": "p", "start_ns": T0, "peak_score": 5.0, "detectors": ["ewma"]}
+        long = {**ev, "event_id": "e2", "asset": "a-longer-asset"}
+        ing.process([_Msg(1, 0, "twin/v1/narrow/gw/telemetry", _json(batch)),
+                     _Msg(2, 0, "twin/v1/narrow/gw/events", _json(long)),
+                     _Msg(3, 0, "twin/v1/narrow/gw/events", _json(ev))])
+        store.close()
+        with reg.session() as s:
+            assert list(s.scalars(select(AnomalyRecord.event_id))) == ["e1"]
+            dead = s.scalars(select(DeadLetter)).one()
+        assert dead.reason.startswith("registry refused it: value too long") and b'"e2"' in dead.payload
+        assert dead.topic == "twin/v1/narrow/gw/events"
+        assert (ing.counters["registry_refused"], ing.counters["dead_letters"], ing.counters["batches_written"]) \
+            == (1, 1, 1)
+        assert stored(influxdb, fuzz_db, "narrow") == {("t1", "p"): {T0: (1.5, 0)}}
+    finally:
+        reg.engine.dispose()
+        postgres.drop_database(name)
 
 
 # -- through the real broker into a running cloud ----------------------------------------------------------
