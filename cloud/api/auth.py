@@ -6,8 +6,10 @@ from dataclasses import dataclass
 from typing import Annotated
 
 from fastapi import Depends, Header, Request
+from starlette.concurrency import run_in_threadpool
 
 from cloud.api.problems import Problem
+from cloud.api.security import MISS
 from cloud.pii import may_read
 from cloud.registry import ROLES
 
@@ -33,8 +35,9 @@ class Principal:
         return may_read(self.role)
 
 
-def principal(request: Request, authorization: str | None = Header(default=None),
-              x_api_key: str | None = Header(default=None)) -> Principal:
+async def principal(request: Request, authorization: str | None = Header(default=None),
+                    x_api_key: str | None = Header(default=None)) -> Principal:
+    """Async, so a cached key costs no trip through the thread pool; a lookup in the registry goes there."""
     key = x_api_key
     if authorization:
         scheme, _, value = authorization.partition(" ")
@@ -44,14 +47,16 @@ def principal(request: Request, authorization: str | None = Header(default=None)
     if not key:
         raise Problem(401, "Unauthorized", "an API key is required (Authorization: Bearer <key> or X-API-Key)")
     state = request.app.state
-    found = state.key_cache.get(key, state.platform.registry.lookup_key)
+    found = state.key_cache.cached(key)
+    if found is MISS:
+        found = await run_in_threadpool(state.key_cache.get, key, state.platform.registry.lookup_key)
     if found is None:
         raise Problem(401, "Unauthorized", "unknown or revoked API key")
     return Principal(found.id, found.tenant, found.role, found.name)
 
 
 def require(role: str):
-    def dep(p: Principal = Depends(principal)) -> Principal:
+    async def dep(p: Principal = Depends(principal)) -> Principal:
         if not p.can(role):
             raise Problem(403, "Forbidden", f"this needs the {role} role; the key has {p.role}")
         return p

@@ -43,11 +43,21 @@ class TokenBuckets:
             return (1 - tokens) / self.rate
 
 
+MISS = object()
+
+
 class KeyCache:
     def __init__(self, ttl_s: float) -> None:
         self.ttl = ttl_s
         self._c: dict[str, tuple[float, object]] = {}
         self._lock = threading.Lock()
+
+    def cached(self, key: str):
+        """The key's cached lookup, or ``MISS`` (never looked up, or longer ago than the TTL)."""
+        h = hashlib.sha256(key.encode()).hexdigest()
+        with self._lock:
+            hit = self._c.get(h)
+        return hit[1] if hit and time.monotonic() - hit[0] < self.ttl else MISS
 
     def get(self, key: str, load):
         h = hashlib.sha256(key.encode()).hexdigest()
