@@ -121,7 +121,8 @@ def get_router(platform) -> APIRouter:
             reg.audit(s, p.tenant, p.actor, "webhook.create", f"webhook:{h.id}", after={"url": str(body.url)})
             return {"id": h.id, "url": str(body.url), "secret": secret}
 
-    @r.get("/audit", tags=["audit"])
+    @r.get("/audit", tags=["audit"], responses={200: {"content": {"application/x-ndjson": {
+        "schema": {"type": "string"}, "example": '{"id": 1, "action": "site.create"}\n'}}}})
     def audit(p: Admin, limit: int = Query(100, ge=1, le=10_000), cursor: str | None = None,
               format: Literal["json", "ndjson"] = "json"):
         """The append-only audit trail, newest first; ``format=ndjson`` exports it line by line."""

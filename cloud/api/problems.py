@@ -22,7 +22,36 @@ def response(status: int, title: str, detail: str, request: Request, **extra: ob
     return JSONResponse(body, status_code=status, media_type=MEDIA)
 
 
+PROBLEM_SCHEMA = {
+    "title": "Problem", "type": "object", "required": ["title", "status"],
+    "properties": {"type": {"type": "string"}, "title": {"type": "string"}, "status": {"type": "integer"},
+                   "detail": {"type": "string"}, "instance": {"type": "string"},
+                   "errors": {"type": "array", "items": {"type": "object"}}},
+}
+
+
+def _document_problems(app: FastAPI) -> None:
+    """The OpenAPI document says what errors really are: FastAPI documents its 422 as ``application/json``
+    with its own body, which a client generated from the document would then fail to read."""
+    generate = app.openapi
+
+    def openapi() -> dict:
+        if app.openapi_schema is None:
+            schema = generate()
+            schema.setdefault("components", {}).setdefault("schemas", {})["Problem"] = PROBLEM_SCHEMA
+            for path in schema.get("paths", {}).values():
+                for op in path.values():
+                    for code, resp in op.get("responses", {}).items():
+                        if code[:1] in ("4", "5") and "content" in resp:
+                            resp["content"] = {MEDIA: {"schema": {"$ref": "#/components/schemas/Problem"}}}
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+
 def install(app: FastAPI) -> None:
+    _document_problems(app)
+
     @app.exception_handler(Problem)
     async def _problem(request: Request, exc: Problem):
         return response(exc.status, exc.title, exc.detail, request, **exc.extra)
