@@ -81,7 +81,7 @@ class ReeferRuleSettings(BaseModel):
     stuck_neighbour_range_c: float = Field(0.5, description="how much the neighbour must move meanwhile, K")
     late_after_s: float = Field(600.0, description="alarms found this long after they fired are marked late")
     forecast_limit_c: float = Field(8.0, description="with a thermal model: when the product air reaches this")
-    predict_margin_c: float = Field(1.5, description="control air this far above setpoint, compressor off: forecast")
+    predict_margin_c: float = Field(1.2, description="control air this far above setpoint, compressor off: forecast")
     predict_confirm_s: float = Field(300.0, description="that long before the forecast is believed worth making")
     predict_horizon_s: float = Field(4 * 3600.0, description="how far the predictive alert looks ahead")
     power_gap_s: float = Field(900.0, description="no point reported this long: the unit may have lost power")
@@ -529,6 +529,7 @@ def predict_excursion(samples: Mapping[str, SeriesLike], thermal: ThermalModel, 
         return None
     start = int(f.t_ns[0])
     lead_s = (f.excursion_ns - start) / _NS
+    at = iso(f.excursion_ns - f.excursion_ns % _NS)  # to the second: the forecast is not better than that
     step = max(1, round(300 / ((f.t_ns[1] - f.t_ns[0]) / _NS))) if f.t_ns.size > 1 else 1  # every 5 min
 
     def rel(t: int | None) -> float | None:
@@ -538,7 +539,7 @@ def predict_excursion(samples: Mapping[str, SeriesLike], thermal: ThermalModel, 
                 "t_ns": f.t_ns[::step].tolist(), "supply_c": f.supply_c[::step].round(2).tolist(),
                 "supply_lo_c": f.supply_lo_c[::step].round(2).tolist(),
                 "supply_hi_c": f.supply_hi_c[::step].round(2).tolist(),
-                "excursion_at": iso(f.excursion_ns), "excursion_ns": f.excursion_ns,
+                "excursion_at": at, "excursion_ns": f.excursion_ns,
                 "earliest_s": rel(f.earliest_ns), "latest_s": rel(f.latest_ns),
                 "model": {"fitted_until": iso(thermal.fitted_until_ns), "tau_box_s": thermal.tau_box_s,
                           "residual_c": thermal.residual_c}}
@@ -553,7 +554,7 @@ def predict_excursion(samples: Mapping[str, SeriesLike], thermal: ThermalModel, 
                     explanation=(f"The compressor has not run since {iso(stop.off_since_ns)} while the air is "
                                  f"{stop.control_air_c - stop.setpoint_c:.1f} K above its setpoint and it is not "
                                  f"defrosting. With the compressor staying off, this trailer's calibrated thermal "
-                                 f"twin puts {s.product_point} at {limit_c:g} °C at {iso(f.excursion_ns)}, "
+                                 f"twin puts {s.product_point} at {limit_c:g} °C at {at}, "
                                  f"{lead_s / 60:.0f} min from the last reading ({stop.product_c:g} °C)."))
     return LiveAlarm(PREDICTED_RULE, "high", start,
                      f"excursion expected in {lead_s / 60:.0f} min: {s.product_point} reaches {limit_c:g} °C "
