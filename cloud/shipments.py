@@ -49,7 +49,7 @@ from cloud.registry import (
 )
 from cloud.rules.coldchain import Profile, evaluate, iso, load_profile, mkt_c, shipped_profiles
 from cloud.rules.coldchain.mkt import hold_durations_ns, time_weighted_mean_c
-from cloud.rules.coldchain.reefer import clean
+from cloud.rules.coldchain.reefer import CLASSIFICATIONS, clean
 from cloud.store import Series, TimeSeriesStore
 
 log = logging.getLogger("cloud.shipments")
@@ -61,9 +61,9 @@ MEANINGS = {"released": "batch.release", "rejected": "batch.reject"}
 """What a QA signature means (21 CFR 11.50(a)(3)) and its audit action; the batch's new state is the meaning."""
 USABLE = ("available", "released")
 """States an excursion moves to ``quarantined``; a rejected lot stays rejected."""
-NOT_EXCURSIONS = frozenset({"door-open-long", "compressor-failure", "defrost-stuck", "sensor-range", "sensor-stuck"})
-"""``coldchain:`` alarms about the equipment or the sensor, not the product's temperature: a mechanic or a
-technician acts on them; the product alarm follows if the load does warm."""
+NOT_EXCURSIONS = frozenset(CLASSIFICATIONS)
+"""``coldchain:`` alarms about the equipment, the sensor, the unit's power or a forecast, not the product's
+temperature: a mechanic or a technician acts on them; the product alarm follows if the load does warm."""
 SIGNATURE_VERSION = 1
 _FOREVER = 2**63 - 1
 _PAGE = 50_000

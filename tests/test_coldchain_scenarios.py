@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import threading
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -27,9 +28,10 @@ from sqlalchemy import select
 
 from cloud.ingest import Ingest, _Msg
 from cloud.platform import Platform
-from cloud.registry import Alert
+from cloud.registry import Alert, Asset, Site, Tenant
 from cloud.rules.runner import RuleRunner
 from cloud.settings import CloudSettings
+from cloud.shipments import attach
 from models import topics
 from models.wire import GatewayStatus, PointSeries, TelemetryBatch, encode
 from simulators.trailer import Fault, Trailer, TrailerParams, TrailerRun, simulate_fleet
@@ -99,7 +101,8 @@ class Gateway:
         return out
 
 
-def replay(tmp_path, gateways: list[Gateway], duration_s: float, tick_s: int = TICK_S) -> tuple[Platform, list[dict]]:
+def replay(tmp_path, gateways: list[Gateway], duration_s: float, tick_s: int = TICK_S,
+           setup: Callable[[Platform], None] | None = None) -> tuple[Platform, list[dict]]:
     """Feed the gateways' uploads through ingest tick by tick, assessing after each; the alerts raised.
 
     The rules look back ``WINDOW_S`` (what the chilled profile and the fault rules need) rather than the
@@ -111,6 +114,8 @@ def replay(tmp_path, gateways: list[Gateway], duration_s: float, tick_s: int = T
     platform = Platform.open(settings, with_ingest=True)
     assert platform.ingest is not None and platform.rules is not None
     platform.rules.window_s = WINDOW_S
+    if setup is not None:
+        setup(platform)
     prev = T0 - 1
     for t in range(T0 + tick_s * S, T0 + round(duration_s * S) + 1, tick_s * S):
         msgs = [m for gw in gateways for m in gw.upload(prev, t)]
@@ -118,6 +123,7 @@ def replay(tmp_path, gateways: list[Gateway], duration_s: float, tick_s: int = T
             platform.ingest.process(msgs)
         platform.rules.assess_now(now_ns=t)
         prev = t
+    platform.notifier.drain()  # alert listeners (the shipments' quarantine) run on the notifier's thread
     assert platform.ingest.counters["dead_letters"] == 0
     return platform, alert_rows(platform)
 
@@ -153,6 +159,25 @@ OUTAGE = (T0 + 36 * H, T0 + 38 * H)  # the gateway's link is down 12:00-14:00 ..
 IN_OUTAGE = fault("compressor_failure", 36.5, 85)  # ... and the compressor fails inside it (after a defrost)
 
 
+def load_every_trailer(platform: Platform) -> None:
+    """One shipment per trailer for the whole run, one lot each (``LOT-<trailer>``)."""
+    with platform.registry.session() as s:
+        s.add(Tenant(id=TENANT, name=TENANT))
+        s.add_all([Site(tenant=TENANT, id="dc-1"), Site(tenant=TENANT, id="store-7")])
+        s.add_all([Asset(tenant=TENANT, id=a, type="refrigerated-trailer", gateway=f"gw-{a}", first_seen_ns=T0)
+                   for a in TRAILERS])
+    shipments = attach(platform)
+    for a in TRAILERS:
+        shipments.create_shipment(TENANT, "dispatcher", profile="who-30-day-refrigerator", origin_site="dc-1",
+                                  destination_site="store-7", shipment_id=f"shp-{a}")
+        shipments.add_leg(TENANT, "dispatcher", f"shp-{a}", a, T0)
+        shipments.add_batch(TENANT, "dispatcher", f"shp-{a}", lot=f"LOT-{a}", product="vaccine", quantity=100)
+
+
+TRAILERS = ("trailer-door", "trailer-power", "trailer-defrost", "trailer-stuck", "trailer-outage",
+            "trailer-compressor", "trailer-repaired")
+
+
 @pytest.fixture(scope="module")
 def faults(tmp_path_factory):
     """Two days of seven trailers, one fault each (the defrost trailer's is its defrosting), replayed."""
@@ -175,7 +200,7 @@ def faults(tmp_path_factory):
     by = {g.run.asset_id: g for g in gws}
     by["trailer-power"].down.append((POWER.start_ns, POWER.end_ns))
     by["trailer-outage"].down.append(OUTAGE)
-    platform, alerts = replay(tmp_path_factory.mktemp("coldchain"), gws, 2 * 86_400)
+    platform, alerts = replay(tmp_path_factory.mktemp("coldchain"), gws, 2 * 86_400, setup=load_every_trailer)
     yield {g.run.asset_id: g.run for g in gws}, alerts, platform
     close(platform)
 
@@ -266,6 +291,15 @@ def test_an_excursion_inside_a_two_hour_gateway_outage_is_found_and_marked_late(
     excursion = next(a for a in alerts if a["asset"] == "trailer-outage" and a["rule"].endswith(":warm"))
     crossing = first_crossing(runs["trailer-outage"], IN_OUTAGE.start_ns)
     assert excursion["evidence"]["window"]["start_ns"] >= crossing
+
+
+def test_only_a_product_excursion_quarantines_the_load(faults):
+    _, _, platform = faults
+    states = {a: attach(platform).get_batch(TENANT, f"LOT-{a}")["state"] for a in TRAILERS}
+    assert states == {"trailer-door": "available", "trailer-power": "available", "trailer-defrost": "available",
+                      "trailer-stuck": "available", "trailer-outage": "quarantined",
+                      "trailer-compressor": "quarantined",
+                      "trailer-repaired": "available"}  # a prediction that did not come true quarantines nothing
 
 
 def test_nothing_else_was_raised(faults):
