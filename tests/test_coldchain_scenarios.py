@@ -391,3 +391,13 @@ def test_through_mosquitto_and_influxdb_power_loss_and_a_late_excursion(tmp_path
     assert kinds(alerts, "trailer-outage") == ["compressor_failure", "excursion"]
     for a in (a for a in alerts if a["asset"] == "trailer-outage"):
         assert T0 + 9 * H < a["opened_ns"] < T0 + 11 * H and a["evidence"]["detected_late"] is True
+
+
+def test_a_fault_in_a_new_trailers_first_readings_is_reported(tmp_path):
+    """Episodes starting at the first sample looked at are dropped only where data reaches back further."""
+    stuck = Fault(kind="sensor_stuck", point="supply_air", start_ns=T0, end_ns=T0 + 2 * H)
+    (run,) = simulate_fleet([Trailer("trailer-new", TrailerParams(), seed=31, faults=[stuck])], T0, 6 * 3600, 60)
+    platform, alerts = replay(tmp_path, [Gateway(run)], 6 * 3600)
+    close(platform)
+    assert [(a["rule"], a["evidence"]["window"]["start_ns"]) for a in alerts] == [
+        ("coldchain:sensor-stuck:supply_air", T0)]

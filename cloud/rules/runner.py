@@ -43,6 +43,8 @@ REEFER = "refrigerated-trailer"
 MACHINE = "rotating-machine"
 RULES_ACTOR = "rules:coldchain"
 OFFLINE_KEEP_S = 7 * 24 * 3600
+EDGE_SLACK_S = 1800
+"""Data starting this close after the look-back window's start is taken to continue before it."""
 
 
 class RuleRunner:
@@ -138,10 +140,12 @@ class RuleRunner:
             offline = self.offline_intervals(tenant, self._gateways.get((tenant, asset)))
             out = assess_trailer(samples, self.profile, self.settings, now_ns=now, offline=offline)
             self.counters["rules_assessments"] += 1
-            # An episode that began before the first sample looked at was seen whole by an earlier
-            # assessment; seen cut off at the window's edge it would be a different, shorter one.
+            # An episode that began at the first sample looked at, when the data reaches back to the window's
+            # edge, was seen whole by an earlier assessment; cut off there it would be a different, shorter
+            # one. (A trailer whose data begins inside the window has nothing earlier: its episodes stand.)
             first = min(int(series.t_ns[0]) for series in samples.values())
-            alarms = [a for a in out.alarms if a.evidence["window"]["start_ns"] > first]
+            cut = first if first - (now - int(self.window_s * NS)) < EDGE_SLACK_S * NS else None
+            alarms = [a for a in out.alarms if cut is None or a.evidence["window"]["start_ns"] > cut]
             predicted = self._predict(tenant, asset, samples, now)
             if predicted is not None:
                 alarms = [*alarms, predicted]
