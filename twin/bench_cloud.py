@@ -638,6 +638,15 @@ def api_rows(f: dict[str, Any]) -> tuple[list[tuple[str, str, str]], str]:
         rows.append((f"{label}, {n} clients back to back", lat(r["saturated"]) +
                      f" (server {r['saturated']['server_cpu_pct']:.0f} % CPU)", target))
         rows.append((f"{label}, {n} clients, ~{rate:g} req/s each", lat(r["paced"]), target))
+    if f.get("more_workers"):
+        m = f["more_workers"]
+        for name, label, target in (("twin", f"GET {f['twin_path']}", "p99 < 20 ms"),
+                                    ("query", f"one day of 1 Hz → {f['query_windows']} means", "p99 < 100 ms")):
+            r = m[name]
+            rows.append((f"{label}, `--api-workers {m['api_workers']}`, {n} clients back to back",
+                         lat(r["saturated"]) + f" (server {r['saturated']['server_cpu_pct']:.0f} % CPU)", target))
+            rows.append((f"{label}, `--api-workers {m['api_workers']}`, {n} clients, ~{rate:g} req/s each",
+                         lat(r["paced"]), target))
     if f.get("baseline"):
         b = f["baseline"]
         for name, label in (("twin", f"GET {f['twin_path']}"),
@@ -656,9 +665,8 @@ def api_rows(f: dict[str, Any]) -> tuple[list[tuple[str, str, str]], str]:
                      f"p50 {d['p50_ms']:.1f} ms, p99 {d['p99_ms']:.1f} ms, {d['rps']:,.0f} req/s",
                      "reference: InfluxDB alone"))
     client = "wrk (-t2)" if f["twin"]["saturated"].get("client") == "wrk" else "Python asyncio + httpx"
-    procs = "one uvicorn process" if f.get("api_workers", 1) <= 1 else \
-        f"`--api-workers {f['api_workers']}`: {f['api_workers']} uvicorn processes"
-    notes = (f"One API replica: `twin cloud run` ({procs}, registry on PostgreSQL, InfluxDB reads over "
+    notes = ("One API replica: `twin cloud run` (one uvicorn process unless `--api-workers` says, registry on "
+             "PostgreSQL, InfluxDB reads over "
              "/query through the test front in its own process) with one day of 1 Hz samples of one point ingested "
              f"through the platform. Back to back: {n} keep-alive connections each sending its next request when "
              f"the last is answered ({client}), for {f['duration_s']:g} s: its req/s is the replica's throughput, "
@@ -667,6 +675,11 @@ def api_rows(f: dict[str, Any]) -> tuple[list[tuple[str, str, str]], str]:
              f"({client}). Identical queries in flight "
              "at once share one InfluxDB round trip (the store's single-flight), which is why the API can answer "
              "the same aggregate faster than influxd alone.")
+    if f.get("baseline"):
+        notes += (f" Before → after: revision `{f['baseline']['label']}` measured first in the same run, on the same "
+                  "machine, servers and Python environment (so it has uvloop and httptools too); the machine is "
+                  "shared and noisy, so compare the ratios rather than the absolutes. Server CPU per request is the "
+                  "server's CPU time over the requests it answered.")
     return rows, notes
 
 
