@@ -168,6 +168,30 @@ def test_gateway_config_is_published_retained_and_the_report_closes_the_loop(pla
     c.disconnect()
 
 
+def test_a_config_put_without_baselines_keeps_the_baselines_the_cloud_pushed(platform, mosquitto):
+    p, keys = platform
+    gw = f"gw-{time.time_ns() % 10**9}"
+    p.registry.ensure_tenant("acme")
+    baseline = {"id": "fit-1", "points": ["speed", "motor_current"], "mean": [0.0, 0.0], "scale": [1.0, 1.0],
+                "loadings": [[1.0], [0.0]], "eigvals": [1.0], "t2_limit": 9.0, "spe_limit": 1.0}
+    with p.registry.session() as s:
+        from cloud.registry import Gateway
+        s.add(Gateway(tenant="acme", id=gw, state="online", counters={}, desired_version=4,
+                      desired_config={"tick_ms": 100, "baselines": {"pump-001": baseline}}))
+    op = _client(p, keys["operator"])
+    r = op.put(f"/api/v1/gateways/{gw}/config", json={"config": {"tick_ms": 200}}, headers={"If-Match": '"4"'})
+    assert r.status_code == 200 and r.json()["version"] == 5
+    c, got = _listen(mosquitto.url, topics.config_desired("acme", gw))
+    wait_until(lambda: got, what="the retained desired config")
+    assert decode(got[0][1], DesiredConfig).config == {"tick_ms": 200, "baselines": {"pump-001": baseline}}
+    r = op.put(f"/api/v1/gateways/{gw}/config", json={"config": {"baselines": {}}}, headers={"If-Match": '"5"'})
+    assert r.status_code == 200  # said explicitly: the baselines go
+    with p.registry.session() as s:
+        assert s.get(Gateway, ("acme", gw)).desired_config == {"baselines": {}}
+    c.publish(topics.config_desired("acme", gw), b"", retain=True).wait_for_publish()
+    c.disconnect()
+
+
 class _Hook(http.server.BaseHTTPRequestHandler):
     received: list = []
 

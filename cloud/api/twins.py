@@ -37,7 +37,8 @@ class DesiredIn(BaseModel):
 
 
 class GatewayConfigIn(BaseModel):
-    config: dict[str, Any] = Field(description="gateway.yaml fields to change (validated by the gateway)")
+    config: dict[str, Any] = Field(description="gateway.yaml fields to change (validated by the gateway). Without a "
+                                   "`baselines` key the baselines the cloud fitted and pushed are kept.")
     reason: str = Field("", max_length=2000)
 
 
@@ -107,10 +108,15 @@ def get_router(platform) -> APIRouter:
             # Versions only grow, and stay above what the gateway already runs, so it never ignores a push.
             version = max(current, g.config_version or 0) + 1
             before = {"version": current, "config": g.desired_config}
-            g.desired_config, g.desired_version = body.config, version
+            config = dict(body.config)
+            if "baselines" not in config and (g.desired_config or {}).get("baselines"):
+                # Baselines are fitted and pushed by POST /assets/{id}/baseline: an operator's edit of other
+                # fields must not silently drop them from what a restarting gateway gets.
+                config["baselines"] = g.desired_config["baselines"]
+            g.desired_config, g.desired_version = config, version
             reg.audit(s, p.tenant, p.actor, "gateway.config.put", f"gateway:{gateway}", reason=body.reason,
-                      before=before, after={"version": version, "config": body.config})
-        msg = DesiredConfig(version=version, config=body.config)
+                      before=before, after={"version": version, "config": config})
+        msg = DesiredConfig(version=version, config=config)
         if not platform.link.publish(topics.config_desired(p.tenant, gateway), encode(msg), retain=True):
             raise Problem(503, "Broker unavailable", "stored, but not yet published: the broker is unreachable")
         response.headers["ETag"] = f'"{version}"'
