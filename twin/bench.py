@@ -265,7 +265,7 @@ def edge(json_out: Path | None = typer.Option(None, "--json"),
         ("delivered to the cloud topic", f"{f['delivered']:,} of {f['published']:,} ({f['lost']} lost)", "zero loss"),
         ("agent CPU (steady state, one core)", f"{f['cpu_pct']:.1f} % of one core", "< 50 %"),
         ("agent RSS (max)", f"{f['rss_mb']:.0f} MB", "< 150 MB"),
-        ("  of which anonymous / file-backed (LLVM's code pages)", f"{f['rss_anon_mb']:.0f} / "
+        ("  of which anonymous / file-backed (mostly LLVM's code pages)", f"{f['rss_anon_mb']:.0f} / "
          f"{f['rss_file_mb']:.0f} MB", "reported"),
         ("latency sensor publish → batch on cloud topic", f"p50 {f['latency_p50_ms']:.0f} ms, "
          f"p99 {f['latency_p99_ms']:.0f} ms", "ThingsBoard gateway: p50 ~120 ms, p99 ~200 ms at 100 vars"),
