@@ -352,7 +352,7 @@ def maintenance_alert(asset: str, t_ns: np.ndarray, velocity_mm_s: np.ndarray, s
         "lead_days": lead_d if math.isfinite(lead_d) else None, "confidence": confidence,
         "probability_zone_d_within_horizon": fit.probability_by(d.level, now_days + horizon_days),
         "fit": {"model": fit.model, "a": fit.a, "b_per_day": fit.b, "offset": fit.offset, "sigma": fit.sigma,
-                "cov": fit.cov.tolist(), "bootstrap": len(fit.boot), "t_ref_ns": fit.t_ref_ns},
+                "cov": fit.cov.tolist(), "bootstrap": len(fit.boot), "t_ref_ns": fit.t_ref_ns, "seed": seed},
         "points": {"n": fit.n_points, "first_ns": int(t_used.min()), "last_ns": int(t_used.max()),
                    "window_days": window_days, "last_value_mm_s": float(v_used[np.argmax(t_used)])},
         "thresholds": {"group": severity.group, "foundation": severity.foundation, "boundary": severity.boundary,
@@ -383,16 +383,20 @@ def velocity_history(store, tenant: str, asset: str, start_ns: int, end_ns: int)
 
 
 def machine_alert(store, tenant: str, asset: str, severity: SeverityClass | None = None, *,
-                  window_days: float = 30.0, n_boot: int = 1000) -> dict[str, Any] | None:
+                  window_days: float = 30.0, n_boot: int = 1000, as_of_ns: int | None = None) -> dict[str, Any] | None:
     """The maintenance alert for one machine from its stored velocity history, or None.
 
     Assessed as of the machine's newest reading, not the wall clock: a gateway that was offline for a day
     delivers a day of history at once, and its trend is judged where its data ends (the alert says when).
+    ``as_of_ns`` judges it as of an earlier moment instead (an auditor recomputing a stored alert).
     """
-    latest = store.latest(tenant, asset).get(POINT)
-    if latest is None:
-        return None
-    last_ns = int(latest[0])
+    if as_of_ns is None:
+        latest = store.latest(tenant, asset).get(POINT)
+        if latest is None:
+            return None
+        last_ns = int(latest[0])
+    else:
+        last_ns = int(as_of_ns)
     t_ns, v = velocity_history(store, tenant, asset, last_ns - round(window_days * _NS_PER_DAY), last_ns + 1)
     if len(v) < 10:
         return None  # a trend of a handful of readings says nothing yet

@@ -35,6 +35,7 @@ from cloud.rules.coldchain.reefer import (
     profile_limit_c,
     raise_alarms,
 )
+from cloud.rules.coldchain.reefer import SOURCE as COLDCHAIN_SOURCE
 from models.wire import AlarmEvent, GatewayStatus, TelemetryBatch
 
 log = logging.getLogger("cloud.rules")
@@ -134,10 +135,14 @@ class RuleRunner:
                 continue
             if kind != REEFER:
                 continue
-            samples = load_samples(self.platform.store, tenant, asset, now - int(self.window_s * NS), now + 1)
+            since = now - int(self.window_s * NS)
+            samples = load_samples(self.platform.store, tenant, asset, since, now + 1)
             if "supply_air" not in samples:
                 continue
             offline = self.offline_intervals(tenant, self._gateways.get((tenant, asset)))
+            # what an auditor's recomputation needs (cloud.rules.explain): the data read, and the rules applied
+            assessed = {"as_of_ns": now, "from_ns": since, "offline": offline,
+                        "profile": self.profile.model_dump(mode="json"), "settings": self.settings.model_dump()}
             out = assess_trailer(samples, self.profile, self.settings, now_ns=now, offline=offline)
             self.counters["rules_assessments"] += 1
             # An episode that began at the first sample looked at, when the data reaches back to the window's
@@ -152,6 +157,7 @@ class RuleRunner:
             for a in alarms:  # late or not is decided when an episode is first found, not at each re-assessment
                 key = (tenant, asset, a.rule, a.evidence["window"]["start_ns"])
                 a.evidence["detected_late"] = self._late.setdefault(key, a.evidence["detected_late"])
+                a.evidence.update(source=COLDCHAIN_SOURCE, assessment=assessed)
             raised += sum(new for _, new in raise_alarms(self.platform.alerts, tenant, asset, alarms))
         self.counters["rules_alerts_raised"] += raised
         forget = now - int(2 * self.window_s * NS)

@@ -95,6 +95,8 @@ CLASSIFICATIONS = {
 }
 """Rule family -> what happened, in the simulator's fault vocabulary; a profile boundary is ``excursion``."""
 PREDICTED_RULE = "coldchain:excursion-predicted"
+SOURCE = "coldchain"
+"""The ``source`` a cold-chain alert's evidence names (``cloud.rules.explain`` recomputes by it)."""
 
 
 @dataclass(frozen=True)
@@ -550,6 +552,7 @@ def predict_excursion(samples: Mapping[str, SeriesLike], thermal: ThermalModel, 
                          {"limit_c": limit_c, "predict_margin_c": s.predict_margin_c,
                           "predict_confirm_s": s.predict_confirm_s, "horizon_s": s.predict_horizon_s})
     evidence.update(limit_c=limit_c, lead_s=lead_s, forecast=forecast, classification="excursion_predicted",
+                    thermal_model=thermal.to_dict(),  # the twin is refitted later: keep the one that forecast
                     detected_late=False,  # made from current data only (cooling_stopped)
                     explanation=(f"The compressor has not run since {iso(stop.off_since_ns)} while the air is "
                                  f"{stop.control_air_c - stop.setpoint_c:.1f} K above its setpoint and it is not "
