@@ -94,3 +94,25 @@ def pg_db(postgres: PostgresServer) -> Iterator[str]:
     yield postgres.url_for(name)
     postgres.start()  # no-op unless an outage test failed before restarting PostgreSQL
     postgres.drop_database(name)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def registry(request, tmp_path):
+    """A fresh registry schema on SQLite and on the real PostgreSQL (a module may define its own)."""
+    from cloud.registry import Registry
+
+    url = f"sqlite:///{tmp_path / 'reg.sqlite'}" if request.param == "sqlite" else request.getfixturevalue("pg_db")
+    reg = Registry(url)
+    reg.create_schema()
+    yield reg
+    reg.engine.dispose()
+
+
+@pytest.fixture
+def store(influxdb, influx_db):
+    """The platform's InfluxDB store on a fresh database of the real influxd (a module may define its own)."""
+    from cloud.store.influx import InfluxStore
+
+    s = InfluxStore(influxdb.url, "", "-", f"{influx_db}/autogen", influx_db)
+    yield s
+    s.close()

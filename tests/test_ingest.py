@@ -12,30 +12,14 @@ import pytest
 from sqlalchemy import select
 
 from cloud.ingest import Ingest, _Group, _Msg, decode_telemetry
-from cloud.registry import DeadLetter, Gateway, Registry
+from cloud.registry import DeadLetter, Gateway
 from cloud.settings import CloudSettings
 from cloud.store.base import Rows
-from cloud.store.influx import InfluxStore, _SingleFlight, line_protocol
+from cloud.store.influx import _SingleFlight, line_protocol
 from models.wire import PointSeries, TelemetryBatch, WireError, encode
 
 S = 1_000_000_000
 T0 = 1_767_225_600 * S
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def registry(request, tmp_path):
-    url = f"sqlite:///{tmp_path / 'reg.sqlite'}" if request.param == "sqlite" else request.getfixturevalue("pg_db")
-    reg = Registry(url)
-    reg.create_schema()
-    yield reg
-    reg.engine.dispose()
-
-
-@pytest.fixture
-def store(influxdb, influx_db):
-    s = InfluxStore(influxdb.url, "", "-", f"{influx_db}/autogen", influx_db)
-    yield s
-    s.close()
 
 
 def _ingest(registry, store) -> Ingest:

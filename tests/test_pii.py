@@ -30,7 +30,6 @@ from cloud.ingest import Ingest, _Msg
 from cloud.pii import WITHHELD, Pseudonymiser
 from cloud.registry import Asset, AssetTypeRecord, DeadLetter, Registry
 from cloud.settings import CloudSettings
-from cloud.store.influx import InfluxStore
 from models.pii import masked, pseudonym
 from models.wire import GatewayStatus, PointSeries, TelemetryBatch, TextSeries, encode
 from tests.harness.processes import CloudProcess, EdgeProcess, gateway_config, wait_until
@@ -41,22 +40,6 @@ KEY = b"a-shared-deployment-secret-for-tests"
 
 
 # -- ingest, rule by rule ---------------------------------------------------------------------------
-@pytest.fixture(params=["sqlite", "postgresql"])
-def registry(request, tmp_path):
-    url = f"sqlite:///{tmp_path / 'reg.sqlite'}" if request.param == "sqlite" else request.getfixturevalue("pg_db")
-    reg = Registry(url)
-    reg.create_schema()
-    yield reg
-    reg.engine.dispose()
-
-
-@pytest.fixture
-def store(influxdb, influx_db):
-    s = InfluxStore(influxdb.url, "", "-", f"{influx_db}/autogen", influx_db)
-    yield s
-    s.close()
-
-
 def _ingest(registry, store, tmp_path: Path, key: bytes | None) -> Ingest:
     key_file = None
     if key is not None:

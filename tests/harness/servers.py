@@ -257,18 +257,8 @@ class MosquittoServer(_Server):
             return False
         import paho.mqtt.client as mqtt
 
-        connected: list[bool] = []
         client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"harness-probe-{os.getpid()}")
-        client.on_connect = lambda _c, _u, _f, reason, _p: connected.append(not reason.is_failure)
-        try:
-            client.connect(self.host, self.port, keepalive=10)
-            deadline = time.monotonic() + 2
-            while not connected and time.monotonic() < deadline:
-                client.loop(timeout=0.05)
-            client.disconnect()
-        except OSError:
-            return False
-        return connected == [True]
+        return _connack(client, self.host, self.port)
 
 
 class TlsFiles(NamedTuple):
@@ -348,20 +338,25 @@ class TlsMosquittoServer(MosquittoServer):
         import paho.mqtt.client as mqtt
 
         files = self.client_files("health")
-        connected: list[bool] = []
         client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"harness-probe-{os.getpid()}")
         client.tls_set(ca_certs=files.ca, certfile=files.cert, keyfile=files.key, cert_reqs=ssl.CERT_REQUIRED)
         client.tls_insecure_set(True)  # the chain is checked, the name not: some tests give the broker other names
-        client.on_connect = lambda _c, _u, _f, reason, _p: connected.append(not reason.is_failure)
-        try:
-            client.connect(self.host, self.port, keepalive=10)
-            deadline = time.monotonic() + 2
-            while not connected and time.monotonic() < deadline:
-                client.loop(timeout=0.05)
-            client.disconnect()
-        except (OSError, ssl.SSLError):
-            return False
-        return connected == [True]
+        return _connack(client, self.host, self.port)
+
+
+def _connack(client, host: str, port: int) -> bool:
+    """True when a CONNECT from ``client`` gets a successful CONNACK within 2 s."""
+    connected: list[bool] = []
+    client.on_connect = lambda _c, _u, _f, reason, _p: connected.append(not reason.is_failure)
+    try:
+        client.connect(host, port, keepalive=10)
+        deadline = time.monotonic() + 2
+        while not connected and time.monotonic() < deadline:
+            client.loop(timeout=0.05)
+        client.disconnect()
+    except OSError:  # ssl.SSLError is an OSError
+        return False
+    return connected == [True]
 
 
 class InfluxServer(_Server):
