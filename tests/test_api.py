@@ -89,6 +89,36 @@ def test_keys_roles_and_tenants(platform):
                      headers={"If-Match": '"0"'}).status_code == 404
 
 
+# Routes whose cross-tenant answers tests/test_shipments.py checks (they need a shipment and a lot to exist).
+SHIPMENT_ROUTES = {"/api/v1/batches/{lot}", "/api/v1/batches/{lot}/reject", "/api/v1/batches/{lot}/release",
+                   "/api/v1/shipments/{shipment_id}", "/api/v1/shipments/{shipment_id}/report",
+                   "/api/v1/shipments/{shipment_id}/batches", "/api/v1/shipments/{shipment_id}/custody"}
+
+
+def test_every_route_that_names_a_resource_answers_404_to_another_tenant(platform):
+    p, keys = platform
+    alert_id, _ = p.alerts.raise_alert("acme", "trailer-001", "door-open-long", "medium", "door open", {})
+    key_id = next(k["id"] for k in _client(p, keys["admin"]).get("/api/v1/keys").json()["items"]
+                  if k["name"] == "olga")
+    ids = {"asset": "trailer-001", "gateway": "gw-a", "alert_id": str(alert_id), "key_id": key_id}
+    bodies = {"/api/v1/twins/{asset}/desired": {"desired": {"setpoint": 2}},
+              "/api/v1/gateways/{gateway}/config": {"config": {}}, "/api/v1/assets/{asset}/simulate": {},
+              "/api/v1/assets/{asset}/baseline": {}, "/api/v1/keys/{key_id}/revoke": {"reason": "mine now"}}
+    app = create_app(p)
+    routes = {(m.upper(), path) for path, ops in app.openapi()["paths"].items() if "{" in path for m in ops}
+    assert {path for _, path in routes} >= SHIPMENT_ROUTES  # a renamed route must be renamed here too
+    other = _client(p, keys["other"])  # an admin, of another tenant
+    checked = sorted(r for r in routes if r[1] not in SHIPMENT_ROUTES)
+    assert len(checked) >= 16, checked
+    for method, path in checked:
+        url = path.format(**ids) + ("?point=supply_air" if path.endswith("/telemetry") else "")  # new name: KeyError
+        r = other.request(method, url, json=bodies.get(path), headers={"If-Match": '"0"'})
+        assert r.status_code == 404, (method, path, r.status_code, r.text)
+    mine = _client(p, keys["admin"])
+    assert next(k for k in mine.get("/api/v1/keys").json()["items"] if k["id"] == key_id)["revoked"] is False
+    assert mine.get(f"/api/v1/alerts/{alert_id}").json()["state"] == "open"
+
+
 def test_concurrent_desired_puts_exactly_one_wins(platform):
     p, keys = platform
     ops = [_client(p, keys["operator"]) for _ in range(2)]
