@@ -63,45 +63,6 @@ def _tree_cpu_s(pid: int) -> float:
     return total
 
 
-_FRONT_MAIN = """
-import signal, sys
-sys.path.insert(0, sys.argv[1])
-from tests.harness.influx_front import InfluxV2WriteFront
-signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM, signal.SIGINT})
-front = InfluxV2WriteFront(sys.argv[2], int(sys.argv[3]))
-front.start()
-print(front.port, flush=True)
-signal.sigwait({signal.SIGTERM, signal.SIGINT})
-front.stop()
-"""
-
-
-class FrontProcess:
-    """The harness's v2 write front in a process of its own (its own interpreter and GIL)."""
-
-    def __init__(self, backend_host: str, backend_port: int) -> None:
-        root = str(Path(__file__).resolve().parents[1])
-        self.proc = subprocess.Popen([sys.executable, "-c", _FRONT_MAIN, root, backend_host, str(backend_port)],
-                                     stdout=subprocess.PIPE, text=True)
-        line = self.proc.stdout.readline()
-        if not line.strip().isdigit():
-            self.close()
-            raise RuntimeError("the v2 write front process did not start")
-        self.url = f"http://127.0.0.1:{int(line)}"
-
-    @property
-    def pid(self) -> int:
-        return self.proc.pid
-
-    def close(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(5)
-
-
 class Servers:
     """Mosquitto, influxd (+ a front process) and PostgreSQL for one bench run."""
 
@@ -110,7 +71,7 @@ class Servers:
         self.broker = harness.MosquittoServer()
         self.influx = harness.InfluxServer()
         self.pg = harness.PostgresServer() if postgres else None
-        self.front: FrontProcess | None = None
+        self.front = self.influx.front  # the v2 write front, a process of its own (its CPU is read from /proc)
 
     def __enter__(self) -> Servers:
         try:
@@ -118,15 +79,12 @@ class Servers:
             self.influx.start()
             if self.pg is not None:
                 self.pg.start()
-            self.front = FrontProcess(self.influx.host, self.influx.port)
         except BaseException:
             self.__exit__()
             raise
         return self
 
     def __exit__(self, *exc: object) -> None:
-        if self.front is not None:
-            self.front.close()
         for s in (self.broker, self.influx, self.pg):
             if s is not None:
                 s.close()

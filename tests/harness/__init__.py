@@ -4,7 +4,7 @@ Each server runs from the Debian-installed binary on a free loopback port with a
 directory, so tests never touch (or collide with) services already running on the default ports.
 """
 
-from .influx_front import InfluxV2WriteFront
+from .influx_front import InfluxV2WriteFront, InfluxV2WriteFrontProcess
 from .servers import (
     HarnessError,
     InfluxServer,
@@ -19,6 +19,7 @@ __all__ = [
     "HarnessError",
     "InfluxServer",
     "InfluxV2WriteFront",
+    "InfluxV2WriteFrontProcess",
     "MosquittoServer",
     "PostgresServer",
     "TlsFiles",

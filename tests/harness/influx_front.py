@@ -22,8 +22,11 @@ import http.client
 import json
 import logging
 import queue
+import subprocess
+import sys
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from urllib.parse import parse_qs, urlencode, urlsplit
 
 log = logging.getLogger(__name__)
@@ -237,3 +240,73 @@ class InfluxV2WriteFront:
         if self._thread is not None:
             self._thread.join(timeout=5)
         self._server = self._thread = None
+
+
+class InfluxV2WriteFrontProcess:
+    """The same front in a process of its own, as influxd is: in the test process its proxying (a 400 KB
+    query answer is read and re-sent in Python) took the GIL from the API server under test (measured: a
+    cold 1,000-asset fleet read 331-846 ms in process, with the JSON decode of the answer waiting on it).
+
+    The child serves until its stdin closes, so it also ends when the test process dies."""
+
+    def __init__(self, backend_host: str, backend_port: int, *, host: str = "127.0.0.1") -> None:
+        self.host = host
+        self.backend_host, self.backend_port = backend_host, backend_port
+        self._proc: subprocess.Popen | None = None
+        self._port: int | None = None
+
+    @property
+    def url(self) -> str:
+        if self._port is None:
+            raise RuntimeError("the influx front is not started")
+        return f"http://{self.host}:{self._port}"
+
+    @property
+    def running(self) -> bool:
+        return self._proc is not None
+
+    @property
+    def pid(self) -> int:
+        if self._proc is None:
+            raise RuntimeError("the influx front is not started")
+        return self._proc.pid
+
+    def start(self) -> None:
+        if self._proc is not None:
+            return
+        root = str(Path(__file__).resolve().parents[2])
+        proc = subprocess.Popen([sys.executable, "-m", "tests.harness.influx_front", self.backend_host,
+                                 str(self.backend_port), self.host], cwd=root, stdin=subprocess.PIPE,
+                                stdout=subprocess.PIPE, text=True)
+        line = proc.stdout.readline() if proc.stdout else ""
+        if not line.strip().isdigit():
+            proc.kill()
+            proc.wait(5)
+            raise RuntimeError(f"the influx front process did not start (it printed {line!r})")
+        self._proc, self._port = proc, int(line)
+
+    def stop(self) -> None:
+        proc, self._proc, self._port = self._proc, None, None
+        if proc is None:
+            return
+        if proc.stdin:
+            proc.stdin.close()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
+
+
+def main(argv: list[str]) -> None:
+    """``python -m tests.harness.influx_front BACKEND_HOST BACKEND_PORT [HOST]``: print the port, serve
+    until stdin closes."""
+    front = InfluxV2WriteFront(argv[0], int(argv[1]), host=argv[2] if len(argv) > 2 else "127.0.0.1")
+    front.start()
+    print(front.port, flush=True)
+    sys.stdin.read()
+    front.stop()
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -30,7 +30,7 @@ from typing import Any, ClassVar, NamedTuple, Self
 
 import httpx
 
-from .influx_front import InfluxV2WriteFront
+from .influx_front import InfluxV2WriteFrontProcess
 
 LOOPBACK = "127.0.0.1"
 SHIPPED_MOSQUITTO = Path(__file__).resolve().parents[2] / "deploy" / "mosquitto"
@@ -377,7 +377,7 @@ class InfluxServer(_Server):
         self.extra_config = extra_config
         self.rpc_port = free_port()  # backup/restore RPC; its default 8088 would collide across instances
         self.config_path = self.workdir / "influxdb.conf"
-        self.front = InfluxV2WriteFront(self.host, self.port)
+        self.front = InfluxV2WriteFrontProcess(self.host, self.port)
 
     @property
     def raw_url(self) -> str:

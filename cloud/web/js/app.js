@@ -5,7 +5,7 @@ import { ApiError, login, logout, session } from './api.js';
 import { h, message } from './dom.js';
 import { renderAlerts } from './alerts.js';
 import { renderAsset } from './asset.js';
-import { renderFleet } from './fleet.js';
+import { prefetchFleet, renderFleet } from './fleet.js';
 import { renderShipments } from './shipments.js';
 
 const views = { fleet: renderFleet, asset: renderAsset, alerts: renderAlerts, shipments: renderShipments };
@@ -53,6 +53,7 @@ async function route() {
   leave = new AbortController();
   const { signal } = leave;
   if (!session.me && session.key) {
+    if (/^(#\/?(fleet)?)?$/.test(location.hash)) prefetchFleet();  // beside /me, not after it
     try {
       await login(session.key);
     } catch {
