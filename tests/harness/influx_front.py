@@ -275,9 +275,9 @@ class InfluxV2WriteFrontProcess:
         if self._proc is not None:
             return
         root = str(Path(__file__).resolve().parents[2])
-        proc = subprocess.Popen([sys.executable, "-m", "tests.harness.influx_front", self.backend_host,
-                                 str(self.backend_port), self.host], cwd=root, stdin=subprocess.PIPE,
-                                stdout=subprocess.PIPE, text=True)
+        main = "import sys; from tests.harness.influx_front import main; main(sys.argv[1:])"  # not -m: imported once
+        proc = subprocess.Popen([sys.executable, "-c", main, self.backend_host, str(self.backend_port), self.host],
+                                cwd=root, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
         line = proc.stdout.readline() if proc.stdout else ""
         if not line.strip().isdigit():
             proc.kill()
@@ -299,14 +299,9 @@ class InfluxV2WriteFrontProcess:
 
 
 def main(argv: list[str]) -> None:
-    """``python -m tests.harness.influx_front BACKEND_HOST BACKEND_PORT [HOST]``: print the port, serve
-    until stdin closes."""
+    """Arguments ``BACKEND_HOST BACKEND_PORT [HOST]``: print the port, serve until stdin closes."""
     front = InfluxV2WriteFront(argv[0], int(argv[1]), host=argv[2] if len(argv) > 2 else "127.0.0.1")
     front.start()
     print(front.port, flush=True)
     sys.stdin.read()
     front.stop()
-
-
-if __name__ == "__main__":
-    main(sys.argv[1:])
