@@ -53,7 +53,10 @@ servers:
 lint: $(VENV)/.dev-installed
 	$(VENV)/bin/ruff check .
 
-bench: $(VENV)/.dev-installed
+## Every benchmark into docs/benchmarks.md; wrk (C) loads the API with far less client CPU than Python would.
+bench: $(VENV)/.dev-installed servers
+	@command -v wrk >/dev/null 2>&1 || { echo "installing wrk for the API benchmark"; \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -q wrk >/dev/null; }
 	$(VENV)/bin/twin bench all
 
 clean:
