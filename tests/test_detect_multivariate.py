@@ -160,6 +160,26 @@ def test_row_smoother_is_a_time_decayed_mean_that_skips_incomplete_rows():
     np.testing.assert_allclose(got, smoothed_reference(t, X, 6.0), rtol=1e-12)
 
 
+def test_the_shared_fit_smooths_history_as_the_edge_smooths_ticks():
+    rng = np.random.default_rng(8)
+    X = rng.normal(size=(60, 3))
+    X[7, 1] = np.nan
+    t = np.cumsum(rng.integers(1, 5, size=60)) * S
+    from models.mspc import smooth_rows
+
+    np.testing.assert_allclose(smooth_rows(t, X, 6.0), smoothed_reference(t, X, 6.0), rtol=1e-12)
+
+
+@pytest.mark.parametrize("dof", [1, 2, 3, 6, 7, 25])
+def test_t2_limits_are_the_exact_chi_square_quantile(dof):
+    from scipy.stats import chi2
+
+    from models.mspc import chi2_quantile
+
+    for q in (0.9, 0.99, 0.999, 0.9999):
+        assert chi2_quantile(q, dof) == pytest.approx(chi2.ppf(q, dof), rel=1e-12)
+
+
 def test_smoothed_baseline_is_fitted_on_smoothed_rows_and_mspc_smooths_alike():
     X = correlated(800, seed=9)
     t = np.arange(800, dtype=np.int64) * S

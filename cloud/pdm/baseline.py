@@ -11,8 +11,8 @@ kept). ``push_baseline`` merges it into the gateway's desired configuration (``b
 publishes that retained, with a version above anything the gateway runs; the gateway applies it live and
 reports the version, which ``GET /api/v1/gateways/{id}`` shows as ``config_version``.
 
-The arrays are the contract (``edge.config.MspcBaselineConfig``); the cloud computes them with numpy and
-scipy rather than importing the edge, which it must not.
+The arrays are the contract (``edge.config.MspcBaselineConfig``); the fit is ``models.mspc``, the same one the
+edge's offline ``fit`` runs, since the cloud must not import the edge.
 """
 
 from __future__ import annotations
@@ -23,11 +23,11 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from scipy.stats import chi2
 
 from cloud.registry import Asset, Gateway
 from models import topics
 from models.catalogue import get_type
+from models.mspc import fit_arrays, smooth_rows
 from models.wire import DesiredConfig, encode
 
 MIN_ROWS = 30
@@ -60,18 +60,6 @@ def aligned_rows(series: dict[str, tuple[np.ndarray, np.ndarray]], max_age_ns: i
     X = np.column_stack(cols)
     keep = ~np.isnan(X).any(axis=1)
     return t_all[keep], X[keep]
-
-
-def smoothed(t_ns: np.ndarray, X: np.ndarray, tau_s: float) -> np.ndarray:
-    """The edge's ``RowSmoother`` on history: a causal time-decayed mean of the rows, weight
-    ``1 - exp(-dt / tau)``, a running mean while that is larger. Sequential, so a loop (cloud side, once a fit)."""
-    out = np.empty_like(X)
-    mean = X[0].copy()
-    for r in range(len(X)):
-        a = 1.0 if r == 0 else max(1.0 - math.exp(-max(int(t_ns[r] - t_ns[r - 1]), 0) * 1e-9 / tau_s), 1.0 / (r + 1))
-        mean += a * (X[r] - mean)
-        out[r] = mean
-    return out
 
 
 def fit_baseline(store, tenant: str, asset: str, asset_type: str, start_ns: int, end_ns: int, *,
@@ -113,21 +101,15 @@ def fit_baseline(store, tenant: str, asset: str, asset_type: str, start_ns: int,
                             f"{sorted(series)} (skipped: {skipped})")
     t_rows, X = aligned_rows(series, round(max_age_s * 1e9))
     if smooth_tau_s > 0 and len(X):
-        X = smoothed(t_rows, X, smooth_tau_s)
+        X = smooth_rows(t_rows, X, smooth_tau_s)
     n, d = X.shape
     if n < max(MIN_ROWS, 10 * d):
         raise BaselineError(f"{n} complete rows of {d} points in the window; need at least {max(MIN_ROWS, 10 * d)}")
-    mean = X.mean(axis=0)
-    scale = X.std(axis=0, ddof=1)
-    Z = (X - mean) / scale
-    eig, vec = np.linalg.eigh(Z.T @ Z / (n - 1))
-    order = np.argsort(eig)[::-1]
-    eig = np.maximum(eig[order], 1e-12 * float(eig.max()))
+    arrays = fit_arrays(X, alpha=alpha, limit_scale=limit_scale)  # all components: T² is the Mahalanobis distance²
     config = {
-        "id": f"{asset}@{end_ns}", "points": list(series), "mean": mean.tolist(), "scale": scale.tolist(),
-        "loadings": vec[:, order].tolist(), "eigvals": eig.tolist(),
-        "t2_limit": float(chi2.ppf(1.0 - alpha, d)) * limit_scale, "spe_limit": 0.0, "max_age_s": max_age_s,
-        "smooth_tau_s": smooth_tau_s,
+        "id": f"{asset}@{end_ns}", "points": list(series),
+        **{k: v.tolist() if isinstance(v, np.ndarray) else float(v) for k, v in arrays.items()},
+        "max_age_s": max_age_s, "smooth_tau_s": smooth_tau_s,
     }
     return BaselineFit(config, n, start_ns, end_ns, skipped)
 

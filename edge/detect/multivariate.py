@@ -1,16 +1,16 @@
 """Multivariate statistical process control over one asset's points: Hotelling T² and SPE (Q).
 
 Per-point detectors miss a broken *relation*: supply air 4 °C and compressor current 2 A are each normal,
-together they are not. ``fit(X)`` learns the relation from rows of known-normal aligned values (numpy
-only, so it can run in the cloud on history): standardise each column, eigen-decompose the correlation
-matrix, keep ``k`` principal components. A row then scores
+together they are not. ``fit(X)`` learns the relation from rows of known-normal aligned values (the fit is
+``models.mspc``, numpy only, the one the cloud runs on history): standardise each column, eigen-decompose the
+correlation matrix, keep ``k`` principal components. A row then scores
 
 * ``T² = sum_c t_c² / lambda_c`` with ``t = P^T z`` — how unusual the row is *inside* the normal subspace;
 * ``SPE = |z - P t|²`` — how far it is *off* it (the broken relation). With ``k`` = all columns (the
   default) ``T²`` is the Mahalanobis distance² and there is no SPE.
 
-Limits at false-alarm rate ``alpha``: ``limits="theory"`` uses the chi-square quantile for T² (Wilson-
-Hilferty) and Jackson-Mudholkar for SPE; ``limits="quantile"`` the training rows' empirical quantiles
+Limits at false-alarm rate ``alpha``: ``limits="theory"`` uses the chi-square quantile for T² (exact)
+and Jackson-Mudholkar for SPE; ``limits="quantile"`` the training rows' empirical quantiles
 (better for non-Gaussian data, needs many more than ``1/alpha`` rows). The edge gets only the arrays of an
 ``MspcBaseline`` (``save``/``load`` an .npz). Score = ``max(T²/T²_limit, SPE/SPE_limit)``, flag at 1.
 ``limit_scale`` widens both limits: a baseline of a few minutes does not hold all of a process's normal
@@ -49,12 +49,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from statistics import NormalDist
 
 import numpy as np
 from numba import njit
 
 from edge.detect.base import Detector, as_tick, check_points, load_npz, save_npz
+from models.mspc import fit_arrays, smooth_rows
 
 _NEVER = np.iinfo(np.int64).min
 
@@ -97,86 +97,25 @@ class MspcBaseline:
         return cls.from_state(load_npz(path))
 
 
-def _chi2_quantile(q: float, dof: int) -> float:
-    """Exact for 1 and 2 degrees of freedom, Wilson-Hilferty (within ~1 %) beyond: numpy has no chi2.ppf."""
-    if dof == 1:
-        return NormalDist().inv_cdf(0.5 + q / 2.0) ** 2
-    if dof == 2:
-        return float(-2.0 * np.log1p(-q))
-    z = NormalDist().inv_cdf(q)
-    c = 2.0 / (9.0 * dof)
-    return float(dof * (1.0 - c + z * np.sqrt(c)) ** 3)
-
-
-def _jackson_mudholkar(q: float, resid_eig: np.ndarray) -> float:
-    th1, th2, th3 = (float(np.sum(resid_eig**i)) for i in (1, 2, 3))
-    h0 = 1.0 - 2.0 * th1 * th3 / (3.0 * th2**2)
-    if not h0 > 0:
-        return float("nan")
-    z = NormalDist().inv_cdf(q)
-    inner = z * np.sqrt(2.0 * th2 * h0**2) / th1 + 1.0 + th2 * h0 * (h0 - 1.0) / th1**2
-    return float(th1 * inner ** (1.0 / h0)) if inner > 0 else float("nan")
-
-
 def fit(X: np.ndarray, n_components: int | float | None = None, alpha: float = 0.001,
         limits: str = "theory", *, t_ns: np.ndarray | None = None, smooth_tau_s: float = 0.0,
         limit_scale: float = 1.0) -> MspcBaseline:
-    """Fit on rows of known-normal aligned values (rows with a NaN are dropped).
+    """Fit on rows of known-normal aligned values (rows with a NaN are dropped): ``models.mspc.fit_arrays``, the
+    fit the cloud uses too, after smoothing.
 
     ``n_components``: None = all (Mahalanobis), an int = that many, a float in (0, 1) = the fewest
     explaining that share of the variance. ``smooth_tau_s`` > 0 fits on smoothed rows (see the module
     docstring) and needs the rows' ``t_ns``; ``limit_scale`` multiplies both limits.
     """
     X = np.asarray(X, np.float64)
-    if X.ndim != 2:
-        raise ValueError(f"fit: X must be 2-D (rows x points), got shape {X.shape}")
-    if not limit_scale > 0:
-        raise ValueError(f"fit: limit_scale must be > 0, got {limit_scale}")
     if smooth_tau_s < 0 or not np.isfinite(smooth_tau_s):
         raise ValueError(f"fit: smooth_tau_s must be a finite number >= 0, got {smooth_tau_s}")
     if smooth_tau_s > 0:
         if t_ns is None or np.shape(t_ns) != (X.shape[0],):
             raise ValueError("fit: smooth_tau_s needs t_ns, one timestamp (ns) per row of X")
-        X = RowSmoother(X.shape[1], smooth_tau_s).smooth(t_ns, X)
-    X = X[~np.isnan(X).any(axis=1)]
-    n, d = X.shape
-    if n <= d + 1:
-        raise ValueError(f"fit: need more complete rows than columns + 1, got {n} rows of {d} columns")
-    if limits not in ("theory", "quantile"):
-        raise ValueError(f"fit: limits must be 'theory' or 'quantile', got {limits!r}")
-    mean = X.mean(axis=0)
-    scale = X.std(axis=0, ddof=1)
-    scale = np.where(scale > 0, scale, 1.0)
-    Z = (X - mean) / scale
-    eig, vec = np.linalg.eigh(Z.T @ Z / (n - 1))
-    order = np.argsort(eig)[::-1]
-    eig = np.maximum(eig[order], 1e-12 * max(float(eig.max()), 1e-300))
-    vec = vec[:, order]
-    if n_components is None:
-        k = d
-    elif isinstance(n_components, float) and 0 < n_components < 1:
-        k = int(np.searchsorted(np.cumsum(eig) / eig.sum(), n_components) + 1)
-    else:
-        k = int(n_components)
-    if not 1 <= k <= d:
-        raise ValueError(f"fit: n_components must be in 1..{d}, got {n_components}")
-    P = np.ascontiguousarray(vec[:, :k])
-    base = MspcBaseline(mean=mean, scale=scale, loadings=P, eigvals=np.ascontiguousarray(eig[:k]),
-                        t2_limit=0.0, spe_limit=0.0, smooth_tau_s=float(smooth_tau_s))
-    _, t2, spe = score_rows(base, X)
-    q = 1.0 - alpha
-    if limits == "theory":
-        base.t2_limit = _chi2_quantile(q, k)
-        if k < d:
-            base.spe_limit = _jackson_mudholkar(q, eig[k:])
-            if not np.isfinite(base.spe_limit):  # the approximation breaks down: fall back to data
-                base.spe_limit = float(np.quantile(spe, q))
-    else:
-        base.t2_limit = float(np.quantile(t2, q))
-        base.spe_limit = float(np.quantile(spe, q)) if k < d else 0.0
-    base.t2_limit *= limit_scale
-    base.spe_limit *= limit_scale
-    return base
+        X = smooth_rows(t_ns, X, smooth_tau_s)
+    arrays = fit_arrays(X, n_components, alpha, limits, limit_scale)
+    return MspcBaseline(**arrays, smooth_tau_s=float(smooth_tau_s))
 
 
 @njit(cache=True, nogil=True)
