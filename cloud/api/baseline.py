@@ -12,6 +12,7 @@ from pydantic import BaseModel, Field
 from cloud.api.auth import Operator
 from cloud.api.problems import Problem
 from cloud.api.timeparse import parse_time
+from cloud.gateway_config import BrokerUnavailable
 from cloud.pdm.baseline import BaselineError, fit_and_push
 
 
@@ -43,5 +44,7 @@ def get_router(platform) -> APIRouter:
             raise Problem(404, "Not found", str(exc)) from None
         except BaselineError as exc:
             raise Problem(422, "Cannot fit the baseline", str(exc)) from None
+        except BrokerUnavailable as exc:
+            raise Problem(503, "Broker unavailable", str(exc)) from None
 
     return r

@@ -11,11 +11,14 @@ from pydantic import BaseModel, Field
 
 from cloud.api.auth import Operator, Principal, Viewer
 from cloud.api.problems import Problem
+from cloud.gateway_config import (
+    BrokerUnavailable,
+    ConfigVersionConflict,
+    push_desired_config,
+    replaced_keeping_baselines,
+)
 from cloud.pii import mask_deep
-from cloud.registry import Gateway
 from cloud.twin import NotFound, VersionConflict
-from models import topics
-from models.wire import DesiredConfig, encode
 
 
 class TwinOut(BaseModel):
@@ -61,7 +64,7 @@ def _twin_out(st, p: Principal) -> TwinOut:
 
 def get_router(platform) -> APIRouter:
     r = APIRouter(prefix="/api/v1")
-    twins, reg = platform.twins, platform.registry
+    twins = platform.twins
 
     @r.get("/twins/{asset}", response_model=TwinOut, tags=["twins"])
     def get_twin(asset: str, p: Viewer) -> Response:
@@ -94,31 +97,16 @@ def get_router(platform) -> APIRouter:
                            if_match: str | None = Header(default=None)) -> dict[str, Any]:
         """Publish a desired configuration to the gateway (retained, so it gets it on reconnect). The gateway
         validates and reports applied or rejected; see ``config_report`` on the gateway."""
-        expected = _if_match(if_match)
-        if platform.link is None:
-            raise Problem(503, "Broker unavailable", "this API process has no broker connection")
-        with reg.session() as s:
-            g = s.get(Gateway, (p.tenant, gateway))
-            if g is None:
-                raise Problem(404, "Not found", f"no gateway {gateway!r}")
-            current = g.desired_version or 0
-            if current != expected:
-                raise Problem(412, "Precondition failed", f"the gateway's configuration is at version {current}; "
-                              f"you sent If-Match {expected}", current_version=current)
-            # Versions only grow, and stay above what the gateway already runs, so it never ignores a push.
-            version = max(current, g.config_version or 0) + 1
-            before = {"version": current, "config": g.desired_config}
-            config = dict(body.config)
-            if "baselines" not in config and (g.desired_config or {}).get("baselines"):
-                # Baselines are fitted and pushed by POST /assets/{id}/baseline: an operator's edit of other
-                # fields must not silently drop them from what a restarting gateway gets.
-                config["baselines"] = g.desired_config["baselines"]
-            g.desired_config, g.desired_version = config, version
-            reg.audit(s, p.tenant, p.actor, "gateway.config.put", f"gateway:{gateway}", reason=body.reason,
-                      before=before, after={"version": version, "config": config})
-        msg = DesiredConfig(version=version, config=config)
-        if not platform.link.publish(topics.config_desired(p.tenant, gateway), encode(msg), retain=True):
-            raise Problem(503, "Broker unavailable", "stored, but not yet published: the broker is unreachable")
+        try:
+            version = push_desired_config(platform, p.tenant, gateway, replaced_keeping_baselines(body.config),
+                                          actor=p.actor, action="gateway.config.put", reason=body.reason,
+                                          if_version=_if_match(if_match))
+        except LookupError as exc:
+            raise Problem(404, "Not found", str(exc)) from None
+        except ConfigVersionConflict as exc:
+            raise Problem(412, "Precondition failed", str(exc), current_version=exc.current) from None
+        except BrokerUnavailable as exc:
+            raise Problem(503, "Broker unavailable", str(exc)) from None
         response.headers["ETag"] = f'"{version}"'
         return {"gateway": gateway, "version": version, "published_ns": time.time_ns()}
 

@@ -24,11 +24,10 @@ from typing import Any
 
 import numpy as np
 
-from cloud.registry import Asset, Gateway
-from models import topics
+from cloud.gateway_config import push_desired_config, with_baseline
+from cloud.registry import Asset
 from models.catalogue import get_type
 from models.mspc import fit_arrays, smooth_rows
-from models.wire import DesiredConfig, encode
 
 MIN_ROWS = 30
 """Fewer aligned healthy rows than this (or than 10 per point) is no baseline: the covariance would be noise."""
@@ -128,28 +127,9 @@ def asset_gateway(registry, tenant: str, asset: str) -> tuple[str, str]:
 
 def push_baseline(platform, tenant: str, gateway: str, asset: str, baseline: dict[str, Any], actor: str,
                   reason: str = "") -> int:
-    """Merge ``baseline`` into the gateway's desired configuration and publish it retained; returns the version.
-
-    The whole desired configuration is published, not the change alone, so a gateway that restarts gets
-    everything the cloud wants of it from the one retained message.
-    """
-    if platform.link is None:
-        raise BaselineError("this process has no broker connection to push the baseline with")
-    with platform.registry.session() as s:
-        g = s.get(Gateway, (tenant, gateway))
-        if g is None:
-            raise LookupError(f"no gateway {gateway!r}")
-        before = dict(g.desired_config or {})
-        config = {**before, "baselines": {**before.get("baselines", {}), asset: baseline}}
-        version = max(g.desired_version or 0, g.config_version or 0) + 1
-        g.desired_config, g.desired_version = config, version
-        platform.registry.audit(s, tenant, actor, "gateway.baseline.put", f"gateway:{gateway}", reason=reason,
-                                before={"version": version - 1, "baseline": before.get("baselines", {}).get(asset)},
-                                after={"version": version, "asset": asset, "baseline_id": baseline["id"]})
-    msg = DesiredConfig(version=version, config=config)
-    if not platform.link.publish(topics.config_desired(tenant, gateway), encode(msg), retain=True):
-        raise BaselineError("stored, but not yet published: the broker is unreachable")
-    return version
+    """Merge ``baseline`` into the gateway's desired configuration and publish it retained; returns the version."""
+    return push_desired_config(platform, tenant, gateway, with_baseline(asset, baseline), actor=actor,
+                               action="gateway.baseline.put", reason=reason)
 
 
 def fit_and_push(platform, tenant: str, asset: str, start_ns: int | None, end_ns: int | None, actor: str, *,
