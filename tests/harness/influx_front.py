@@ -29,6 +29,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import parse_qs, urlencode, urlsplit
 
+from .procs import stop_process
+
 log = logging.getLogger(__name__)
 
 V2_WRITE_PATH = "/api/v2/write"
@@ -291,11 +293,7 @@ class InfluxV2WriteFrontProcess:
             return
         if proc.stdin:
             proc.stdin.close()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
+        stop_process(proc)
 
 
 def main(argv: list[str]) -> None:

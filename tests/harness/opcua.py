@@ -23,6 +23,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from .procs import stop_process
 from .servers import LOOPBACK, HarnessError, free_port
 
 NODE_DIR = Path(__file__).with_name("node_opcua")
@@ -228,16 +229,9 @@ class JsonLinesProcess:
         return rc
 
     def stop(self) -> None:
-        proc, self._proc = self._proc, None
-        if proc is not None and proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(10)
+        proc = self._proc
         if proc is not None:
-            self._proc = proc  # keep returncode readable
+            stop_process(proc)  # the Popen stays: its returncode is read after
         _LIVE.discard(self)
 
     def log_tail(self, lines: int = 30) -> str:

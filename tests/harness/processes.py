@@ -14,6 +14,7 @@ from typing import Any
 import httpx
 import yaml
 
+from tests.harness.procs import stop_process
 from tests.harness.servers import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -43,14 +44,7 @@ class TwinProcess:
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 20) -> int | None:
         if self.proc is None:
             return None
-        if self.proc.poll() is None:
-            self.proc.send_signal(sig)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
-        rc = self.proc.returncode
+        rc = stop_process(self.proc, timeout, sig)
         self.proc = None
         return rc
 

@@ -31,6 +31,7 @@ from typing import Any, ClassVar, NamedTuple, Self
 import httpx
 
 from .influx_front import InfluxV2WriteFrontProcess
+from .procs import stop_process
 
 LOOPBACK = "127.0.0.1"
 SHIPPED_MOSQUITTO = Path(__file__).resolve().parents[2] / "deploy" / "mosquitto"
@@ -124,14 +125,8 @@ class _Server:
     def stop(self) -> None:
         """Stop the process (SIGTERM, then SIGKILL after 10 s); the port and data dir are kept."""
         proc, self._proc = self._proc, None
-        if proc is None or proc.poll() is not None:
-            return
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=10)
+        if proc is not None:
+            stop_process(proc)
 
     def restart(self) -> None:
         """Simulate an outage: stop, then start again on the same port with the same data."""
