@@ -116,3 +116,32 @@ def store(influxdb, influx_db):
     s = InfluxStore(influxdb.url, "", "-", f"{influx_db}/autogen", influx_db)
     yield s
     s.close()
+
+
+@pytest.fixture
+def influx_platform(tmp_path, influxdb, influx_db):
+    """The cloud ``Platform`` opened (not started) on a SQLite registry and a fresh database of the real influxd."""
+    from cloud.platform import Platform
+    from cloud.settings import CloudSettings
+
+    p = Platform.open(CloudSettings(database_url=f"sqlite:///{tmp_path / 'r.sqlite'}", store="influx",
+                                    influx_url=influxdb.url, influx_bucket=f"{influx_db}/autogen",
+                                    influx_database=influx_db))
+    yield p
+    p.close()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def linked_platform(request, tmp_path, mosquitto, influxdb, influx_db):
+    """The cloud ``Platform`` started with its broker link, on SQLite and on the real PostgreSQL, and InfluxDB."""
+    from cloud.platform import Platform
+    from cloud.settings import CloudSettings
+
+    db = f"sqlite:///{tmp_path / 'reg.sqlite'}" if request.param == "sqlite" else request.getfixturevalue("pg_db")
+    settings = CloudSettings(database_url=db, store="influx", influx_url=influxdb.url,
+                             influx_bucket=f"{influx_db}/autogen", influx_database=influx_db, mqtt_url=mosquitto.url)
+    p = Platform.open(settings, with_link=True)
+    p.start()
+    assert p.link.connected.wait(10)
+    yield p
+    p.close()

@@ -18,9 +18,7 @@ from fastapi.testclient import TestClient
 from starlette.websockets import WebSocketDisconnect
 
 from cloud.api.app import create_app
-from cloud.platform import Platform
 from cloud.registry import Asset
-from cloud.settings import CloudSettings
 from cloud.store import Rows
 from models import topics
 from models.wire import DesiredConfig, PointSeries, ReportedConfig, TelemetryBatch, decode, encode
@@ -29,14 +27,9 @@ from tests.harness.processes import CloudProcess, wait_until
 S = 1_000_000_000
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def platform(request, tmp_path, mosquitto, influxdb, influx_db):
-    db = f"sqlite:///{tmp_path / 'reg.sqlite'}" if request.param == "sqlite" else request.getfixturevalue("pg_db")
-    settings = CloudSettings(database_url=db, store="influx", influx_url=influxdb.url,
-                             influx_bucket=f"{influx_db}/autogen", influx_database=influx_db, mqtt_url=mosquitto.url)
-    p = Platform.open(settings, with_link=True)
-    p.start()
-    assert p.link.connected.wait(10)
+@pytest.fixture
+def platform(linked_platform):
+    p = linked_platform
     reg = p.registry
     keys = {
         "admin": reg.create_api_key("acme", "admin", "alice"),
@@ -48,8 +41,7 @@ def platform(request, tmp_path, mosquitto, influxdb, influx_db):
         for tenant, asset, gw in (("acme", "trailer-001", "gw-a"), ("acme", "trailer-002", "gw-a"),
                                   ("globex", "trailer-900", "gw-g")):
             s.add(Asset(tenant=tenant, id=asset, type="refrigerated-trailer", gateway=gw, first_seen_ns=0))
-    yield p, keys
-    p.close()
+    return p, keys
 
 
 def _client(p, key: str) -> TestClient:

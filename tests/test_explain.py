@@ -17,7 +17,6 @@ from cloud.registry import Alert, Asset
 from cloud.rules.coldchain.profiles import parse_profile
 from cloud.rules.local import alert_from_alarm
 from cloud.rules.runner import RuleRunner
-from cloud.settings import CloudSettings
 from cloud.store import Rows
 from edge.buffer import Tick
 from edge.rules import LocalRules
@@ -29,10 +28,8 @@ S = 1_000_000_000
 T0 = 1_767_225_600 * S
 
 
-def test_an_edge_alarm_is_an_alert_whose_evidence_the_cloud_can_recompute(tmp_path, influxdb, influx_db):
-    p = Platform.open(CloudSettings(database_url=f"sqlite:///{tmp_path / 'r.sqlite'}", store="influx",
-                                    influx_url=influxdb.url, influx_bucket=f"{influx_db}/autogen",
-                                    influx_database=influx_db))
+def test_an_edge_alarm_is_an_alert_whose_evidence_the_cloud_can_recompute(influx_platform):
+    p = influx_platform
     key = p.registry.create_api_key("acme", "viewer")
     with p.registry.session() as s:
         s.add(Asset(tenant="acme", id="trailer-001", type="refrigerated-trailer", gateway="gw1", first_seen_ns=0))
@@ -59,7 +56,6 @@ def test_an_edge_alarm_is_an_alert_whose_evidence_the_cloud_can_recompute(tmp_pa
     assert out["recomputable"] and out["matches"]
     assert out["recomputed"] == {"point": "supply_air", "start_ns": t[20], "fired_ns": t[35], "value": 9.0,
                                  "limit": 8.0, "for_s": 900.0, "samples_examined": 36}
-    p.close()
 
 
 # -- every other alert kind: the live rules' alerts, recomputed from what InfluxDB holds ----------------------
@@ -72,12 +68,8 @@ CHILLED = parse_profile({"name": "chilled-2-8", "boundaries": [
 
 
 @pytest.fixture
-def platform(tmp_path, influxdb, influx_db):
-    p = Platform.open(CloudSettings(database_url=f"sqlite:///{tmp_path / 'r.sqlite'}", store="influx",
-                                    influx_url=influxdb.url, influx_bucket=f"{influx_db}/autogen",
-                                    influx_database=influx_db))
-    yield p
-    p.close()
+def platform(influx_platform):
+    return influx_platform
 
 
 def stored(p: Platform, asset: str, point: str, t: list[int], x: list[float]) -> TelemetryBatch:

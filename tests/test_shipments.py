@@ -16,13 +16,11 @@ import paho.mqtt.client as mqtt
 import pytest
 from fastapi.testclient import TestClient
 
-from cloud.api import shipments as shipments_api
 from cloud.api.app import create_app
 from cloud.platform import Platform
 from cloud.registry import Asset, SigningKey, Site
 from cloud.rules.coldchain import evaluate, load_profile, mkt_c
 from cloud.rules.coldchain.mkt import hold_durations_ns
-from cloud.settings import CloudSettings
 from cloud.shipments import attach, canonical_json, verify_record
 from cloud.store import Rows
 from tests.harness.processes import wait_until
@@ -33,14 +31,9 @@ T0 = (time.time_ns() // H - 72) * H  # three days ago, on the hour
 PROFILE = "who-type-1"
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def platform(request, tmp_path, mosquitto, influxdb, influx_db):
-    db = f"sqlite:///{tmp_path / 'reg.sqlite'}" if request.param == "sqlite" else request.getfixturevalue("pg_db")
-    settings = CloudSettings(database_url=db, store="influx", influx_url=influxdb.url,
-                             influx_bucket=f"{influx_db}/autogen", influx_database=influx_db, mqtt_url=mosquitto.url)
-    p = Platform.open(settings, with_link=True)
-    p.start()
-    assert p.link.connected.wait(10)
+@pytest.fixture
+def platform(linked_platform):
+    p = linked_platform
     reg = p.registry
     keys = {role: reg.issue_api_key("acme", role, name) for role, name in
             (("admin", "alice"), ("qa", "quinn"), ("operator", "olga"), ("viewer", "victor"))}
@@ -52,13 +45,10 @@ def platform(request, tmp_path, mosquitto, influxdb, influx_db):
                               ("globex", "trailer-1")):
             s.add(Asset(tenant=tenant, id=asset, type="refrigerated-trailer", first_seen_ns=0))
     app = create_app(p)
-    if not any(getattr(route, "path", None) == "/api/v1/shipments" for route in app.routes):
-        app.include_router(shipments_api.get_router(p))  # until app.py lists the module
     clients = {role: TestClient(app, headers={"Authorization": f"Bearer {key}"}) for role, (_, key) in keys.items()}
     actors = {role: f"key:{key_id} ({name})" for (role, (key_id, _)), name in
               zip(keys.items(), ("alice", "quinn", "olga", "victor", "mallory"), strict=True)}
-    yield p, clients, actors
-    p.close()
+    return p, clients, actors
 
 
 def _shipment(c: TestClient, sid: str, legs: list[tuple[str, int, int | None]], lots: list[dict],

@@ -7,9 +7,7 @@ import numpy as np
 from fastapi.testclient import TestClient
 
 from cloud.api.app import create_app
-from cloud.platform import Platform
 from cloud.registry import Asset
-from cloud.settings import CloudSettings
 from cloud.store import Rows
 from simulators.trailer import Fault, Trailer, TrailerParams
 
@@ -21,10 +19,8 @@ DOORS = [Fault(kind="door_open", start_ns=T0 + round(h * H), end_ns=T0 + round(h
 ASK_AT = T0 + 39 * H  # day two, 15:00: the warmest hour, between defrosts
 
 
-def test_compressor_off_what_if_matches_the_simulated_failure(tmp_path, influxdb, influx_db):
-    p = Platform.open(CloudSettings(database_url=f"sqlite:///{tmp_path / 'r.sqlite'}", store="influx",
-                                    influx_url=influxdb.url, influx_bucket=f"{influx_db}/autogen",
-                                    influx_database=influx_db))
+def test_compressor_off_what_if_matches_the_simulated_failure(influx_platform):
+    p = influx_platform
     key = p.registry.create_api_key("acme", "viewer")
     with p.registry.session() as s:
         s.add(Asset(tenant="acme", id="trailer-001", type="refrigerated-trailer", gateway="gw1", first_seen_ns=0))
@@ -50,13 +46,10 @@ def test_compressor_off_what_if_matches_the_simulated_failure(tmp_path, influxdb
     assert out["baseline_time_to_excursion_s"] is None  # carrying on as now, it stays in range
     assert "thermal" in api.get("/api/v1/twins/trailer-001").json()["model"]  # kept on the twin
     assert api.post("/api/v1/assets/nope/simulate", json={}).status_code == 404
-    p.close()
 
 
-def test_postponing_maintenance_raises_the_chance_of_zone_d(tmp_path, influxdb, influx_db):
-    p = Platform.open(CloudSettings(database_url=f"sqlite:///{tmp_path / 'r.sqlite'}", store="influx",
-                                    influx_url=influxdb.url, influx_bucket=f"{influx_db}/autogen",
-                                    influx_database=influx_db))
+def test_postponing_maintenance_raises_the_chance_of_zone_d(influx_platform):
+    p = influx_platform
     key = p.registry.create_api_key("acme", "viewer")
     with p.registry.session() as s:
         s.add(Asset(tenant="acme", id="pump-1", type="rotating-machine", gateway="gw1", first_seen_ns=0))
@@ -79,4 +72,3 @@ def test_postponing_maintenance_raises_the_chance_of_zone_d(tmp_path, influxdb, 
     soon, late = chance(3), chance(40)
     assert soon < 0.05 and late > 0.95, (soon, late)
     assert chance(0) <= soon <= chance(15) <= late  # monotone in the postponement
-    p.close()
