@@ -85,10 +85,22 @@ class LatestCache(TimeSeriesStore):
         if not entries:  # a process that only writes (an ingest worker) keeps nothing
             return
         with self._lock:
-            for s in rows.series:
-                e = entries.get((s.tenant, s.asset))
-                if e is not None and (last := _last_value(s.t_ns, s.values)) is not None:
-                    _merge(e.points, s.point, *last)
+            for tenant, asset, point, t_ns, values, _ in rows.series:
+                e = entries.get((tenant, asset))
+                if e is None:
+                    continue
+                if len(t_ns) == 1:  # most series of a tick: one sample, no loop (this runs in ingest's write)
+                    v = values[0]
+                    if v is None or not math.isfinite(v):
+                        continue
+                    t, v = int(t_ns[0]), float(v)
+                elif (last := _last_value(t_ns, values)) is not None:
+                    t, v = last
+                else:
+                    continue
+                have = e.points.get(point)
+                if have is None or t >= have[0]:
+                    e.points[point] = (t, v)
             for tr in rows.text:
                 e = entries.get((tr.tenant, tr.asset))
                 if e is not None and len(tr.t_ns):
