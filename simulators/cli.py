@@ -44,21 +44,8 @@ def run(
     publish: Annotated[bool, typer.Option(help="send the samples; --no-publish only writes files")] = True,
 ) -> None:
     """Simulate a scenario, write its ground truth, and publish its samples."""
-    try:
-        sc = load_scenario(scenario)
-    except ValueError as exc:
-        raise typer.BadParameter(str(exc), param_hint="SCENARIO") from None
-    out_dir = out or Path("artifacts") / "sim" / sc.name
-    with _progress() as bar:
-        task = bar.add_task(f"{sc.name} ({sc.mode})", total=None)
-        result = run_scenario(sc, out_dir, broker_url=broker, publish=publish,
-                              on_progress=lambda sent, total: bar.update(task, completed=sent, total=total))
-    n_faults = len(result.ground_truth["faults"])
-    console.print(f"{len(result.runs)} trailers, {result.n_readings:,} samples, {n_faults} faults; "
-                  f"ground truth in {out_dir / 'ground_truth.json'}")
-    if result.report is None:
-        console.print("nothing published (no broker given, or --no-publish)")
-    _summary(result.report)
+    _simulate(load_scenario, run_scenario, scenario, broker, out, publish,
+              lambda result: f"{len(result.runs)} trailers")
 
 
 @app.command()
@@ -100,17 +87,23 @@ def machines(
     """Simulate a scenario with rotating machines (slow points; the waveform stays local) and trailers."""
     from simulators.machine import load_machine_scenario, run_machine_scenario
 
+    _simulate(load_machine_scenario, run_machine_scenario, scenario, broker, out, publish,
+              lambda result: f"{len(result.ground_truth['assets'])} assets")
+
+
+def _simulate(load, run, scenario: Path, broker: str | None, out: Path | None, publish: bool, what) -> None:
+    """Load a scenario file (a clear error naming it), run it with a progress bar, say what it made."""
     try:
-        sc = load_machine_scenario(scenario)
+        sc = load(scenario)
     except ValueError as exc:
         raise typer.BadParameter(str(exc), param_hint="SCENARIO") from None
     out_dir = out or Path("artifacts") / "sim" / sc.name
     with _progress() as bar:
         task = bar.add_task(f"{sc.name} ({sc.mode})", total=None)
-        result = run_machine_scenario(sc, out_dir, broker_url=broker, publish=publish,
-                                      on_progress=lambda sent, total: bar.update(task, completed=sent, total=total))
-    console.print(f"{len(result.ground_truth['assets'])} assets, {result.n_readings:,} samples, "
-                  f"{len(result.ground_truth['faults'])} faults; ground truth in {out_dir / 'ground_truth.json'}")
+        result = run(sc, out_dir, broker_url=broker, publish=publish,
+                     on_progress=lambda sent, total: bar.update(task, completed=sent, total=total))
+    console.print(f"{what(result)}, {result.n_readings:,} samples, {len(result.ground_truth['faults'])} faults; "
+                  f"ground truth in {out_dir / 'ground_truth.json'}")
     if result.report is None:
         console.print("nothing published (no broker given, or --no-publish)")
     _summary(result.report)
