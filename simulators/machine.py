@@ -31,7 +31,6 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Callable
-from datetime import UTC, datetime
 from functools import cached_property
 from pathlib import Path
 from typing import Any, Literal, NamedTuple
@@ -41,10 +40,11 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from models.wire import Quality
-from simulators.devices import DEFAULT_TOPIC_TEMPLATE, interleave, publish_readings
+from simulators.devices import interleave, publish_readings
 from simulators.scenario import (
     Scenario,
     ScenarioResult,
+    ScenarioRun,
     Seconds,
     _start_ns,
     asset_seed,
@@ -443,7 +443,7 @@ class MachineEntry(BaseModel):
         return MachineParams(**(self.params | extra))
 
 
-class MachineScenario(BaseModel):
+class MachineScenario(ScenarioRun):
     """A scenario whose fleet may hold trailers (``fleet``/``faults`` as in ``scenario.py``) and machines.
 
     Machines publish their slow points (bearing_temp, motor_current, speed) every ``machine_period``
@@ -451,24 +451,10 @@ class MachineScenario(BaseModel):
     is an edge job). Their bearing faults go into ``ground_truth.json`` with ``failure_ns``.
     """
 
-    model_config = ConfigDict(extra="forbid")
-    name: str
-    seed: int = 0
-    mode: Literal["compressed", "realtime"] = "compressed"
-    start: datetime = datetime(2025, 6, 2, tzinfo=UTC)
-    duration: Seconds = Field(gt=0)
-    sample_period: Seconds = Field(60.0, gt=0)
-    step: Seconds = Field(10.0, gt=0)
     machine_period: Seconds | None = None
     fleet: list[dict[str, Any]] = Field(default_factory=list)
     faults: list[dict[str, Any]] = Field(default_factory=list)
     machines: list[MachineEntry] = Field(default_factory=list)
-    broker: str | None = None
-    topic_template: str = DEFAULT_TOPIC_TEMPLATE
-    style: Literal["json", "bare"] = "json"
-    qos: Literal[0, 1] = 1
-    rate: float | None = Field(None, gt=0)
-    readings_csv: bool = False
 
     @model_validator(mode="after")
     def _some_assets(self) -> MachineScenario:

@@ -95,7 +95,10 @@ class FaultSpec(BaseModel):
     silent: bool | None = None
 
 
-class Scenario(BaseModel):
+class ScenarioRun(BaseModel):
+    """What every scenario file says about the run itself, whatever assets it simulates (trailers here,
+    machines in ``simulators.machine``): name, seed, time span and how the samples go out."""
+
     model_config = ConfigDict(extra="forbid")
     name: str
     seed: int = 0
@@ -104,14 +107,17 @@ class Scenario(BaseModel):
     duration: Seconds = Field(gt=0)
     sample_period: Seconds = Field(60.0, gt=0)
     step: Seconds = Field(10.0, gt=0)
-    fleet: list[FleetEntry] = Field(min_length=1)
-    faults: list[FaultSpec] = Field(default_factory=list)
     broker: str | None = None
     topic_template: str = DEFAULT_TOPIC_TEMPLATE
     style: Literal["json", "bare"] = "json"
     qos: Literal[0, 1] = 1
     rate: float | None = Field(None, gt=0)
     readings_csv: bool = False
+
+
+class Scenario(ScenarioRun):
+    fleet: list[FleetEntry] = Field(min_length=1)
+    faults: list[FaultSpec] = Field(default_factory=list)
 
     @model_validator(mode="after")
     def _faults_name_assets(self) -> Scenario:
