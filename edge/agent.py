@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import orjson
 
+from edge import kernels
 from edge.buffer import SampleBuffer, Tick
 from edge.config import GatewayConfig, MqttSource, parse_config
 from edge.detect.events import AnomalyEvent as DetectedEvent
@@ -207,6 +208,7 @@ class EdgeAgent:
                 out[k] = out.get(k, 0) + v
         out.update(self.outbox.stats())
         out.update(self.uplink.stats)
+        out["kernels_ahead_of_time"] = int(kernels.mode() == "aot" and kernels.status()["fallback"] is None)
         return out
 
     # -- remote configuration ----------------------------------------------------------------
@@ -329,6 +331,7 @@ def run_forever(config_path: Path) -> None:
     signal.signal(signal.SIGTERM, lambda *_: agent.stop())
     signal.signal(signal.SIGINT, lambda *_: agent.stop())
     agent.start()
-    log.info("edge agent %s/%s running: %d points, %d sources", cfg.tenant, cfg.gateway,
-             len(agent.points), len(agent.sources))
+    log.info("edge agent %s/%s running: %d points, %d sources, detector kernels %s", cfg.tenant, cfg.gateway,
+             len(agent.points), len(agent.sources),
+             "compiled ahead of time" if kernels.mode() == "aot" else "by numba's JIT")
     agent.run()

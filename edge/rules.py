@@ -10,14 +10,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from numba import njit
 
 from edge.buffer import Tick
+from edge.kernels import kernel
 from models.catalogue import LocalRule
 from models.wire import Quality
 
 
-@njit(cache=True, nogil=True)
+@kernel
 def rules_kernel(idx, t_ns, x, ok, rule_start, rule_list, above, limit, hold_ns, since_ns, fired_ns,
                  out_rule, out_start, out_fired, out_value):
     """Per sample in order: a rule's condition starts, holds, fires once when held ``hold_ns``, or resets."""

@@ -29,7 +29,8 @@ import time
 from typing import NamedTuple
 
 import numpy as np
-from numba import njit
+
+from edge.kernels import kernel
 
 FEATURES: tuple[str, ...] = (
     "velocity_rms_mm_s",  # ISO 10816/20816 broadband RMS velocity, 10-1000 Hz by default
@@ -90,7 +91,7 @@ def bearing_frequencies(shaft_hz: float, n_balls: int, ball_diameter: float, pit
 # --- kernels --------------------------------------------------------------------------------------
 
 
-@njit(cache=True, nogil=True)
+@kernel
 def time_stats_kernel(x, out):
     """Per channel (row of ``x``): RMS, peak, crest factor, kurtosis of the mean-removed block → out[:, 0:4]."""
     for c in range(x.shape[0]):
@@ -118,7 +119,7 @@ def time_stats_kernel(x, out):
         out[c, 3] = m4 / (m2 * m2) if m2 > 0.0 else 0.0
 
 
-@njit(cache=True, nogil=True)
+@kernel
 def velocity_rms_kernel(spec, n, df, f_lo, f_hi, out):
     """RMS velocity (input units · s) from the one-sided FFT of acceleration: V(f) = A(f) / (j2πf), Parseval
     over the bins with f_lo ≤ f ≤ f_hi (band edges inclusive). Integrating in the frequency domain needs no
@@ -140,7 +141,7 @@ def velocity_rms_kernel(spec, n, df, f_lo, f_hi, out):
         out[c] = math.sqrt(2.0 * e / 0.375) / n
 
 
-@njit(cache=True, nogil=True)
+@kernel
 def baseband_kernel(spec, k_lo, width, out):
     """Copy bins k_lo[b] .. k_lo[b] + width - 1 of each channel's spectrum to the start of out[c, b] (zeros
     after): the analytic signal of each band shifted to 0 Hz, ready for an inverse FFT."""
@@ -150,7 +151,7 @@ def baseband_kernel(spec, k_lo, width, out):
                 out[c, b, m] = spec[c, k_lo[b] + m] if m < width else 0.0
 
 
-@njit(cache=True, nogil=True)
+@kernel
 def spectral_kurtosis_kernel(z, out):
     """SK = E|z|⁴ / (E|z|²)² - 2 of each complex band signal: 0 for Gaussian noise, -1 for a steady tone,
     large for repetitive impacts — the band where a bearing defect rings."""
@@ -166,7 +167,7 @@ def spectral_kurtosis_kernel(z, out):
             out[c, b] = (m4 / n) / ((m2 / n) ** 2) - 2.0 if m2 > 0.0 else 0.0
 
 
-@njit(cache=True, nogil=True)
+@kernel
 def chosen_band_kernel(spec, k_lo, width, out):
     """Like ``baseband_kernel`` for one band per channel, ``k_lo[c]``."""
     for c in range(spec.shape[0]):
@@ -174,7 +175,7 @@ def chosen_band_kernel(spec, k_lo, width, out):
             out[c, m] = spec[c, k_lo[c] + m] if m < width else 0.0
 
 
-@njit(cache=True, nogil=True)
+@kernel
 def squared_envelope_kernel(z, scale, window, out, out_mean):
     """Windowed (Hann: a line leaks into 2 bins at most), mean-removed squared envelope |z|²·scale of each
     channel, and its mean; ``scale`` turns numpy's inverse FFT into the analytic signal."""
@@ -191,7 +192,7 @@ def squared_envelope_kernel(z, scale, window, out, out_mean):
             out[c, i] = (out[c, i] - mean) * window[i]
 
 
-@njit(cache=True, nogil=True)
+@kernel
 def line_energy_kernel(env_spec, df, lines_hz, n_harmonics, rel_tol, min_bins, out):
     """Share of each channel's envelope-spectrum energy (bins ≥ 1) within ± max(rel_tol·f, min_bins·df) of
     each line's first ``n_harmonics`` harmonics. ``lines_hz`` is (channels, lines); out the same shape."""

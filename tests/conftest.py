@@ -15,6 +15,7 @@ of a fresh PostgreSQL database), both dropped after the test.
 
 from __future__ import annotations
 
+import os
 import sys
 import uuid
 from collections.abc import Callable, Iterator
@@ -28,6 +29,10 @@ import pytest
 _ROOT = str(Path(__file__).resolve().parents[1])
 if _ROOT not in sys.path:
     sys.path.insert(0, _ROOT)
+
+# The suite checks the kernels as numba's JIT compiles them, whatever build a developer has in edge/_aot;
+# tests/test_kernels_aot.py builds its own ahead-of-time module and checks it against them.
+os.environ.setdefault("TWIN_KERNELS", "jit")
 
 from tests.harness import HarnessError, InfluxServer, MosquittoServer, PostgresServer, TlsMosquittoServer  # noqa: E402
 

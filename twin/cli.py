@@ -61,6 +61,31 @@ def edge_run(config: Path = typer.Option(..., "--config", "-c", help="gateway.ya
         raise typer.Exit(2) from None
 
 
+@edge_app.command("compile")
+def edge_compile(
+    out: Path | None = typer.Option(None, "--out", help="where the build goes (default: TWIN_KERNEL_DIR, else "
+                                    "edge/_aot in the installed package)"),
+    if_needed: bool = typer.Option(False, "--if-needed", help="do nothing when a build for these sources is there"),
+) -> None:
+    """Compile the detector kernels ahead of time: the agent then runs without numba's JIT (no LLVM in memory,
+    no compile on the first tick). Needs numba and a C compiler here; run again after an upgrade."""
+    import os
+
+    if out is not None:
+        os.environ["TWIN_KERNEL_DIR"] = str(out)
+    from edge import kernels
+
+    if if_needed:
+        why = kernels.load_build()
+        if why is None:
+            typer.echo(f"kernels: the build in {kernels.kernel_dir()} is current")
+            return
+        typer.echo(f"kernels: {why}; building")
+    from edge.compile import build
+
+    typer.echo(f"kernels: built {build(kernels.kernel_dir(), log=typer.echo).parent}")
+
+
 @edge_app.command("check")
 def edge_check(config: Path = typer.Option(..., "--config", "-c")) -> None:
     """Validate a gateway configuration and exit."""

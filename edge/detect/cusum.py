@@ -22,14 +22,14 @@ baseline. The first ``warmup`` good samples only learn. NaN or bad quality: scor
 from __future__ import annotations
 
 import numpy as np
-from numba import njit
 
 from edge.detect.base import KernelDetector, per_point
+from edge.kernels import kernel
 
 _EPS_VAR = 1e-12
 
 
-@njit(cache=True, nogil=True)
+@kernel
 def cusum_kernel(idx, t_ns, x, ok, mean, var, last_t, count, s_hi, s_lo,
                  tau_s, k, h, clip, warmup, learn, out_score, out_flag):
     """One pass over a tick; per-point state changes only when ``learn``."""

@@ -19,14 +19,14 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
-from numba import njit
 
 from edge.detect.base import Detector, as_tick, check_points, load_npz, save_npz
+from edge.kernels import kernel
 
 _BELOW_HALF = float(np.nextafter(0.5, 0.0))
 
 
-@njit(cache=True, nogil=True)
+@kernel
 def combine_kernel(n, idx, scores, flags, inv_scale, enabled_bits, out_score, out_mask):
     """Scores and flags are (detectors, capacity), only the first ``n`` columns this tick's; ``inv_scale``
     is (points, detectors), 0 where a detector is disabled; ``enabled_bits`` one mask per point."""

@@ -24,9 +24,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from numba import njit
 
 from edge.detect.base import as_tick, check_points, load_npz, per_point, save_npz
+from edge.kernels import kernel
 
 _IDLE, _CANDIDATE, _OPEN = 0, 1, 2
 _NEVER = np.iinfo(np.int64).min
@@ -48,7 +48,7 @@ class AnomalyEvent:
         return self.end_ns is None
 
 
-@njit(cache=True, nogil=True)
+@kernel
 def events_kernel(idx, t_ns, x, ok, score, mask,
                   phase, start_t, last_t, n_flag, peak, peak_x, bits, seq, reported, cool_until, next_seq,
                   min_samples, min_dur_ns, cooldown_ns,

@@ -16,14 +16,14 @@ The first ``warmup`` good samples of a point only learn. NaN or bad quality: sco
 from __future__ import annotations
 
 import numpy as np
-from numba import njit
 
 from edge.detect.base import Detector
+from edge.kernels import kernel
 
 _EPS_VAR = 1e-12
 
 
-@njit(cache=True, nogil=True)
+@kernel
 def ewma_z_kernel(idx, t_ns, x, ok, mean, var, last_t, count, tau_s, threshold, warmup, learn,
                   out_score, out_flag):
     """One pass over a tick. State arrays are per point and updated in place when ``learn``."""

@@ -22,12 +22,12 @@ NaN or bad quality: score 0, state kept.
 from __future__ import annotations
 
 import numpy as np
-from numba import njit
 
 from edge.detect.base import KernelDetector, per_point
+from edge.kernels import kernel
 
 
-@njit(cache=True, nogil=True)
+@kernel
 def limits_kernel(idx, t_ns, x, ok, alarm, hi, lo, hysteresis, span, learn, out_score, out_flag):
     """One pass over a tick; ``alarm`` (+1 high, -1 low, 0 none) changes only when ``learn``."""
     for i in range(idx.shape[0]):

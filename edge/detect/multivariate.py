@@ -51,9 +51,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from numba import njit
 
 from edge.detect.base import Detector, as_tick, check_points, load_npz, save_npz
+from edge.kernels import kernel
 from models.mspc import fit_arrays, smooth_rows
 
 _NEVER = np.iinfo(np.int64).min
@@ -118,7 +118,7 @@ def fit(X: np.ndarray, n_components: int | float | None = None, alpha: float = 0
     return MspcBaseline(**arrays, smooth_tau_s=float(smooth_tau_s))
 
 
-@njit(cache=True, nogil=True)
+@kernel
 def smooth_rows_kernel(t_ns, rows, tau_s, mean, last_t, count, out):
     """Time-decayed mean of the complete rows so far, into ``out``; a row with a NaN gives a NaN row and is
     skipped. ``mean`` (d,), ``last_t`` (1,) and ``count`` (1,) are the state, updated in place."""
@@ -197,7 +197,7 @@ class RowSmoother:
                                             np.int64).copy()
 
 
-@njit(cache=True, nogil=True)
+@kernel
 def score_rows_kernel(rows, mean, scale, loadings, eigvals, t2_limit, spe_limit,
                       out_score, out_t2, out_spe, z, tvec):
     """T², SPE and the normalised score of each row; a row with a NaN scores 0. ``z``/``tvec`` are scratch."""
@@ -249,7 +249,7 @@ def score_rows(base: MspcBaseline, rows: np.ndarray) -> tuple[np.ndarray, np.nda
     return out
 
 
-@njit(cache=True, nogil=True)
+@kernel
 def hold_rows_kernel(idx, t_ns, x, ok, col_of, held, held_t, max_age_ns, out_rows, out_t, out_pos):
     """Last-value-hold rows, one per run of equal timestamps among the asset's good samples; returns count."""
     d = held.shape[0]

@@ -22,12 +22,12 @@ The first ``warmup`` samples accumulate but do not score. NaN or bad quality: sc
 from __future__ import annotations
 
 import numpy as np
-from numba import njit
 
 from edge.detect.base import KernelDetector, per_point
+from edge.kernels import kernel
 
 
-@njit(cache=True, nogil=True)
+@kernel
 def page_hinkley_kernel(idx, t_ns, x, ok, mean, last_t, count, g_up, g_dn,
                         delta, threshold, warmup, tau_s, learn, out_score, out_flag):
     """One pass over a tick; per-point state changes only when ``learn``."""

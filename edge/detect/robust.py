@@ -24,15 +24,15 @@ NaN or bad quality: score 0, no learning.
 from __future__ import annotations
 
 import numpy as np
-from numba import njit
 
 from edge.detect.base import KernelDetector, per_point
+from edge.kernels import kernel
 
 MAD_TO_SIGMA = 1.4826
 _EPS_SCALE = 1e-9
 
 
-@njit(cache=True, nogil=True, inline="always")
+@kernel(inline="always")
 def _sorted_median(s, p, n):
     h = n // 2
     if n % 2 == 1:
@@ -40,7 +40,7 @@ def _sorted_median(s, p, n):
     return (s[p, h - 1] + s[p, h]) * 0.5
 
 
-@njit(cache=True, nogil=True, inline="always")
+@kernel(inline="always")
 def _count_below(s, p, n, v):
     """How many of ``s[p, :n]`` are < v: the insertion point. A counting scan, not a bisect: a bisect is a
     chain of dependent loads from a row that is usually not in L1 yet, a scan is a few SIMD loads."""
@@ -50,7 +50,7 @@ def _count_below(s, p, n, v):
     return c
 
 
-@njit(cache=True, nogil=True, inline="always")
+@kernel(inline="always")
 def _count_at_most(s, p, n, v):
     c = 0
     for j in range(n):
@@ -58,7 +58,7 @@ def _count_at_most(s, p, n, v):
     return c
 
 
-@njit(cache=True, nogil=True)
+@kernel
 def _sorted_mad(s, p, n, med):
     """Median of |s - med| for sorted ``s[p, :n]`` in O(log n).
 
@@ -97,7 +97,7 @@ def _sorted_mad(s, p, n, med):
     return (prev + kth) * 0.5
 
 
-@njit(cache=True, nogil=True)
+@kernel
 def robust_z_kernel(idx, t_ns, x, ok, ring, srt, fill, head, last_t,
                     window, threshold, warmup, max_gap_s, learn, out_score, out_flag):
     """One pass over a tick. ``ring``/``srt`` are (points, max window); state changes only when ``learn``."""

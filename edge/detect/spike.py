@@ -18,12 +18,12 @@ the way up and on the way down (the event layer joins them). NaN or bad quality:
 from __future__ import annotations
 
 import numpy as np
-from numba import njit
 
 from edge.detect.base import KernelDetector, per_point
+from edge.kernels import kernel
 
 
-@njit(cache=True, nogil=True)
+@kernel
 def spike_kernel(idx, t_ns, x, ok, last_x, last_t, seen, max_rate, min_dt_s, max_gap_s,
                  learn, out_score, out_flag):
     """One pass over a tick; per-point state changes only when ``learn``."""

@@ -25,12 +25,12 @@ NaN or bad quality: score 0, skipped.
 from __future__ import annotations
 
 import numpy as np
-from numba import njit
 
 from edge.detect.base import KernelDetector, per_point
+from edge.kernels import kernel
 
 
-@njit(cache=True, nogil=True)
+@kernel
 def stuck_kernel(idx, t_ns, x, ok, ref, since_t, last_t, count, vmean, vvar, first_t,
                  duration_s, tol, var_eps, window_s, learn, out_score, out_flag):
     """One pass over a tick; per-point state changes only when ``learn``."""

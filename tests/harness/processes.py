@@ -113,11 +113,11 @@ def gateway_config(workdir: Path, uplink_url: str, source_url: str, *, tenant: s
 class EdgeProcess(TwinProcess):
     """``twin edge run --config gateway.yaml``."""
 
-    def __init__(self, workdir: Path, config: dict) -> None:
+    def __init__(self, workdir: Path, config: dict, env: dict[str, str] | None = None) -> None:
         workdir.mkdir(parents=True, exist_ok=True)
         self.config_path = workdir / "gateway.yaml"
         self.config_path.write_text(yaml.safe_dump(config))
-        super().__init__(["edge", "run", "--config", str(self.config_path)], workdir / "edge.log")
+        super().__init__(["edge", "run", "--config", str(self.config_path)], workdir / "edge.log", env)
 
     def wait_log(self, needle: str, timeout: float = 30) -> None:
         deadline = time.monotonic() + timeout
