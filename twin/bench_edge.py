@@ -121,9 +121,10 @@ def _publish(host: str, port: int, assets: list[str], rate_hz: float, duration_s
 
 
 def run_edge_bench(harness, *, points: int, rate_hz: float, duration_s: float, core: int,
-                   python: str | None = None) -> dict:
+                   python: str | None = None, env: dict[str, str] | None = None) -> dict:
     """``python``: the agent's interpreter, e.g. a venv with only ``assettwin[edge]`` installed, as a gateway
-    has (the dev venv also holds scipy, which numba imports when present, ~15 MB)."""
+    has (the dev venv also holds scipy, which numba imports when present, ~15 MB). ``env``: extra environment
+    for the agent (``TWIN_KERNELS``, ``TWIN_KERNEL_DIR``)."""
     n_assets = math.ceil(points / len(POINTS))
     assets = [f"trailer-{i:04d}" for i in range(1, n_assets + 1)]
     broker = harness.MosquittoServer()
@@ -143,7 +144,8 @@ def run_edge_bench(harness, *, points: int, rate_hz: float, duration_s: float, c
     cmd = [python or sys.executable, "-m", "twin", "edge", "run", "--config", str(work / "gateway.yaml")]
     if (os.cpu_count() or 1) > 1:
         cmd = ["taskset", "-c", str(core), *cmd]
-    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "TWIN_LOG_FORMAT": "json"})
+    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT,
+                            env={**os.environ, "TWIN_LOG_FORMAT": "json", **(env or {})})
     counter = _Counter(broker.host, broker.port, topics.telemetry("bench", "gw-bench"))
     try:
         deadline = time.monotonic() + 60
@@ -189,6 +191,8 @@ def run_edge_bench(harness, *, points: int, rate_hz: float, duration_s: float, c
             "latency_p50_ms": float(np.percentile(lat, 50)), "latency_p99_ms": float(np.percentile(lat, 99)),
             "messages_per_s": n_assets * rate_hz,
             "to_commit_p50_ms": float(np.percentile(np.concatenate(counter.to_commit), 50)),
+            "kernels": "ahead of time" if b"detector kernels compiled ahead of time" in (work / "edge.log").read_bytes()
+            else "numba JIT",
         }
     finally:
         counter.close()
