@@ -56,8 +56,10 @@ def plant(tmp_path, mosquitto, influxdb, influx_db):
     c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2)  # the retained desired config must not outlive the test
     host, port = mosquitto.url.removeprefix("mqtt://").split(":")
     c.connect(host, int(port))
+    c.loop_start()  # the PUBACK needs the network loop: without it wait_for_publish sat out its 10 s timeout
     c.publish(topics.config_desired("acme", gw), b"", qos=1, retain=True).wait_for_publish(10)
     c.disconnect()
+    c.loop_stop()
 
 
 def _cycles(machine: Machine, t0_ns: int, seconds: int) -> dict[str, np.ndarray]:
