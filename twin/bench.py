@@ -151,7 +151,9 @@ def _detector_rows(f: dict) -> list[Row]:
     else:
         rows.append(("river HalfSpaceTrees", "river not installed (pip install '.[bench]')", ""))
     for key, label, target in (("restart_warm_cache", "first tick after restart, warm compile cache", "< 1 s"),
-                               ("restart_cold_cache", "first tick after restart, cold compile cache", "reported")):
+                               ("restart_cold_cache", "first tick after restart, cold compile cache", "reported"),
+                               ("restart_ahead_of_time", "first tick after restart, kernels built ahead of time "
+                                                         "(`twin edge compile`)", "reported")):
         if key in f:
             r = f[key]
             rows.append((label, f"{r['total_s']:.2f} s in process ({r['process_wall_s']:.2f} s wall incl. "

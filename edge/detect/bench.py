@@ -155,10 +155,14 @@ def _bench_river(stream, n_samples: int, n_models: int = 10) -> float | None:
     return len(pts) / (time.perf_counter() - t0)
 
 
-def first_tick_latency(n_points: int, tick: int, cold: bool) -> dict[str, float]:
-    """Seconds from a fresh interpreter's first line to the first tick scored (see the module docstring)."""
+def first_tick_latency(n_points: int, tick: int, cold: bool, kernel_dir: str | None = None) -> dict[str, float]:
+    """Seconds from a fresh interpreter's first line to the first tick scored (see the module docstring);
+    with ``kernel_dir``, on the kernels built there ahead of time (``twin edge compile``), else numba's JIT."""
     env = dict(os.environ)
     env["PYTHONPATH"] = str(_REPO) + os.pathsep + env.get("PYTHONPATH", "")
+    env["TWIN_KERNELS"] = "aot" if kernel_dir else "jit"
+    if kernel_dir:
+        env["TWIN_KERNEL_DIR"] = kernel_dir
     script = _LATENCY_SCRIPT.format(n_points=n_points, tick=tick)
     with tempfile.TemporaryDirectory() as cache_dir:
         if cold:
@@ -208,6 +212,10 @@ def run_bench(json_out: str | None = None, *, n_points: int = 1000, n_samples: i
         first_tick_latency(n_points, tick, cold=False)  # make sure the default cache is populated
         res["restart_warm_cache"] = first_tick_latency(n_points, tick, cold=False)
         res["restart_cold_cache"] = first_tick_latency(n_points, tick, cold=True)
+        with tempfile.TemporaryDirectory() as kernel_dir:
+            subprocess.run([sys.executable, "-m", "twin", "edge", "compile", "--out", kernel_dir], cwd=_REPO,
+                           check=True, capture_output=True, timeout=900)
+            res["restart_ahead_of_time"] = first_tick_latency(n_points, tick, cold=False, kernel_dir=kernel_dir)
 
     if not quiet:
         table = Table(title=f"edge.detect on one core: {n:,} samples, {n_points:,} points interleaved, "
@@ -234,7 +242,8 @@ def run_bench(json_out: str | None = None, *, n_points: int = 1000, n_samples: i
                           f"score+learn, {river_samples:,} samples; "
                           f"kernel is {res['ewma_vs_river_hst']:,.0f}x faster")
         for key, label in (("restart_warm_cache", "first tick, warm cache"),
-                           ("restart_cold_cache", "first tick, cold cache")):
+                           ("restart_cold_cache", "first tick, cold cache"),
+                           ("restart_ahead_of_time", "first tick, kernels built ahead of time")):
             if key in res:
                 r = res[key]
                 table.add_row(label, "", "",
