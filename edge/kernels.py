@@ -23,6 +23,7 @@ import json
 import logging
 import os
 import sys
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -39,6 +40,7 @@ _BOOL, _INT, _FLOAT = np.dtype(np.bool_).str, np.dtype(np.int64).str, np.dtype(n
 
 _registry: dict[str, Kernel] = {}
 _state: dict[str, Any] = {"mode": None, "module": None, "manifest": None, "fallback": None}
+_switch = threading.Lock()
 
 
 def kernel_dir() -> Path:
@@ -169,11 +171,15 @@ def _fall_back_to_jit(missed: Kernel, key: tuple[str, ...]) -> None:
                         "does not cover (TWIN_KERNELS=aot)")
     from numba import njit
 
-    _state["fallback"] = f"{missed.name}({', '.join(key)}) is not in the ahead-of-time build"
-    log.warning("kernels switch to numba's JIT: %s; rebuild with `twin edge compile`", _state["fallback"])
-    for k in _registry.values():
-        k._jit = njit(**JIT_OPTIONS, **k.options)(k.py_func)
-    for k in _registry.values():
-        module = sys.modules[k.py_func.__module__]
-        if getattr(module, k.__name__, None) is k:
-            setattr(module, k.__name__, k._jit)
+    with _switch:
+        if missed._jit is not None:
+            return  # another thread switched first
+        _state["fallback"] = f"{missed.name}({', '.join(key)}) is not in the ahead-of-time build"
+        log.warning("kernels switch to numba's JIT: %s; rebuild with `twin edge compile`", _state["fallback"])
+        jitted = {k.name: njit(**JIT_OPTIONS, **k.options)(k.py_func) for k in _registry.values()}
+        for k in _registry.values():
+            module = sys.modules[k.py_func.__module__]
+            if getattr(module, k.__name__, None) is k:
+                setattr(module, k.__name__, jitted[k.name])
+        for k in _registry.values():  # last: a caller sees the JIT only once every global is a dispatcher
+            k._jit = jitted[k.name]
