@@ -3,6 +3,7 @@ uplink and the MQTT source alike."""
 
 from __future__ import annotations
 
+import random
 import ssl
 from urllib.parse import urlparse
 
@@ -44,7 +45,9 @@ def make_client(link: MqttLink, default_id: str, *, persistent: bool = False, ma
             cert_reqs=ssl.CERT_REQUIRED,
             tls_version=ssl.PROTOCOL_TLS_CLIENT,
         )
-    client.reconnect_delay_set(min_delay=1, max_delay=30)
+    # paho doubles the delay from min to max without jitter; a random base per client spreads a fleet's
+    # retries after a broker restart instead of having every gateway knock at the same seconds.
+    client.reconnect_delay_set(min_delay=random.uniform(0.5, 1.5), max_delay=random.uniform(20.0, 40.0))
     return client
 
 
