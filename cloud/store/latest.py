@@ -10,6 +10,15 @@ before its store read starts, and writes land in it from then on.
 
 Only what the store durably accepted is cached: a write updates the cache after the store returned.
 Erasing a subject drops the tenant's text values.
+
+A process that serves the dashboard and whose ingest writes through the cache (``twin cloud run``) also
+*holds* every asset (``hold_all``): a sweep reads every tenant's last values at start and again every
+``sweep_s``, and from the first sweep on this process's writes create the entries of assets it did not
+hold yet (such an asset had no value when the sweep read its tenant, so what ingest writes is all there
+is). A first fleet page of thousands then never waits for the store, even after an idle hour: entries are
+answered from memory up to ``2 * sweep_s`` old (read in the background once older than ``ttl_s``, as
+usual), so values that *other* processes write are at most that old on a first read; what this process
+writes is current.
 """
 
 from __future__ import annotations
@@ -18,7 +27,7 @@ import logging
 import math
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -26,6 +35,7 @@ from cloud.store.base import Agg, Rows, Series, SubjectHit, TextSeries, TimeSeri
 
 _MAX_ENTRIES = 200_000
 _SERVE_STALE_TTLS = 5  # an entry up to this many TTLs old is answered while it is refreshed; older, read first
+_SWEEP_S = 30.0  # a holding cache reads every tenant's last values this often (one store query per tenant)
 log = logging.getLogger(__name__)
 
 
@@ -66,6 +76,11 @@ class LatestCache(TimeSeriesStore):
         self._erasures = 0  # a text read that overlapped an erasure must not put an erased value back
         self._pending: set[tuple[str, str, bool]] = set()  # (tenant, asset, text) being refreshed in the background
         self._executor: ThreadPoolExecutor | None = None
+        # Holding every asset (``hold_all``): the start of the last completed sweep, None until one completed.
+        self._held_since: float | None = None
+        self._sweep_s = _SWEEP_S
+        self._sweeper: threading.Thread | None = None
+        self._stop = threading.Event()
 
     # -- writes: through to the store, then into the entries that exist ----------------------------------
     def write(self, rows: Rows) -> None:
@@ -82,13 +97,18 @@ class LatestCache(TimeSeriesStore):
 
     def _written(self, rows: Rows) -> None:
         entries = self._entries
-        if not entries:  # a process that only writes (an ingest worker) keeps nothing
+        held = self._held_since
+        if not entries and held is None:  # a process that only writes (an ingest worker) keeps nothing
             return
         with self._lock:
             for tenant, asset, point, t_ns, values, _ in rows.series:
                 e = entries.get((tenant, asset))
                 if e is None:
-                    continue
+                    if held is None or len(entries) >= _MAX_ENTRIES:
+                        continue
+                    # Held: the last sweep found no value of this asset, so this write is its newest value.
+                    e = entries[(tenant, asset)] = _Entry()
+                    e.points_read = held
                 if len(t_ns) == 1:  # most series of a tick: one sample, no loop (this runs in ingest's write)
                     v = values[0]
                     if v is None or not math.isfinite(v):
@@ -114,13 +134,17 @@ class LatestCache(TimeSeriesStore):
         asset does not put a store round trip into every ``ttl_s``-th request."""
         now = self._clock()
         attr = "text_read" if text else "points_read"
+        stale_s = _SERVE_STALE_TTLS * self.ttl_s
+        if not text and self._held_since is not None:  # swept every sweep_s: an entry is never older than two
+            stale_s = max(stale_s, 2 * self._sweep_s)
         with self._lock:
             erasures = self._erasures
             if len(self._entries) + len(assets) > _MAX_ENTRIES:
                 self._entries.clear()
+                self._held_since = None  # no longer every asset: the next sweep holds them again
             entries = [self._entries.setdefault((tenant, a), _Entry()) for a in assets]
             now_ = [a for a, e in zip(assets, entries, strict=True)
-                    if getattr(e, attr) is None or now - getattr(e, attr) > _SERVE_STALE_TTLS * self.ttl_s]
+                    if getattr(e, attr) is None or now - getattr(e, attr) > stale_s]
             first = set(now_)
             soon = [a for a, e in zip(assets, entries, strict=True) if a not in first and
                     now - getattr(e, attr) > self.ttl_s and (tenant, a, text) not in self._pending]
@@ -166,6 +190,49 @@ class LatestCache(TimeSeriesStore):
                 self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="latest-refresh")
             return self._executor
 
+    # -- holding every asset ------------------------------------------------------------------------------
+    def hold_all(self, assets_by_tenant: Callable[[], dict[str, list[str]]], sweep_s: float = _SWEEP_S) -> None:
+        """Read every tenant's last values now and every ``sweep_s`` (a thread of its own), and from the first
+        completed sweep on create entries from this process's writes. ``assets_by_tenant``: the registry's
+        assets; the assets the cache already holds are swept with them. For a process whose ingest writes
+        through this cache: a process that does not write would only learn new assets at the next sweep.
+        Once per cache: a second call changes nothing."""
+        if self._sweeper is not None:
+            return
+        self._sweep_s = sweep_s
+        self._sweeper = threading.Thread(target=self._sweep_forever, args=(assets_by_tenant,), daemon=True,
+                                         name="latest-sweep")
+        self._sweeper.start()
+
+    def _sweep_forever(self, assets_by_tenant: Callable[[], dict[str, list[str]]]) -> None:
+        while not self._stop.is_set():
+            started = self._clock()
+            try:
+                self._sweep(assets_by_tenant(), started)
+            except Exception as exc:  # the store or the registry is away: the next sweep tries again
+                log.warning("latest values not swept: %s", exc)
+            self._stop.wait(self._sweep_s)
+
+    def _sweep(self, assets_by_tenant: dict[str, list[str]], started: float) -> None:
+        with self._lock:
+            erasures = self._erasures
+            if sum(map(len, assets_by_tenant.values())) > _MAX_ENTRIES:
+                log.warning("latest values: more than %d assets, not all held", _MAX_ENTRIES)
+                return
+            wanted = {t: dict.fromkeys(a) for t, a in assets_by_tenant.items()}
+            for tenant, asset in self._entries:
+                wanted.setdefault(tenant, {})[asset] = None
+            for tenant, assets in wanted.items():
+                for a in assets:
+                    self._entries.setdefault((tenant, a), _Entry())
+        for tenant, assets in wanted.items():
+            if self._stop.is_set():
+                return
+            if assets:
+                self._refresh(tenant, list(assets), False, erasures, started)
+        with self._lock:
+            self._held_since = started
+
     def latest(self, tenant: str, asset: str) -> dict[str, tuple[int, float | None]]:
         (e,) = self._read(tenant, [asset], text=False)
         with self._lock:
@@ -207,6 +274,9 @@ class LatestCache(TimeSeriesStore):
                         e.text_read = None
 
     def close(self) -> None:
+        self._stop.set()
+        if self._sweeper is not None:
+            self._sweeper.join(30)
         if self._executor is not None:
             self._executor.shutdown(wait=True, cancel_futures=True)
         self.store.close()
