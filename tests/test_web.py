@@ -377,4 +377,5 @@ def test_fleet_renders_a_thousand_assets_in_under_a_second(tab, stack):
     counts = page.inner_text("#fleet-counts")
     assert re.search(r"334\s+online", counts) and re.search(r"25\s+open alerts", counts), counts
     t.shot("fleet-1000", full_page=False)
-    assert min(figures) < RENDER_BUDGET_MS, f"the fleet of {BULK_ASSETS} took {figures} ms to render"
+    # The budget holds for what an operator gets first: a fresh tab (nothing cached, the first read of the fleet).
+    assert figures[0] < RENDER_BUDGET_MS, f"the fleet of {BULK_ASSETS} took {figures} ms to render (fresh tab first)"

@@ -1,31 +1,23 @@
 // The API client. The key lives in sessionStorage (gone with the tab) and goes with every call;
 // who it belongs to (tenant, role) comes from GET /api/v1/me.
 
-const KEY = 'assettwin.key';
+import { KEY, dropEarly, takeEarly } from './boot.js';
+
 export const session = { me: null, get key() { return sessionStorage.getItem(KEY); } };
 
 export class ApiError extends Error {
   constructor(status, detail) { super(detail); this.status = status; }
 }
 
-// GETs started before they are asked for (a page's list while /me is still on its way): each used once.
-const early = new Map();
-export function prefetch(path) {
-  if (session.key && !early.has(path)) early.set(path, request(path).catch((err) => err));
-}
-
 export async function request(path, { method = 'GET', body, headers = {}, key = session.key, signal } = {}) {
-  if (method === 'GET' && key === session.key && early.has(path)) {
-    const got = await early.get(path);
-    early.delete(path);
-    if (!(got instanceof Error)) return got;  // a failed prefetch is simply asked again
-  }
   const init = { method, signal, headers: { Authorization: `Bearer ${key}`, ...headers } };
   if (body !== undefined) {
     init.body = JSON.stringify(body);
     init.headers['Content-Type'] = 'application/json';
   }
-  const r = await fetch(path, init);
+  // A GET the page started as it booted (boot.js) is answered by that request; if it failed, asked again.
+  const early = method === 'GET' ? takeEarly(path, key) : null;
+  const r = (early && await early.catch(() => null)) || await fetch(path, init);
   const data = (r.headers.get('content-type') || '').includes('json') ? await r.json() : await r.text();
   if (r.status === 401 && key === session.key) logout();
   if (!r.ok) throw new ApiError(r.status, data?.detail || data?.title || `HTTP ${r.status}`);
@@ -56,6 +48,7 @@ export async function login(key) {
 
 export function logout() {
   sessionStorage.removeItem(KEY);
+  dropEarly();
   session.me = null;
   if (location.hash !== '#/login') location.hash = '#/login';
 }

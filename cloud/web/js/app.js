@@ -1,14 +1,24 @@
 // The dashboard shell: login with an API key, a hash router (#/fleet, #/asset/ID, #/alerts,
 // #/shipments), and the top bar. Each view gets an AbortSignal that fires when the user leaves it.
+// Only the fleet view (the first page of most sessions) is imported up front; the other views, and the
+// charts they draw, are imported when first opened, and fetched once the first page is shown.
 
 import { ApiError, login, logout, session } from './api.js';
 import { h, message } from './dom.js';
-import { renderAlerts } from './alerts.js';
-import { renderAsset } from './asset.js';
-import { prefetchFleet, renderFleet } from './fleet.js';
-import { renderShipments } from './shipments.js';
+import { renderFleet } from './fleet.js';
 
-const views = { fleet: renderFleet, asset: renderAsset, alerts: renderAlerts, shipments: renderShipments };
+const later = {
+  asset: () => import('./asset.js').then((m) => m.renderAsset),
+  alerts: () => import('./alerts.js').then((m) => m.renderAlerts),
+  shipments: () => import('./shipments.js').then((m) => m.renderShipments),
+};
+const views = { fleet: async () => renderFleet, ...later };
+let fetchedViews = false;
+const fetchViews = () => {
+  if (fetchedViews) return;
+  fetchedViews = true;
+  for (const load of Object.values(later)) load().catch(() => {});  // a failure shows when the view is opened
+};
 const main = document.getElementById('main');
 let leave = null;
 
@@ -53,7 +63,6 @@ async function route() {
   leave = new AbortController();
   const { signal } = leave;
   if (!session.me && session.key) {
-    if (/^(#\/?(fleet)?)?$/.test(location.hash)) prefetchFleet();  // beside /me, not after it
     try {
       await login(session.key);
     } catch {
@@ -76,10 +85,13 @@ async function route() {
   }
   showTop();
   try {
-    await views[name](main, signal, ...args);
+    const render = await views[name]();
+    if (signal.aborted) return;
+    await render(main, signal, ...args);
   } catch (err) {
     if (!signal.aborted) main.append(message(`Could not load this page: ${err.message}`, 'error'));
   }
+  setTimeout(fetchViews, 0);
 }
 
 document.getElementById('logout').addEventListener('click', () => logout());

@@ -3,6 +3,21 @@
 
 import { unitLabel } from './dom.js';
 
+// uPlot (a classic script and its style sheet) is loaded by the first page that draws a chart, not by every
+// page: the fleet view, the first page most sessions open, does not wait for 50 kB it does not use.
+function load(tag, attrs) {
+  return new Promise((resolve, reject) => {
+    const el = Object.assign(document.createElement(tag), attrs);
+    el.onload = resolve;
+    el.onerror = () => reject(new Error(`could not load ${attrs.src || attrs.href}`));
+    document.head.append(el);
+  });
+}
+await Promise.all([
+  load('link', { rel: 'stylesheet', href: new URL('../vendor/uPlot.min.css', import.meta.url).href }),
+  globalThis.uPlot || load('script', { src: new URL('../vendor/uPlot.iife.min.js', import.meta.url).href }),
+]);
+
 export const COLORS = ['#2563eb', '#db2777', '#059669', '#d97706', '#7c3aed', '#0891b2', '#65a30d', '#dc2626'];
 
 function markersPlugin(getMarkers) {

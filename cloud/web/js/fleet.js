@@ -1,7 +1,8 @@
 // Fleet view: every asset with status, health, open alerts and key live values, filtered by site, type,
 // status or text. One GET /api/v1/twins for the lot; live values over the WebSocket; a refresh every 30 s.
 
-import { assetTypes, listAll, live, prefetch } from './api.js';
+import { assetTypes, listAll, live } from './api.js';
+import { FLEET } from './boot.js';
 import { fmtAgo, fmtValue, h, humanize, message } from './dom.js';
 
 const ROW = document.createElement('template');
@@ -13,10 +14,11 @@ const KV = document.createElement('template');
 KV.innerHTML = '<span class="kv"><span class="kv-k"></span><span class="kv-v"></span></span>';
 const filters = { q: '', site: '', type: '', status: '', sort: 'asset' };  // kept across visits
 const STATUSES = ['online', 'stale', 'offline'];
+const byName = new Intl.Collator().compare;  // localeCompare's order, without a collator per call
 const SORTS = {
-  asset: (a, b) => a.asset.localeCompare(b.asset),
-  health: (a, b) => a.health - b.health || a.asset.localeCompare(b.asset),
-  alerts: (a, b) => b.open_alerts - a.open_alerts || a.asset.localeCompare(b.asset),
+  asset: (a, b) => byName(a.asset, b.asset),
+  health: (a, b) => a.health - b.health || byName(a.asset, b.asset),
+  alerts: (a, b) => b.open_alerts - a.open_alerts || byName(a.asset, b.asset),
 };
 
 // The points worth showing: those the type watches (a normal range), else its first numbers; at most three.
@@ -37,17 +39,27 @@ function options(label, values, current) {
     ...values.map((v) => h('option', { value: v, selected: v === current }, v))];
 }
 
-const FLEET = '/api/v1/twins?limit=5000';
-
-// Asked for as the page boots, beside /me: a fresh tab saves one round trip.
-export const prefetchFleet = () => prefetch(FLEET);
-
 export async function renderFleet(root, signal) {
   const [twins, types] = await Promise.all([listAll(FLEET, { signal }), assetTypes()]);
   if (signal.aborted) return;
   performance.mark('fleet:data');
   const cells = new Map();  // "asset/point" -> the span showing its value
   const pointsOf = new Map(Object.values(types).map((t) => [t, keyPoints(t)]));
+  // A row of each type with its key values' labels in place: a row is then one clone, whatever its points.
+  const rowOf = new Map();
+  const rowTemplate = (type, points) => {
+    let el = type && rowOf.get(type);
+    if (!el) {
+      el = ROW.content.firstElementChild.cloneNode(true);
+      for (const p of points) {
+        const kv = KV.content.firstElementChild.cloneNode(true);
+        kv.firstChild.textContent = p.label;
+        el.children[6].append(kv);
+      }
+      if (type) rowOf.set(type, el);
+    }
+    return el;
+  };
   let current = twins;
   const counts = h('section', { class: 'counts', id: 'fleet-counts' });
   const tbody = h('div', { role: 'rowgroup' });
@@ -58,12 +70,14 @@ export async function renderFleet(root, signal) {
     h('div', { role: 'row', class: 'row head' }, ['Asset', 'Type', 'Site', 'Status', 'Health', 'Alerts', 'Key values',
       'Last seen'].map((c) => h('div', { role: 'columnheader' }, c))), tbody);
 
-  // Rows are clones of one template filled with text: thousands render in a few tens of milliseconds.
+  // Rows are clones of their type's template filled with text: thousands render in a few tens of milliseconds.
   const row = (t) => {
-    const el = ROW.content.firstElementChild.cloneNode(true);
-    const [asset, typ, site, status, health, alerts, kvs, seen] = el.children;
     const type = types[t.type];
-    Object.assign(el.dataset, { asset: t.asset, status: t.status });
+    const points = type ? pointsOf.get(type) : untypedPoints(t.latest);
+    const el = rowTemplate(type, points).cloneNode(true);
+    const [asset, typ, site, status, health, alerts, kvs, seen] = el.children;
+    el.dataset.asset = t.asset;
+    el.dataset.status = t.status;
     asset.firstChild.href = `#/asset/${encodeURIComponent(t.asset)}`;
     asset.firstChild.textContent = t.asset;
     asset.lastChild.textContent = t.name;
@@ -75,12 +89,11 @@ export async function renderFleet(root, signal) {
     health.lastChild.textContent = ` ${Math.round(t.health * 100)}%`;
     alerts.firstChild.textContent = String(t.open_alerts);
     alerts.firstChild.className = t.open_alerts ? `badge b-${t.worst_severity || 'medium'}` : 'muted';
-    for (const p of type ? pointsOf.get(type) : untypedPoints(t.latest)) {
-      const kv = KV.content.firstElementChild.cloneNode(true);
-      kv.firstChild.textContent = p.label;
+    let kv = kvs.firstChild;
+    for (const p of points) {
       kv.lastChild.textContent = fmtValue(t.latest[p.id], p.unit);
       cells.set(`${t.asset}/${p.id}`, { span: kv.lastChild, unit: p.unit });
-      kvs.append(kv);
+      kv = kv.nextSibling;
     }
     seen.textContent = fmtAgo(t.last_seen_ns);
     return el;
