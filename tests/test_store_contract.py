@@ -210,3 +210,39 @@ def test_latest_cache_forgets_text_values_when_a_subject_is_erased(tmp_path):
     assert cached.latest_text("acme", "trailer-1") == {"driver_id": (T0 + 60 * S, PN_B),
                                                        "mode": (T0 + 1, "cool, door=open")}
     cached.close()
+
+
+def test_a_holding_latest_cache_answers_first_reads_from_memory_and_learns_new_assets_from_its_writes(tmp_path):
+    class CountingStore(EmbeddedStore):
+        reads = 0
+
+        def latest(self, tenant, asset):
+            CountingStore.reads += 1
+            return super().latest(tenant, asset)
+
+        def latest_many(self, tenant, assets):
+            CountingStore.reads += 1
+            return super().latest_many(tenant, assets)
+
+    other = EmbeddedStore(tmp_path / "ts.sqlite")  # another process writing the same store
+    other.write(_one("trailer-1", "supply_air", T0, 4.0))
+    other.write(_one("trailer-2", "supply_air", T0, 3.0))
+    now = [0.0]
+    cached = LatestCache(CountingStore(tmp_path / "ts.sqlite"), ttl_s=1.0, clock=lambda: now[0])
+    cached.hold_all(lambda: {"acme": ["trailer-1", "trailer-2"]}, sweep_s=3600)
+    wait_until(lambda: cached._held_since is not None, timeout=10, what="the first sweep")
+    assert CountingStore.reads == 1  # one store query for the tenant
+    cached.write(_one("trailer-3", "supply_air", T0 + S, 5.5))  # an asset the sweep did not know: held from its write
+    now[0] = 50.0  # past five TTLs but within two sweeps: from memory, refreshed in the background
+    assert cached.latest_many("acme", ["trailer-1", "trailer-2", "trailer-3"]) == {
+        "trailer-1": {"supply_air": (T0, 4.0)}, "trailer-2": {"supply_air": (T0, 3.0)},
+        "trailer-3": {"supply_air": (T0 + S, 5.5)}}
+    wait_until(lambda: CountingStore.reads == 2, timeout=10, what="the background refresh")
+    other.write(_one("trailer-1", "supply_air", T0 + 2 * S, 6.0))
+    now[0] = 8000.0  # no sweep for longer than two sweeps (7,200 s): read before answering, as an unheld cache would
+    assert cached.latest("acme", "trailer-1") == {"supply_air": (T0 + 2 * S, 6.0)}
+    assert CountingStore.reads == 3
+    cached.hold_all(lambda: {}, sweep_s=1)  # once per cache: a second call changes nothing
+    cached.close()
+    assert cached._sweeper is not None and not cached._sweeper.is_alive()
+    other.close()
