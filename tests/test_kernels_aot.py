@@ -185,3 +185,13 @@ def test_the_agent_on_a_build_flags_a_spike_without_loading_llvm(build, tmp_path
         edge.stop()
         events.close()
         status.close()
+
+
+def test_compile_without_a_compiler_fails_saying_what_it_needs_and_leaves_no_build(tmp_path):
+    r = subprocess.run([sys.executable, "-m", "twin", "edge", "compile", "--out", str(tmp_path / "k")],
+                       capture_output=True, text=True, timeout=300, cwd=ROOT,
+                       env={**os.environ, "CC": str(tmp_path / "no-such-cc")})
+    assert r.returncode == 1
+    assert f"kernels: build in {tmp_path / 'k'} failed" in r.stderr
+    assert "it needs a C compiler, Python's headers and a writable directory" in r.stderr
+    assert not (tmp_path / "k" / "kernels.json").exists()

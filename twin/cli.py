@@ -83,7 +83,14 @@ def edge_compile(
         typer.echo(f"kernels: {why}; building")
     from edge.compile import build
 
-    typer.echo(f"kernels: built {build(kernels.kernel_dir(), log=typer.echo).parent}")
+    try:
+        manifest = build(kernels.kernel_dir(), log=typer.echo)
+    except Exception as exc:  # no compiler, no headers, a read-only directory: say so, the agent still runs on the JIT
+        typer.echo(f"kernels: build in {kernels.kernel_dir()} failed ({type(exc).__name__}: {exc}); it needs a C "
+                   "compiler, Python's headers and a writable directory (--out). The agent runs on numba's JIT "
+                   "meanwhile.", err=True)
+        raise typer.Exit(1) from None
+    typer.echo(f"kernels: built {manifest.parent}")
 
 
 @edge_app.command("check")
