@@ -132,12 +132,16 @@ def detectors(json_out: Path | None = typer.Option(None, "--json"),
     record("detectors", "Edge detectors: speed on one core", _detector_rows(f), f, json_out=json_out)
 
 
+_KERNELS = {"jit": "numba JIT", "aot": "built ahead of time"}
+
+
 def _detector_rows(f: dict) -> list[Row]:
     def m(v: float) -> str:
         return f"{v / 1e6:,.1f} M samples/s"
 
     rows: list[Row] = [
-        ("EWMA z-score kernel, 1,000 interleaved points", m(f["ewma_kernel_sps"]), "≥ 50 M/s"),
+        (f"EWMA z-score kernel, 1,000 interleaved points ({_KERNELS.get(f.get('kernels', 'jit'))})",
+         m(f["ewma_kernel_sps"]), "≥ 50 M/s"),
         ("  same, irregular timestamps", m(f["ewma_kernel_irregular_sps"]), "reported"),
         ("default ensemble (" + " + ".join(f["ensemble_detectors"]) + ")", m(f["ensemble_sps"]), "≥ 10 M/s"),
         ("plain-Python z-score, same stream", f"{f['python_z_sps'] / 1e6:,.2f} M samples/s",

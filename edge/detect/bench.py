@@ -28,6 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
+from edge import kernels
 from edge.detect.ewma import ewma_z_kernel
 from edge.detect.registry import build_detectors, default_specs
 
@@ -186,7 +187,7 @@ def run_bench(json_out: str | None = None, *, n_points: int = 1000, n_samples: i
     stream = make_stream(n_points, n_samples)
     n = stream[0].shape[0]
     res: dict = {"n_points": n_points, "n_samples": n, "tick": tick, "repeats": repeats,
-                 "cpu_count": os.cpu_count(), "python": sys.version.split()[0]}
+                 "cpu_count": os.cpu_count(), "python": sys.version.split()[0], "kernels": kernels.mode()}
     wall, cpu = _bench_ewma_kernel(stream, n_points, tick, repeats)
     res["ewma_kernel_sps"], res["ewma_kernel_sps_cpu"] = n / wall, n / cpu
     jittered = make_stream(n_points, n_samples, jitter=True)
