@@ -375,7 +375,9 @@ def test_through_mosquitto_and_influxdb_power_loss_and_a_late_excursion(tmp_path
             for m in (m for gw in gws for m in gw.upload(prev, t)):
                 pub.publish(m.topic, m.payload, qos=1).wait_for_publish(10)
                 sent["statuses" if "/status" in m.topic else "batches"] += 1
-            wait_until(lambda: seen == sent, timeout=30, interval=0.01, what=f"ingest to deliver {sent}")
+            # At least what was sent: a QoS 1 redelivery (a reconnect on a loaded machine) may hand one over twice.
+            wait_until(lambda: all(seen[k] >= n for k, n in sent.items()), timeout=60, interval=0.01,
+                       what=f"ingest to deliver {sent}")
             rules.assess_now(now_ns=t)
             prev = t
     finally:
