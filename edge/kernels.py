@@ -37,6 +37,7 @@ PACKAGE_ROOT = Path(__file__).resolve().parent.parent
 MODULE_NAME = "_twin_edge_kernels"
 MANIFEST = "kernels.json"
 JIT_OPTIONS = {"cache": True, "nogil": True}
+_LAYOUT_FLAGS = 0x1 | 0x2 | 0x400  # NPY_ARRAY_C_CONTIGUOUS | F_CONTIGUOUS | WRITEABLE: what numba's array type holds
 _BOOL, _INT, _FLOAT = np.dtype(np.bool_).str, np.dtype(np.int64).str, np.dtype(np.float64).str  # numba's typeof
 
 _registry: dict[str, Kernel] = {}
@@ -139,16 +140,25 @@ class Kernel:
         self.__doc__ = fn.__doc__
         exports = _state["manifest"]["kernels"].get(self.name, {})
         self._by_key = {tuple(k.split(",")): getattr(_state["module"], e) for k, e in exports.items()}
+        self._seen: dict[tuple, Callable] = {}
         self._jit: Callable | None = None
 
     def __call__(self, *args: Any) -> Any:
         if self._jit is not None:
             return self._jit(*args)
-        key = tuple(type_key(a) for a in args)
-        fn = self._by_key.get(key)
+        # On the hot path: the exact key (``type_key``) put ~10 µs on a 14-argument call, this one ~4 µs (numba's
+        # own dispatcher ~1 µs). It decides the same thing (dtype, rank, layout and writability of arrays; the
+        # type of scalars), so the exact key is computed once per combination seen.
+        seen = tuple([(a.dtype, a.ndim, a.flags.num & _LAYOUT_FLAGS) if type(a) is np.ndarray else type(a)
+                      for a in args])
+        fn = self._seen.get(seen)
         if fn is None:
-            _fall_back_to_jit(self, key)
-            return self._jit(*args)  # type: ignore[misc]
+            key = tuple(type_key(a) for a in args)
+            fn = self._by_key.get(key)
+            if fn is None:
+                _fall_back_to_jit(self, key)
+                return self._jit(*args)  # type: ignore[misc]
+            self._seen[seen] = fn
         return fn(*args)
 
 
