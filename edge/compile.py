@@ -31,8 +31,10 @@ KERNEL_MODULES = (
 )
 
 
-def exercise() -> None:
-    """Call every kernel the way the agent does, so numba records the signatures to build."""
+def exercise() -> dict[str, np.ndarray]:
+    """Call every kernel the way the agent does, so numba records the signatures to build, on a stream with
+    gaps, NaN, bad quality, spikes and a drift. Returns what the kernels computed: the same call on the build
+    and on the JIT must return the same (tests/test_kernels_aot.py)."""
     from edge.buffer import SampleBuffer
     from edge.detect.ensemble import Ensemble
     from edge.detect.events import EventTracker
@@ -42,41 +44,45 @@ def exercise() -> None:
     from edge.vibration import BearingGeometry, VibrationFeatures
     from models.catalogue import LocalRule
 
-    rng = np.random.default_rng(7)
-    n = 6
-    every_kind = [[{"kind": k} for k in KINDS] for _ in range(n)]
-    plain = build_detectors(every_kind)
-    base = fit(rng.normal(size=(400, 3)), t_ns=np.arange(400, dtype=np.int64) * 1_000_000_000, smooth_tau_s=5.0)
-    group = MspcGroup(n, [Mspc(n, base, [0, 1, 2], max_age_s=30.0)])
-    on = np.zeros(n, np.bool_)
-    on[:3] = True
-    ensembles = [Ensemble([*plain.detectors, group], [*plain.enabled, on]), build_detectors(default_specs(n))]
-    rules = LocalRules([("a", LocalRule(name="hot", point="p0", above=3.0, for_s=0.5), 0),
-                        ("a", LocalRule(name="cold", point="p1", below=-3.0, for_s=0.0), 1)], n)
+    rng = np.random.default_rng(11)
+    n = 8
+    plain = build_detectors([[{"kind": k} for k in KINDS] for _ in range(n)])
+    base = fit(rng.normal(size=(300, 3)), t_ns=np.arange(300, dtype=np.int64) * 1_000_000_000, smooth_tau_s=3.0)
+    full = Ensemble([*plain.detectors, MspcGroup(n, [Mspc(n, base, [0, 1, 2], max_age_s=30.0)])],
+                    [*plain.enabled, np.arange(n) < 3])
+    default = build_detectors(default_specs(n))
+    trackers = [EventTracker(n, ens.names, min_samples=1, cooldown_s=5.0) for ens in (full, default)]
+    rules = LocalRules([("a", LocalRule(name="hot", point="p1", above=2.5, for_s=1.0), 1),
+                        ("a", LocalRule(name="cold", point="p2", below=-3.0, for_s=0.0), 2)], n)
     buffer = SampleBuffer()
-    t0 = time.time_ns()
-    for k in range(60):
+    scores, masks, events, firings = [], [], [], []
+    for k in range(400):
         for p in range(n):
-            x = 8.0 if k in (40, 41) and p < 2 else float(rng.normal())
-            buffer.append(p, t0 + (k * n + p) * 100_000_000, x, 0 if k != 20 else 1)
+            if k % 50 == 7 and p == 6:
+                continue  # a gap
+            x = rng.normal() + (6.0 if 200 <= k < 215 and p in (1, 4) else 0.0) + (0.02 * k if p == 5 else 0.0)
+            buffer.append(p, 10**18 + (k * n + p) * 10**8, float("nan") if rng.random() < 0.01 else x,
+                          int(rng.random() < 0.01))
         tick = buffer.swap()
         ok = tick.quality == 0
-        for ens in ensembles:
+        for ens, tracker in zip((full, default), trackers, strict=True):
             score, mask = ens.update(tick.idx, tick.t_ns, tick.x, ok)
+            if ens is full:
+                scores.append(score.copy())
+                masks.append(mask.copy())
+            events += [repr(e) for e in tracker.update(tick.idx, tick.t_ns, tick.x, ok, score, mask)]
             ens.score(tick.idx, tick.t_ns, tick.x, ok)
             ens.learn(tick.idx, tick.t_ns, tick.x, ok)
-            events = EventTracker(n, ens.names, min_samples=1, cooldown_s=60.0)
-            events.update(tick.idx, tick.t_ns, tick.x, ok, score, mask)
         for det in plain.detectors:  # the detectors alone, as offline scoring and backtests call them
             det.update(tick.idx, tick.t_ns, tick.x, ok)
             det.score(tick.idx, tick.t_ns, tick.x, ok)
-        rules.evaluate(tick)
-    vib = VibrationFeatures(25_600.0, BearingGeometry(n_balls=9, ball_diameter=7.9, pitch_diameter=34.5,
-                                                      contact_angle_deg=0.0))
-    block = rng.normal(size=(2, 2_560))
-    vib.compute(block, 25.0)
-    vib.compute(block, np.array([25.0, 24.0]))
-    VibrationFeatures(25_600.0, vib.bearing, band_hz=(2_000.0, 4_000.0)).compute(block, 25.0)
+        firings += [(f.start_ns, f.fired_ns, f.value) for f in rules.evaluate(tick)]
+    vib = VibrationFeatures(25_600.0, BearingGeometry(n_balls=9, ball_diameter=7.9, pitch_diameter=34.5))
+    block = rng.normal(size=(2, 4_096))
+    feat = [vib.compute(block, 24.5), vib.compute(block, np.array([25.0, 24.0])),
+            VibrationFeatures(25_600.0, vib.bearing, band_hz=(2_000.0, 4_000.0)).compute(block, 25.0)]
+    return {"score": np.concatenate(scores), "mask": np.concatenate(masks), "events": np.array(events),
+            "firings": np.array(firings, dtype=np.float64), "feat": np.concatenate(feat)}
 
 
 def numba_type_key(t) -> str:

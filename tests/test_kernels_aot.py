@@ -26,48 +26,14 @@ from tests.test_edge_agent import Listener
 ROOT = Path(__file__).resolve().parents[1]
 S = 1_000_000_000
 
-# Every kernel the agent runs, through the agent's own classes, on a stream with gaps, NaN, bad quality,
-# spikes and a drift; writes what they returned and prints which kernels ran.
+# Every kernel the agent runs, through the agent's own classes (the workload the build records its signatures
+# from); writes what they returned and prints which kernels ran.
 WORKLOAD = r"""
 import json, sys
 import numpy as np
 from edge import kernels
-from edge.buffer import SampleBuffer
-from edge.detect.ensemble import Ensemble
-from edge.detect.events import EventTracker
-from edge.detect.multivariate import Mspc, MspcGroup, fit
-from edge.detect.registry import KINDS, build_detectors
-from edge.rules import LocalRules
-from edge.vibration import BearingGeometry, VibrationFeatures
-from models.catalogue import LocalRule
-
-rng = np.random.default_rng(11)
-n = 8
-plain = build_detectors([[{"kind": k} for k in KINDS] for _ in range(n)])
-base = fit(rng.normal(size=(300, 3)), t_ns=np.arange(300, dtype=np.int64) * 10**9, smooth_tau_s=3.0)
-ens = Ensemble([*plain.detectors, MspcGroup(n, [Mspc(n, base, [0, 1, 2], max_age_s=30.0)])],
-               [*plain.enabled, np.arange(n) < 3])
-events = EventTracker(n, ens.names, min_samples=1, cooldown_s=5.0)
-rules = LocalRules([("a", LocalRule(name="hot", point="p1", above=2.5, for_s=1.0), 1)], n)
-buf = SampleBuffer()
-scores, masks, evs, firings = [], [], [], []
-for k in range(400):
-    for p in range(n):
-        if k % 50 == 7 and p == 6:
-            continue  # a gap
-        x = rng.normal() + (6.0 if 200 <= k < 215 and p in (1, 4) else 0.0) + (0.02 * k if p == 5 else 0.0)
-        buf.append(p, 10**18 + (k * n + p) * 10**8, float("nan") if rng.random() < 0.01 else x,
-                   int(rng.random() < 0.01))
-    tick = buf.swap()
-    ok = tick.quality == 0
-    s, m = ens.update(tick.idx, tick.t_ns, tick.x, ok)
-    scores.append(s.copy())
-    masks.append(m.copy())
-    evs += [repr(e) for e in events.update(tick.idx, tick.t_ns, tick.x, ok, s, m)]
-    firings += [(f.start_ns, f.fired_ns, f.value) for f in rules.evaluate(tick)]
-feat = VibrationFeatures(25600.0, BearingGeometry(9, 7.9, 34.5)).compute(rng.normal(size=(2, 4096)), 24.5)
-np.savez(sys.argv[1], score=np.concatenate(scores), mask=np.concatenate(masks), feat=feat,
-         events=np.array(evs), firings=np.array(firings, dtype=np.float64))
+from edge.compile import exercise
+np.savez(sys.argv[1], **exercise())
 print(json.dumps({**kernels.status(), "numba": "numba" in sys.modules}))
 """
 
