@@ -208,7 +208,7 @@ class EdgeAgent:
                 out[k] = out.get(k, 0) + v
         out.update(self.outbox.stats())
         out.update(self.uplink.stats)
-        out["kernels_ahead_of_time"] = int(kernels.mode() == "aot" and kernels.status()["fallback"] is None)
+        out["kernels_ahead_of_time"] = int(kernels.ahead_of_time())
         return out
 
     # -- remote configuration ----------------------------------------------------------------
@@ -333,5 +333,5 @@ def run_forever(config_path: Path) -> None:
     agent.start()
     log.info("edge agent %s/%s running: %d points, %d sources, detector kernels %s", cfg.tenant, cfg.gateway,
              len(agent.points), len(agent.sources),
-             "compiled ahead of time" if kernels.mode() == "aot" else "by numba's JIT")
+             "compiled ahead of time" if kernels.ahead_of_time() else "by numba's JIT")
     agent.run()

@@ -82,6 +82,11 @@ def mode() -> str:
     return _state["mode"]
 
 
+def ahead_of_time() -> bool:
+    """True while this process runs the built kernels (not before a build, nor after a fall back to the JIT)."""
+    return mode() == "aot" and _state["fallback"] is None
+
+
 def status() -> dict[str, Any]:
     """For the agent's health: which kernels run, and why the JIT took over if it did."""
     return {"mode": mode(), "fallback": _state["fallback"]}

@@ -18,6 +18,7 @@ import zlib
 from dataclasses import dataclass
 from itertools import repeat
 from operator import add
+from typing import Any
 
 import httpx
 from influxdb_client import InfluxDBClient
@@ -250,10 +251,13 @@ class InfluxStore(TimeSeriesStore):
         return Series([r[0] for r in vals], [r[1] for r in vals])
 
     def latest(self, tenant, asset) -> dict[str, tuple[int, float | None]]:
+        return self._latest(MEASUREMENT, tenant, asset)
+
+    def _latest(self, measurement: str, tenant: str, asset: str) -> dict[str, tuple[int, Any]]:
         # Newest first and LIMIT 1 per point: the engine can stop at the first sample of each series,
         # where ``last(value)`` reduces every series whole. Selecting only ``value`` skips samples that
         # have none, as ``last`` does.
-        q = (f"SELECT value FROM {MEASUREMENT} WHERE tenant = {_ql_str(tenant)} AND asset = {_ql_str(asset)} "
+        q = (f"SELECT value FROM {measurement} WHERE tenant = {_ql_str(tenant)} AND asset = {_ql_str(asset)} "
              "GROUP BY point ORDER BY time DESC LIMIT 1")
         return {s["tags"]["point"]: (s["values"][0][0], s["values"][0][1]) for s in self._query(q)}
 
@@ -283,9 +287,7 @@ class InfluxStore(TimeSeriesStore):
         return TextSeries([r[0] for r in vals], [r[1] for r in vals])
 
     def latest_text(self, tenant, asset) -> dict[str, tuple[int, str]]:
-        q = (f"SELECT value FROM {TEXT_MEASUREMENT} WHERE tenant = {_ql_str(tenant)} AND asset = {_ql_str(asset)} "
-             "GROUP BY point ORDER BY time DESC LIMIT 1")
-        return {s["tags"]["point"]: (s["values"][0][0], s["values"][0][1]) for s in self._query(q)}
+        return self._latest(TEXT_MEASUREMENT, tenant, asset)
 
     def _subject_where(self, tenant: str, subject: str) -> str:
         return f"tenant = {_ql_str(tenant)} AND subject = {_ql_str(subject)}"
