@@ -24,7 +24,10 @@ class EmbeddedStore(TimeSeriesStore):
         self._lock = threading.Lock()
         self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")
+        # FULL, not NORMAL: with WAL, NORMAL fsyncs only at checkpoints, so samples ingest has acknowledged to
+        # the broker (and the gateway then deleted) could roll back on power loss. FULL fsyncs the WAL at every
+        # commit, and ingest commits one batch per write, so it is one fsync per batch.
+        self._db.execute("PRAGMA synchronous=FULL")
         self._db.execute("PRAGMA secure_delete=ON")
         self._db.execute(
             """CREATE TABLE IF NOT EXISTS telemetry (
