@@ -1,5 +1,5 @@
 """Alerts: raised by rules with their evidence, one open alert per (asset, rule), acknowledged and
-resolved by people, and announced on an MQTT topic and to signed webhooks.
+resolved by people, and announced on an MQTT topic and to signed webhooks (delivered by cloud/webhooks.py).
 
 The evidence (rule, window, values, thresholds) is stored with the alert so an auditor can see why it
 fired without re-running anything.
@@ -7,8 +7,6 @@ fired without re-running anything.
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import json
 import logging
 import queue
@@ -17,16 +15,13 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-import httpx
 from sqlalchemy import select
 
-from cloud.registry import Alert, Registry, Webhook
+from cloud.registry import Alert, Registry
+from cloud.settings import CloudSettings
+from cloud.webhooks import AddressPolicy, DeliverySettings, WebhookDispatcher
 
 log = logging.getLogger("cloud.alerts")
-
-SIGNATURE_HEADER = "X-Twin-Signature"
-WEBHOOK_TIMEOUT_S = 5.0
-WEBHOOK_ATTEMPTS = 4
 
 
 class AlertError(ValueError):
@@ -40,74 +35,78 @@ def alert_dict(a: Alert) -> dict[str, Any]:
             "resolved_by": a.resolved_by, "resolved_ns": a.resolved_ns, "note": a.note}
 
 
-def sign(secret: str, body: bytes) -> str:
-    return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
-
-
 class Notifier:
-    """Delivers alert notifications off the caller's thread: MQTT (fire and forget, QoS 1) and webhooks
-    (HMAC-SHA256 signed, retried with backoff, bounded by a timeout)."""
+    """Announces alert events off the caller's thread: to in-process listeners and on MQTT (QoS 1) here, in
+    order, and to webhooks through ``self.webhooks`` — one delivery worker per tenant with durable retry
+    state, so a slow or hung endpoint holds up neither this thread nor another tenant."""
 
-    def __init__(self, registry: Registry, publish: Callable[[str, bytes], None] | None = None) -> None:
+    def __init__(self, registry: Registry, publish: Callable[[str, bytes], None] | None = None,
+                 settings: CloudSettings | None = None) -> None:
         self.registry = registry
         self.publish = publish
-        self._q: queue.Queue[tuple[str, dict]] = queue.Queue()
+        cfg = settings or CloudSettings()
+        self.webhooks = WebhookDispatcher(registry, AddressPolicy(cfg.webhook_allow), DeliverySettings(
+            timeout_s=cfg.webhook_timeout_s, max_attempts=cfg.webhook_max_attempts,
+            retry_base_s=cfg.webhook_retry_base_s, retry_max_s=cfg.webhook_retry_max_s))
+        self._q: queue.Queue[tuple[str, dict] | None] = queue.Queue()
         self.listeners: list[Callable[[str, dict], None]] = []  # in-process subscribers (live WebSocket hub)
-        self.counters = {"webhooks_sent": 0, "webhooks_failed": 0, "mqtt_notifications": 0}
-        self._http = httpx.Client(timeout=WEBHOOK_TIMEOUT_S)
+        self._mqtt_count = 0
         self._thread = threading.Thread(target=self._run, name="alert-notifier", daemon=True)
         self._thread.start()
+
+    @property
+    def counters(self) -> dict[str, int]:
+        return {**self.webhooks.counters, "mqtt_notifications": self._mqtt_count}
 
     def notify(self, tenant: str, event: dict) -> None:
         self._q.put((tenant, event))
 
     def drain(self, timeout_s: float = 10.0) -> None:
-        """Wait until queued notifications are delivered (tests, shutdown)."""
+        """Wait until queued notifications are handed on and no webhook delivery is due or under way (tests,
+        shutdown); a delivery waiting for its retry time does not hold this up."""
         deadline = time.monotonic() + timeout_s
-        while self._q.unfinished_tasks and time.monotonic() < deadline:
+        while (self._q.unfinished_tasks or not self.webhooks.idle()) and time.monotonic() < deadline:
             time.sleep(0.02)
 
+    def close(self) -> None:
+        """Stop announcing; an attempt under way finishes (bounded by the webhook timeout), the rest stays
+        pending in the registry for the next start."""
+        self._q.put(None)
+        self._thread.join(5)
+        self.webhooks.close()
+
     def _run(self) -> None:
+        self._sweep()  # what a previous run left pending
+        next_sweep = time.monotonic() + self.webhooks.config.sweep_s
         while True:
-            tenant, event = self._q.get()
             try:
-                self._deliver(tenant, event)
+                item = self._q.get(timeout=max(0.0, next_sweep - time.monotonic()))
+            except queue.Empty:
+                self._sweep()
+                next_sweep = time.monotonic() + self.webhooks.config.sweep_s
+                continue
+            try:
+                if item is None:
+                    return
+                self._deliver(*item)
             except Exception:  # a notifier bug must not stop later notifications
                 log.exception("alert notification failed")
             finally:
                 self._q.task_done()
 
+    def _sweep(self) -> None:
+        try:
+            self.webhooks.sweep()
+        except Exception:  # the registry away: the next sweep tries again
+            log.exception("webhook sweep failed")
+
     def _deliver(self, tenant: str, event: dict) -> None:
-        body = json.dumps(event, separators=(",", ":")).encode()
         for listener in self.listeners:
             listener(tenant, event)
         if self.publish is not None:
-            self.publish(f"twin/v1/{tenant}/alerts", body)
-            self.counters["mqtt_notifications"] += 1
-        with self.registry.session() as s:
-            hooks = s.scalars(select(Webhook).where(Webhook.tenant == tenant, Webhook.active.is_(True))).all()
-        for hook in hooks:
-            self._post(hook.url, hook.secret, body)
-
-    def _post(self, url: str, secret: str, body: bytes) -> None:
-        headers = {"Content-Type": "application/json", SIGNATURE_HEADER: sign(secret, body)}
-        delay = 0.5
-        for attempt in range(1, WEBHOOK_ATTEMPTS + 1):
-            try:
-                r = self._http.post(url, content=body, headers=headers)
-                if r.status_code < 300:
-                    self.counters["webhooks_sent"] += 1
-                    return
-                reason = f"HTTP {r.status_code}"
-                if 400 <= r.status_code < 500 and r.status_code not in (408, 429):
-                    break  # the receiver refuses this payload: retrying will not help
-            except httpx.HTTPError as exc:
-                reason = str(exc)
-            log.warning("webhook %s attempt %d failed: %s", url, attempt, reason)
-            time.sleep(delay)
-            delay *= 2
-        self.counters["webhooks_failed"] += 1
-        log.error("webhook %s: giving up", url)
+            self.publish(f"twin/v1/{tenant}/alerts", json.dumps(event, separators=(",", ":")).encode())
+            self._mqtt_count += 1
+        self.webhooks.enqueue(tenant, event)
 
 
 _RANK = {"low": 0, "medium": 1, "high": 2, "critical": 3}

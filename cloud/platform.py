@@ -51,7 +51,8 @@ class Platform:
                 topics.ingest_filter("telemetry", shared=False): live.on_telemetry,
                 topics.ingest_filter("config/reported", shared=False): lambda t, p: _on_reported(registry, t, p),
             })
-        notifier = Notifier(registry, publish=(lambda t, b: link.publish(t, b)) if link else None)
+        notifier = Notifier(registry, publish=(lambda t, b: link.publish(t, b)) if link else None,
+                            settings=settings)
         alerts = AlertService(registry, notifier)
         p = cls(settings, store, registry, TwinService(registry, store), alerts, notifier, live, link=link)
         notifier.listeners.append(live.on_alert)
@@ -77,6 +78,7 @@ class Platform:
             self.rules.stop()
         if self.ingest is not None:
             self.ingest.stop()
+        self.notifier.close()  # after the rules (their last alerts are handed on), before the link they use
         if self.link is not None:
             self.link.stop()
         self.store.close()

@@ -139,12 +139,39 @@ class Alert(Base):
 
 
 class Webhook(Base):
+    """An alert webhook (cloud/webhooks.py). ``url`` may carry credentials: shown and logged only redacted."""
+
     __tablename__ = "webhooks"
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     tenant: Mapped[str] = mapped_column(String(64))
     url: Mapped[str] = mapped_column(Text)
     secret: Mapped[str] = mapped_column(String(200))
     active: Mapped[bool] = mapped_column(Boolean, default=True)
+    created_ns: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    rotated_ns: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    last_delivered_ns: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    last_error: Mapped[str] = mapped_column(Text, default="", server_default="")
+    __table_args__ = (Index("webhooks_tenant", "tenant"),)
+
+
+class WebhookDelivery(Base):
+    """One event still owed to one webhook, or given up (``state`` pending | failed): the retry state that a
+    restart resumes. ``next_try_ns`` is also the lease of the process delivering it."""
+
+    __tablename__ = "webhook_deliveries"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    tenant: Mapped[str] = mapped_column(String(64))
+    webhook_id: Mapped[int] = mapped_column(Integer, ForeignKey("webhooks.id", ondelete="CASCADE"))
+    event: Mapped[dict] = mapped_column(JSON)
+    state: Mapped[str] = mapped_column(String(16), default="pending")
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    created_ns: Mapped[int] = mapped_column(BigInteger)
+    next_try_ns: Mapped[int] = mapped_column(BigInteger)
+    last_error: Mapped[str] = mapped_column(Text, default="")
+    __table_args__ = (
+        Index("webhook_deliveries_due", "state", "tenant", "next_try_ns"),
+        Index("webhook_deliveries_webhook", "webhook_id"),
+    )
 
 
 class AuditEntry(Base):

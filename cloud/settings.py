@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import os
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 
 class CloudSettings(BaseSettings):
@@ -74,6 +75,15 @@ class CloudSettings(BaseSettings):
     rules_interval_s: float = 60.0
     coldchain_profile: str = "who-30-day-refrigerator"  # for trailers whose shipments name none
 
+    # Alert webhooks (cloud/webhooks.py). Loopback, private, link-local, multicast, unspecified, reserved and
+    # cloud-metadata addresses are refused (after DNS, at registration and at every delivery) unless listed
+    # here: networks ("10.20.0.0/16", "127.0.0.1") or exact host names, comma-separated or a JSON list.
+    webhook_allow: Annotated[list[str], NoDecode] = []
+    webhook_timeout_s: float = Field(5.0, gt=0, le=60)  # connect, send and answer, each
+    webhook_max_attempts: int = Field(12, ge=1, le=100)
+    webhook_retry_base_s: float = Field(2.0, gt=0)  # doubling after each failed attempt (±20 %), up to max
+    webhook_retry_max_s: float = Field(900.0, gt=0)
+
     # API
     api_host: str = "127.0.0.1"
     api_port: int = 8000
@@ -84,6 +94,19 @@ class CloudSettings(BaseSettings):
     api_key_cache_s: float = 5.0  # how long a looked-up key is trusted; a revocation takes effect within it
     bootstrap_api_key: str | None = None
     bootstrap_tenant: str = "demo"
+
+    @field_validator("webhook_allow", mode="before")
+    @classmethod
+    def _allow_list(cls, value: object) -> object:
+        """``a,b`` or ``["a", "b"]``; each entry must be a network or a host name (start-up stops otherwise)."""
+        if isinstance(value, str):
+            value = json.loads(value) if value.lstrip().startswith("[") else value.split(",")
+        if isinstance(value, list):
+            from cloud.webhooks import parse_allow
+
+            value = [str(v).strip() for v in value if str(v).strip()]
+            parse_allow(value)
+        return value
 
     @model_validator(mode="after")
     def _pii_key_readable(self) -> CloudSettings:

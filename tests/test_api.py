@@ -20,6 +20,7 @@ from starlette.websockets import WebSocketDisconnect
 from cloud.api.app import create_app
 from cloud.registry import Asset
 from cloud.store import Rows
+from cloud.webhooks import AddressPolicy
 from models import topics
 from models.wire import DesiredConfig, PointSeries, ReportedConfig, TelemetryBatch, decode, encode
 from tests.harness.processes import CloudProcess, wait_until
@@ -30,6 +31,8 @@ S = 1_000_000_000
 @pytest.fixture
 def platform(linked_platform):
     p = linked_platform
+    # The webhook test's receiver listens on loopback, which a webhook may reach only when allowed.
+    p.notifier.webhooks.policy = AddressPolicy(["127.0.0.1/32"])
     reg = p.registry
     keys = {
         "admin": reg.create_api_key("acme", "admin", "alice"),

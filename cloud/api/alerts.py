@@ -1,9 +1,8 @@
-"""Alerts (list and filter, acknowledge, resolve), webhooks, and the audit trail."""
+"""Alerts (list and filter, acknowledge, resolve), webhooks (add, list, delete, rotate), and the audit trail."""
 
 from __future__ import annotations
 
 import json
-import secrets
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Path, Query
@@ -11,11 +10,12 @@ from fastapi.responses import Response
 from pydantic import BaseModel, Field, HttpUrl
 from sqlalchemy import select
 
+from cloud import webhooks
 from cloud.alerts import AlertError, alert_dict
 from cloud.api.auth import Admin, Operator, Viewer
 from cloud.api.deps import Page, decode_cursor, encode_cursor
 from cloud.api.problems import Problem
-from cloud.registry import Alert, AuditEntry, Webhook
+from cloud.registry import Alert, AuditEntry
 from cloud.rules import explain
 
 
@@ -42,11 +42,28 @@ class NoteIn(BaseModel):
 
 
 class WebhookIn(BaseModel):
-    url: HttpUrl
+    url: HttpUrl = Field(description="http(s) URL; credentials in it are used, and only ever shown redacted")
+
+
+class WebhookOut(BaseModel):
+    id: int
+    url: str = Field(description="redacted: no userinfo, query values and token-like path segments masked")
+    active: bool
+    created_ns: int
+    rotated_ns: int | None
+    last_delivered_ns: int | None
+    last_error: str
+    pending: int = Field(description="deliveries waiting for their (next) attempt")
+    failed: int = Field(description="deliveries given up in the last week")
+
+
+class WebhookCreated(WebhookOut):
+    secret: str = Field(description="the signing secret, shown only in this answer")
 
 
 AlertId = Annotated[int, Path(ge=1, le=2**31 - 1, description="an alert's id")]
 """Bounded to the registry's integer column: a larger id is a 422, not a database error."""
+HookId = Annotated[int, Path(ge=1, le=2**31 - 1, description="a webhook's id")]
 
 
 def get_router(platform) -> APIRouter:
@@ -109,17 +126,49 @@ def get_router(platform) -> APIRouter:
     def resolve(alert_id: AlertId, p: Operator, body: NoteIn | None = None) -> AlertOut:
         return _move(alert_id, "resolved", p, body.note if body else "")
 
-    @r.post("/webhooks", status_code=201, tags=["alerts"])
-    def add_webhook(body: WebhookIn, p: Admin) -> dict[str, Any]:
-        """Alert events are POSTed to ``url`` signed with ``X-Twin-Signature: sha256=<HMAC of the body>``.
+    hooks = platform.notifier.webhooks
+
+    @r.post("/webhooks", status_code=201, response_model=WebhookCreated, tags=["webhooks"])
+    def add_webhook(body: WebhookIn, p: Admin) -> WebhookCreated:
+        """Alert events are POSTed to ``url``, signed: ``X-Twin-Signature: sha256=<HMAC-SHA256 of the body>``,
+        the body carrying ``sent_ns`` and ``delivery`` for a replay window (README, "Webhooks"). The URL must
+        lead to public addresses (or ones ``TWIN_WEBHOOK_ALLOW`` admits): 422 naming the address otherwise.
         The secret is shown once."""
-        secret = secrets.token_urlsafe(32)
-        with reg.session() as s:
-            h = Webhook(tenant=p.tenant, url=str(body.url), secret=secret, active=True)
-            s.add(h)
-            s.flush()
-            reg.audit(s, p.tenant, p.actor, "webhook.create", f"webhook:{h.id}", after={"url": str(body.url)})
-            return {"id": h.id, "url": str(body.url), "secret": secret}
+        try:
+            hook, secret = webhooks.create(reg, hooks.policy, p.tenant, p.actor, str(body.url))
+        except webhooks.WebhookRefused as exc:
+            raise Problem(422, "Webhook URL refused", f"url: {exc}",
+                          errors=[{"where": "body.url", "msg": str(exc)}]) from None
+        return WebhookCreated(**hook, secret=secret)
+
+    @r.get("/webhooks", response_model=Page[WebhookOut], tags=["webhooks"])
+    def list_webhooks(p: Admin, limit: int = Query(100, ge=1, le=1000),
+                      cursor: str | None = None) -> Page[WebhookOut]:
+        """The tenant's webhooks (URLs redacted), each with its deliveries pending and given up."""
+        after = decode_cursor(cursor)
+        if after is not None and (not isinstance(after, int) or isinstance(after, bool)):
+            raise Problem(422, "Invalid request", "cursor: not a cursor this API issued")
+        items, more = webhooks.list_page(reg, p.tenant, limit, after)
+        return Page(items=[WebhookOut(**h) for h in items],
+                    next_cursor=encode_cursor(items[-1]["id"]) if more else None)
+
+    @r.delete("/webhooks/{hook_id}", status_code=204, tags=["webhooks"])
+    def delete_webhook(hook_id: HookId, p: Admin) -> Response:
+        """The webhook goes, with whatever it still had to deliver."""
+        try:
+            webhooks.remove(reg, p.tenant, p.actor, hook_id)
+        except LookupError as exc:
+            raise Problem(404, "Not found", str(exc)) from None
+        return Response(status_code=204)
+
+    @r.post("/webhooks/{hook_id}/rotate", response_model=WebhookCreated, tags=["webhooks"])
+    def rotate_webhook(hook_id: HookId, p: Admin) -> WebhookCreated:
+        """A new secret, shown once; every attempt from now on is signed with it, retries of earlier events too."""
+        try:
+            hook, secret = webhooks.rotate(reg, p.tenant, p.actor, hook_id)
+        except LookupError as exc:
+            raise Problem(404, "Not found", str(exc)) from None
+        return WebhookCreated(**hook, secret=secret)
 
     @r.get("/audit", tags=["audit"], responses={200: {"content": {"application/x-ndjson": {
         "schema": {"type": "string"}, "example": '{"id": 1, "action": "site.create"}\n'}}}})
