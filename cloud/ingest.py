@@ -4,6 +4,15 @@ A message is acknowledged to the broker (paho manual ack) only after its data is
 so a store outage or a killed worker loses nothing: unacknowledged messages are delivered again.
 Several workers split the load (see ``CloudSettings.ingest_mode``).
 
+The gateway is told too (``models.wire.Committed`` on its ``committed`` topic): it keeps every batch until
+then, not only until the broker's PUBACK, because a broker that crashes loses what it acknowledged since its
+last save. What a gateway sends again is dropped by (gateway, outbox epoch, seq), remembered in bounded space
+per epoch (``SeqWindow``), and acknowledged again so that the gateway can let go of it.
+
+Samples stamped further ahead of their arrival than ``TWIN_INGEST_FUTURE_TOLERANCE_S`` are dead-lettered, not
+written: a gateway clock a year fast would otherwise pin its assets' latest values. Each gateway's clock offset
+(its ``sent_ns`` against arrival) is kept on its registry row.
+
 What cannot be used is dead-lettered with the reason and the raw payload, counted, logged, and
 acknowledged — a malformed message must never block the ones behind it or crash the worker.
 
@@ -42,7 +51,7 @@ from sqlalchemy.exc import DataError, DBAPIError, IntegrityError
 
 from cloud import mqttconn
 from cloud.pii import Pseudonymiser, load_key
-from cloud.registry import AlarmRecord, AnomalyRecord, Asset, DeadLetter, Gateway, IngestSeen, Registry, Tenant
+from cloud.registry import AlarmRecord, AnomalyRecord, Asset, DeadLetter, Gateway, IngestEpoch, Registry, Tenant
 from cloud.settings import CloudSettings
 from cloud.store import Rows, StoreUnavailable, TimeSeriesStore
 from cloud.store.base import StoreRejected
@@ -51,12 +60,16 @@ from models.wire import (
     MAX_PAYLOAD_BYTES,
     AlarmEvent,
     AnomalyEvent,
+    Committed,
     GatewayStatus,
     PayloadTooLarge,
+    PointSeries,
     TelemetryBatch,
+    TextSeries,
     WireError,
     decode,
     decode_event,
+    encode,
     inflate,
 )
 
@@ -70,6 +83,18 @@ SESSION_EXPIRY_S = 7 * 24 * 3600
 """How long the broker keeps a worker's session (and its queued messages) while the worker is away."""
 KNOWN_TTL_S = 300.0
 """How long tenants and assets seen in the registry are trusted without asking it again."""
+SEQ_WINDOW = 4096
+"""Sequences remembered below the highest of a (gateway, epoch): 512 bytes per epoch, ~7 minutes of a gateway
+sending 10 batches a second. A gateway resends what was not committed within seconds, far inside it."""
+EPOCHS_PER_GATEWAY = 8
+"""The most outbox epochs kept per gateway (the newest): a gateway cannot grow the registry by inventing them."""
+CLOCK_WINDOW_NS = 60 * 1_000_000_000
+"""A gateway's clock offset is the largest (sent_ns - arrival) over this long, then measured afresh."""
+
+EpochKey = tuple[str, str, str]
+"""(tenant, gateway, epoch)"""
+BatchKey = tuple[str, str, str, int]
+"""(tenant, gateway, epoch, seq)"""
 
 
 def _printable(text: str) -> str:
@@ -104,6 +129,49 @@ class _Stopping(Exception):
 
 
 @dataclass
+class SeqWindow:
+    """Which sequences of one (gateway, epoch) are written, in bounded space: everything above ``high`` is new; of
+    the ``SEQ_WINDOW`` sequences ending at ``high``, bit ``i`` of ``bits`` says whether ``high - i`` is; below
+    the window nothing is known. ``missing`` counts the gaps not filled yet.
+
+    >>> w = SeqWindow()
+    >>> [w.add(s) for s in (0, 1, 4)], w.seen(3), w.seen(4), w.missing
+    ([0, 0, 2], False, True, 2)
+    """
+
+    high: int = -1
+    bits: int = 0
+    missing: int = 0
+
+    @classmethod
+    def of(cls, row: IngestEpoch) -> SeqWindow:
+        return cls(row.high_seq, int.from_bytes(row.window or b"", "little"), row.missing or 0)
+
+    def dump(self) -> bytes:
+        return self.bits.to_bytes(SEQ_WINDOW // 8, "little")
+
+    def seen(self, seq: int) -> bool | None:
+        """Written before; None below the window (unknown)."""
+        if seq > self.high:
+            return False
+        d = self.high - seq
+        return bool(self.bits >> d & 1) if d < SEQ_WINDOW else None
+
+    def add(self, seq: int) -> int:
+        """Record ``seq`` as written; the number of sequences it skipped (a gap: thinned at the edge, or late)."""
+        if seq > self.high:
+            shift, gap = seq - self.high, seq - self.high - 1
+            self.bits = 1 if shift >= SEQ_WINDOW else ((self.bits << shift) | 1) & ((1 << SEQ_WINDOW) - 1)
+            self.high, self.missing = seq, self.missing + gap
+            return gap
+        d = self.high - seq
+        if d < SEQ_WINDOW and not self.bits >> d & 1:
+            self.bits |= 1 << d
+            self.missing = max(0, self.missing - 1)  # a late fill
+        return 0
+
+
+@dataclass
 class _Msg:
     mid: int
     qos: int
@@ -112,6 +180,9 @@ class _Msg:
     epoch: int = 0
     """The broker connection it arrived on: after a reconnect the broker delivers it again (same session)
     and message ids may be reused, so only the new copy is acknowledged."""
+    arrival_ns: int = 0
+    """Wall-clock time it arrived (0: when it is classified); what future timestamps and clock offsets are
+    measured against."""
 
 
 @dataclass
@@ -125,9 +196,20 @@ class _Group:
     statuses: list[GatewayStatus] = field(default_factory=list)
     dead: list[dict] = field(default_factory=list)
     points: int = 0
-    keys: set[tuple[str, str, int]] = field(default_factory=set)
-    """(tenant, gateway, seq) of the batches to write: pending in the worker until the registry has them."""
+    keys: set[BatchKey] = field(default_factory=set)
+    """The batches to write: pending in the worker until the registry has them."""
     encoded: Any = None
+    committed: dict[EpochKey, tuple[set[int], set[int]]] = field(default_factory=dict)
+    """Per gateway epoch, the telemetry and event sequences to tell the gateway about once this group is written:
+    written now, written before (a resend), or dead-lettered for good."""
+    clock: dict[tuple[str, str], int] = field(default_factory=dict)
+    """Per gateway, the largest (sent_ns - arrival) of its batches here."""
+    future: dict[tuple[str, str], int] = field(default_factory=dict)
+    """Per gateway, the samples dead-lettered for being stamped too far ahead."""
+
+    def commit_later(self, tenant: str, gateway: str, epoch: str, seq: int, event: bool = False) -> None:
+        if epoch:  # a gateway from before epochs deletes on PUBACK: nothing to tell it
+            self.committed.setdefault((tenant, gateway, epoch), (set(), set()))[event].add(seq)
 
 
 def decode_telemetry(payload: bytes, max_bytes: int = MAX_PAYLOAD_BYTES) -> TelemetryBatch:
@@ -158,7 +240,7 @@ class Ingest:
         self._stop = threading.Event()
         self.connected = threading.Event()
         self._epoch = 0
-        self._pending: set[tuple[str, str, int]] = set()
+        self._pending: set[BatchKey] = set()
         self._pending_lock = threading.Lock()
         self._known_tenants: set[str] = set()
         self._known_assets: set[tuple[str, str]] = set()
@@ -166,7 +248,8 @@ class Ingest:
         self.counters = {
             "messages": 0, "batches_written": 0, "points_written": 0, "groups_written": 0, "duplicates": 0,
             "dead_letters": 0, "events": 0, "store_retries": 0, "registry_retries": 0, "seq_gaps": 0,
-            "other_partition": 0, "statuses": 0, "over_limit": 0,
+            "other_partition": 0, "statuses": 0, "over_limit": 0, "future_samples": 0, "new_epochs": 0,
+            "seq_below_window": 0, "commits_published": 0,
         }
         # Personal text values are pseudonymised (or dropped) in the preparer, before any store, log or hook.
         self.pii = Pseudonymiser(load_key(settings.pii_key_file), self.counters)
@@ -214,7 +297,7 @@ class Ingest:
             log.warning("ingest: disconnected from broker (%s), reconnecting", reason_code)
 
     def _on_message(self, client, userdata, msg: mqtt.MQTTMessage) -> None:
-        self._q.put(_Msg(msg.mid, msg.qos, msg.topic, msg.payload, self._epoch))
+        self._q.put(_Msg(msg.mid, msg.qos, msg.topic, msg.payload, self._epoch, time.time_ns()))
 
     def start(self) -> None:
         host, port = mqttconn.broker_address(self.settings)
@@ -325,6 +408,7 @@ class Ingest:
         finally:
             with self._pending_lock:
                 self._pending.difference_update(group.keys)
+        self._publish_committed(group)
         epoch = self._epoch
         for m in group.acks:
             if m.qos > 0 and m.epoch == epoch:
@@ -336,6 +420,18 @@ class Ingest:
                     hook(items)
                 except Exception:
                     log.exception("ingest: rule hook failed")
+
+    def _publish_committed(self, group: _Group) -> None:
+        """Tell each gateway what of it is now durably written. Before the broker ack: if this process dies in
+        between, the broker delivers the batches again, they are duplicates, and the gateway is told again."""
+        for (tenant, gateway, epoch), (tel, ev) in group.committed.items():
+            try:
+                topic = topics.committed(tenant, gateway)
+            except ValueError:
+                continue  # a gateway id no topic can name: nothing was sent from there
+            msg = Committed(epoch=epoch, telemetry=sorted(tel), events=sorted(ev))
+            self._client.publish(topic, encode(msg), qos=1)
+            self.counters["commits_published"] += 1
 
     def _retrying(self, fn: Callable[[], None], what: str) -> None:
         """Run ``fn`` until it works, holding the group's messages unacknowledged meanwhile: the registry
@@ -426,6 +522,11 @@ class Ingest:
             log.exception("ingest: cannot decode a message on %s", m.topic[:MAX_TOPIC_LEN])
             self._dead(group, m, f"{parts.kind}: cannot decode ({type(exc).__name__}: {exc})", parts.tenant)
             return
+        if isinstance(msg, AnomalyEvent | AlarmEvent | TelemetryBatch):
+            # Said to the gateway that sent it (the topic's, which the broker's ACL vouches for) once this group is
+            # written, whether as data or as a dead letter: either way, sending it again would change nothing.
+            group.commit_later(parts.tenant, parts.gateway, msg.epoch, msg.seq,
+                               event=not isinstance(msg, TelemetryBatch))
         if (msg.tenant, msg.gateway) != (parts.tenant, parts.gateway):  # type: ignore[attr-defined]
             self._dead(group, m, f"payload says {msg.tenant}/{msg.gateway}, topic says "  # type: ignore
                        f"{parts.tenant}/{parts.gateway}", parts.tenant)
@@ -437,6 +538,11 @@ class Ingest:
                 self._dead(group, m, f"telemetry: {n} samples in one batch, more than "
                            f"TWIN_INGEST_MAX_BATCH_SAMPLES={most}", parts.tenant)
                 return
+            if not m.arrival_ns:
+                m.arrival_ns = time.time_ns()
+            if msg.sent_ns > 0:
+                gw, offset = (msg.tenant, msg.gateway), msg.sent_ns - m.arrival_ns
+                group.clock[gw] = max(group.clock.get(gw, offset), offset)
             group.batches.append((m, msg))
             group.points += msg.n_samples
         elif isinstance(msg, GatewayStatus):
@@ -450,37 +556,93 @@ class Ingest:
             group.events.append(msg)
 
     def _dedupe(self, group: _Group) -> None:
-        """Drop batches already written — by an earlier group still in the writer, or (registry) before."""
+        """Drop batches already written — by an earlier group still in the writer, or (registry) before — and
+        keep the rest's samples that are not stamped too far ahead."""
         group.rows = Rows()
         group.keys = set()
         if not group.batches:
             return
-        keys = {(b.tenant, b.gateway, b.seq) for _, b in group.batches}
+        keys = {(b.tenant, b.gateway, b.epoch, b.seq) for _, b in group.batches}
         # Pending first, then the registry: a key leaves the pending set only after the registry has it.
         with self._pending_lock:
             seen = keys & self._pending
-        ask = list(keys - seen)
+        ask = sorted({k[:3] for k in keys - seen})
+        windows: dict[EpochKey, SeqWindow] = {}
         if ask:
             with self.registry.session() as s:
                 for i in range(0, len(ask), 500):
-                    q = select(IngestSeen.tenant, IngestSeen.gateway, IngestSeen.seq).where(
-                        tuple_(IngestSeen.tenant, IngestSeen.gateway, IngestSeen.seq).in_(ask[i:i + 500]))
-                    seen.update((t, g, q_) for t, g, q_ in s.execute(q))
+                    q = select(IngestEpoch).where(
+                        tuple_(IngestEpoch.tenant, IngestEpoch.gateway, IngestEpoch.epoch).in_(ask[i:i + 500]))
+                    windows.update(((r.tenant, r.gateway, r.epoch), SeqWindow.of(r)) for r in s.scalars(q))
         fresh = []
         for m, b in group.batches:
-            key = (b.tenant, b.gateway, b.seq)
-            if key in seen:
+            key = (b.tenant, b.gateway, b.epoch, b.seq)
+            w = windows.get(key[:3])
+            before = w.seen(b.seq) if w is not None and key not in seen else None
+            if key in seen or before:
                 self.counters["duplicates"] += 1
                 continue
+            if before is None and w is not None:  # so far behind that the window no longer says: write it again
+                self.counters["seq_below_window"] += 1
+                log.warning("gateway %s/%s: seq %d of epoch %r is more than %d behind the newest (%d); written "
+                            "(again, if it was: the store overwrites)", b.tenant, b.gateway, b.seq, b.epoch,
+                            SEQ_WINDOW, w.high)
             seen.add(key)
             group.keys.add(key)
             fresh.append((m, b))
+            self._refuse_future(group, m, b)
             for ser in b.series:
                 group.rows.extend_series(b.tenant, ser.asset, ser.point, ser.t_ns, ser.values, ser.quality)
         group.batches = fresh
         self._protect_text(group)
         with self._pending_lock:
             self._pending |= group.keys
+
+    def _refuse_future(self, group: _Group, m: _Msg, b: TelemetryBatch) -> None:
+        """Take out of ``b`` the samples stamped more than the tolerance ahead of their arrival, into one dead
+        letter per batch with the reason; counted per worker and per gateway."""
+        tol_s = self.settings.ingest_future_tolerance_s
+        limit = (m.arrival_ns or time.time_ns()) + int(tol_s * 1e9)
+        if all(not s.t_ns or max(s.t_ns) <= limit for s in (*b.series, *b.text)):
+            return
+        out_series: list[PointSeries] = []
+        out_text: list[TextSeries] = []
+        kept_series: list[PointSeries] = []
+        kept_text: list[TextSeries] = []
+        for ser in b.series:
+            if not ser.t_ns or max(ser.t_ns) <= limit:
+                kept_series.append(ser)
+                continue
+            ok = [i for i, t in enumerate(ser.t_ns) if t <= limit]
+            bad = [i for i, t in enumerate(ser.t_ns) if t > limit]
+            out_series.append(ser.model_copy(update={k: [getattr(ser, k)[i] for i in bad]
+                                                     for k in ("t_ns", "values", "quality")}))
+            if ok:
+                kept_series.append(ser.model_copy(update={k: [getattr(ser, k)[i] for i in ok]
+                                                          for k in ("t_ns", "values", "quality")}))
+        for tx in b.text:
+            if not tx.t_ns or max(tx.t_ns) <= limit:
+                kept_text.append(tx)
+                continue
+            ok = [i for i, t in enumerate(tx.t_ns) if t <= limit]
+            bad = [i for i, t in enumerate(tx.t_ns) if t > limit]
+            out_text.append(tx.model_copy(update={k: [getattr(tx, k)[i] for i in bad] for k in ("t_ns", "values")}))
+            if ok:
+                kept_text.append(tx.model_copy(update={k: [getattr(tx, k)[i] for i in ok] for k in ("t_ns", "values")}))
+        b.series, b.text = kept_series, kept_text
+        n = sum(len(x.t_ns) for x in (*out_series, *out_text))
+        ahead_s = (max(max(x.t_ns) for x in (*out_series, *out_text)) - limit) / 1e9 + tol_s
+        names = ", ".join(f"{x.asset}/{x.point}" for x in (*out_series, *out_text)[:5])
+        more = len(out_series) + len(out_text) - 5
+        self.counters["future_samples"] += n
+        gw = (b.tenant, b.gateway)
+        group.future[gw] = group.future.get(gw, 0) + n
+        # The personal text values of the refused part are scrubbed by _dead, like any dead letter's.
+        payload = TelemetryBatch(tenant=b.tenant, gateway=b.gateway, epoch=b.epoch, seq=b.seq, sent_ns=b.sent_ns,
+                                 series=out_series, text=out_text).model_dump_json().encode()
+        self._dead(group, m, f"telemetry: {n} sample(s) stamped more than TWIN_INGEST_FUTURE_TOLERANCE_S={tol_s:g} "
+                   f"s ahead of their arrival (up to {ahead_s:.0f} s ahead): {names}"
+                   f"{f' and {more} more' if more > 0 else ''}", b.tenant, payload=payload)
 
     def _protect_text(self, group: _Group) -> None:
         """Text points into the group's rows, personal values pseudonymised or dropped (``cloud/pii.py``). The
@@ -551,7 +713,6 @@ class Ingest:
             if group.dead:
                 s.add_all(DeadLetter(**d) for d in group.dead)
             reg.insert_ignore(s, Tenant, [{"id": t, "name": t} for t in tenants])
-            reg.insert_ignore(s, IngestSeen, [{"tenant": t, "gateway": g, "seq": q} for t, g, q in group.keys])
             reg.insert_ignore(s, Asset, [{"tenant": t, "id": a, "gateway": g, "first_seen_ns": now}
                                          for (t, a), g in new_assets.items()])
             self._track_sequences(s, group, now)
@@ -592,7 +753,8 @@ class Ingest:
             log.warning("registry refused a group (%s); writing it message by message", _first_line(exc))
         parts: list[tuple[_Group, str, bytes, str]] = []
         for m, b in group.batches:
-            parts.append((_Group(batches=[(m, b)], keys={(b.tenant, b.gateway, b.seq)}), m.topic, m.payload, b.tenant))
+            parts.append((_Group(batches=[(m, b)], keys={(b.tenant, b.gateway, b.epoch, b.seq)}), m.topic, m.payload,
+                          b.tenant))
         for ev in group.events:
             parts.append((_Group(events=[ev]), topics.events(ev.tenant, ev.gateway),  # type: ignore[attr-defined]
                           ev.model_dump_json().encode(), ev.tenant))  # type: ignore[attr-defined]
@@ -617,28 +779,77 @@ class Ingest:
                             kept.remove(item)
 
     def _track_sequences(self, s, group: _Group, now: int) -> None:
-        """Gaps in a gateway's sequence numbers are counted and logged; late fills close them."""
-        by_gw: dict[tuple[str, str], list[int]] = {}
+        """Record the group's batches in their epochs' windows (gaps counted and logged, late fills close them), a
+        new epoch on its gateway's row, old epochs pruned; and the gateways' clock offsets and future samples."""
+        by_epoch: dict[EpochKey, list[int]] = {}
         for _, b in group.batches:
-            by_gw.setdefault((b.tenant, b.gateway), []).append(b.seq)
-        if not by_gw:
+            by_epoch.setdefault((b.tenant, b.gateway, b.epoch), []).append(b.seq)
+        gws = sorted({k[:2] for k in by_epoch} | set(group.clock) | set(group.future))
+        if not gws:
             return
-        rows = {(g.tenant, g.id): g for g in s.scalars(
-            select(Gateway).where(tuple_(Gateway.tenant, Gateway.id).in_(list(by_gw))))}
-        for (tenant, gw), seqs in by_gw.items():
-            row = rows.get((tenant, gw))
+        pairs = tuple_(IngestEpoch.tenant, IngestEpoch.gateway)
+        # Locked (PostgreSQL) so that two workers sharing a gateway cannot both update its windows from one read;
+        # SQLite's single writer refuses a transaction whose read went stale.
+        rows = {(r.tenant, r.gateway, r.epoch): r for r in s.scalars(
+            select(IngestEpoch).where(pairs.in_(gws)).with_for_update())}
+        new = [k for k in by_epoch if k not in rows]
+        if new:
+            self.registry.insert_ignore(s, IngestEpoch, [
+                {"tenant": t, "gateway": g, "epoch": e, "high_seq": -1, "window": b"", "missing": 0,
+                 "first_seen_ns": now, "last_seen_ns": now} for t, g, e in new])
+            rows.update(((r.tenant, r.gateway, r.epoch), r) for r in s.scalars(
+                select(IngestEpoch).where(tuple_(IngestEpoch.tenant, IngestEpoch.gateway, IngestEpoch.epoch)
+                                          .in_(new)).with_for_update()))
+        for key, seqs in by_epoch.items():
+            row, w = rows[key], SeqWindow.of(rows[key])
+            for seq in sorted(seqs):
+                gap = w.add(seq)
+                if gap:
+                    self.counters["seq_gaps"] += 1
+                    log.warning("gateway %s/%s: %d batch(es) missing before seq %d of epoch %r", *key[:2], gap, seq,
+                                key[2])
+            row.high_seq, row.window, row.missing, row.last_seen_ns = w.high, w.dump(), w.missing, now
+        gw_rows = {(g.tenant, g.id): g for g in s.scalars(
+            select(Gateway).where(tuple_(Gateway.tenant, Gateway.id).in_(gws)))}
+        for tenant, gw in gws:
+            row = gw_rows.get((tenant, gw))
             if row is None:
                 row = Gateway(tenant=tenant, id=gw, state="online", last_seen_ns=now, counters={},
-                              high_seq=-1, missing_seqs=0, config_version=0)
+                              high_seq=-1, missing_seqs=0, config_version=0, epoch="", epoch_since_ns=0,
+                              clock_checked_ns=0, future_samples=0)
                 s.add(row)
-            high, missing = row.high_seq if row.high_seq is not None else -1, row.missing_seqs or 0
-            for seq in sorted(seqs):
-                if seq > high + 1:
-                    gap = seq - high - 1
-                    missing += gap
-                    self.counters["seq_gaps"] += 1
-                    log.warning("gateway %s/%s: %d batch(es) missing before seq %d", tenant, gw, gap, seq)
-                elif seq <= high:
-                    missing = max(0, missing - 1)
-                high = max(high, seq)
-            row.high_seq, row.missing_seqs, row.last_seen_ns = high, missing, now
+            mine = {k[2]: r for k, r in rows.items() if k[:2] == (tenant, gw)}
+            for e in (e for t, g, e in new if (t, g) == (tenant, gw)):
+                # A new outbox (wiped, replaced, reinstalled): its sequence starts again, under an epoch of its own.
+                self.counters["new_epochs"] += 1
+                if len(mine) > 1:
+                    log.info("gateway %s/%s: new outbox epoch %r (was %r); its sequence starts again", tenant, gw,
+                             e, row.epoch)
+                row.epoch, row.epoch_since_ns = e, now
+            if row.epoch in mine:
+                row.high_seq = mine[row.epoch].high_seq
+            kept = self._prune_epochs(s, row, mine, now)
+            row.missing_seqs = sum(mine[e].missing or 0 for e in kept)
+            row.last_seen_ns = now
+            if (offset := group.clock.get((tenant, gw))) is not None:
+                if row.clock_offset_ns is None or now - (row.clock_checked_ns or 0) > CLOCK_WINDOW_NS:
+                    row.clock_offset_ns, row.clock_checked_ns = offset, now
+                else:
+                    row.clock_offset_ns = max(row.clock_offset_ns, offset)
+            row.future_samples = (row.future_samples or 0) + group.future.get((tenant, gw), 0)
+
+    def _prune_epochs(self, s, gw: Gateway, epochs: dict[str, IngestEpoch], now: int) -> list[str]:
+        """Forget the epochs of a gateway not heard from within the retention (never its current one), and all but
+        the newest ``EPOCHS_PER_GATEWAY``; the epochs kept. An old epoch is kept a while because its batches may
+        still be queued in the broker when the new one starts."""
+        cutoff = now - int(self.settings.ingest_epoch_retention_s * 1e9)
+        newest = sorted(epochs, key=lambda e: (e == gw.epoch, epochs[e].last_seen_ns), reverse=True)
+        kept = []
+        for i, e in enumerate(newest):
+            if e != gw.epoch and (i >= EPOCHS_PER_GATEWAY or epochs[e].last_seen_ns < cutoff):
+                s.delete(epochs[e])
+                log.info("gateway %s/%s: forgot outbox epoch %r (last heard from %d)", gw.tenant, gw.id, e,
+                         epochs[e].last_seen_ns)
+            else:
+                kept.append(e)
+        return kept

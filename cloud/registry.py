@@ -68,8 +68,16 @@ class Gateway(Base):
     last_seen_ns: Mapped[int] = mapped_column(BigInteger, default=0)
     config_version: Mapped[int] = mapped_column(Integer, default=0)  # what the gateway reports it runs
     counters: Mapped[dict] = mapped_column(JSON, default=dict)
-    high_seq: Mapped[int] = mapped_column(BigInteger, default=-1)
-    missing_seqs: Mapped[int] = mapped_column(BigInteger, default=0)
+    high_seq: Mapped[int] = mapped_column(BigInteger, default=-1)  # in the current epoch
+    missing_seqs: Mapped[int] = mapped_column(BigInteger, default=0)  # over the epochs still kept
+    # The outbox epoch the gateway sends from now (a new one: its outbox was wiped or replaced) and since when.
+    epoch: Mapped[str] = mapped_column(String(32), default="", server_default="")
+    epoch_since_ns: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    # Its clock against ours: the largest (sent_ns - arrival) in a window starting at clock_checked_ns (delay only
+    # lowers it, so the least-delayed batch says most). None until a batch carried sent_ns.
+    clock_offset_ns: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    clock_checked_ns: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    future_samples: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")  # dead-lettered
     site: Mapped[str | None] = mapped_column(String(64), nullable=True)
     desired_config: Mapped[dict | None] = mapped_column(JSON, nullable=True)
     desired_version: Mapped[int] = mapped_column(Integer, default=0)  # bumps on every PUT: the ETag
@@ -228,13 +236,21 @@ class DeadLetter(Base):
     payload: Mapped[bytes] = mapped_column(LargeBinary)
 
 
-class IngestSeen(Base):
-    """(gateway, seq) already written: redelivered or replayed batches are dropped, across restarts."""
+class IngestEpoch(Base):
+    """Which batches of one gateway outbox epoch are written, in bounded space: the highest sequence and a bitmap
+    of the window below it (``cloud/ingest.py``, ``SeqWindow``). Redelivered or replayed batches are dropped
+    across restarts; a wiped outbox (a new epoch) starts a row of its own. Rows of epochs not heard from for
+    ``TWIN_INGEST_EPOCH_RETENTION_S`` are deleted."""
 
-    __tablename__ = "ingest_seen"
+    __tablename__ = "ingest_epochs"
     tenant: Mapped[str] = mapped_column(String(64), primary_key=True)
     gateway: Mapped[str] = mapped_column(String(64), primary_key=True)
-    seq: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    epoch: Mapped[str] = mapped_column(String(32), primary_key=True)
+    high_seq: Mapped[int] = mapped_column(BigInteger, default=-1)
+    window: Mapped[bytes] = mapped_column(LargeBinary, default=b"")
+    missing: Mapped[int] = mapped_column(BigInteger, default=0)
+    first_seen_ns: Mapped[int] = mapped_column(BigInteger)
+    last_seen_ns: Mapped[int] = mapped_column(BigInteger)
 
 
 class ApiKey(Base):

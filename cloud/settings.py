@@ -65,6 +65,12 @@ class CloudSettings(BaseSettings):
     ingest_max_payload_bytes: int = 8 * 1024 * 1024
     ingest_max_topic_bytes: int = 256
     ingest_max_batch_samples: int = 200_000
+    # Samples stamped further ahead of their arrival than this are dead-lettered (reason, count), not written: a
+    # gateway clock a year fast would otherwise pin its assets' latest values and twins.
+    ingest_future_tolerance_s: float = 300.0
+    # The de-duplication state of a gateway outbox epoch (a wiped outbox starts a new one) is kept this long
+    # after the epoch was last heard from: its batches may still be queued in the broker.
+    ingest_epoch_retention_s: float = 7 * 24 * 3600.0
 
     # Personal data: the HMAC key that pseudonymises personal text points arriving in clear (the same key as the
     # gateways' pii_key_file, so a subject has one pseudonym; see cloud/pii.py). Without it such values are
@@ -119,6 +125,13 @@ class CloudSettings(BaseSettings):
                 load_key(self.pii_key_file)
             except PiiKeyError as exc:
                 raise ValueError(str(exc)) from None
+        return self
+
+    @model_validator(mode="after")
+    def _ingest_durations_positive(self) -> CloudSettings:
+        for name in ("ingest_future_tolerance_s", "ingest_epoch_retention_s"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"TWIN_{name.upper()} must be a positive number of seconds")
         return self
 
     @model_validator(mode="after")

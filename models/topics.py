@@ -9,8 +9,9 @@ from __future__ import annotations
 from typing import Literal, NamedTuple
 
 PREFIX = "twin/v1"
-Kind = Literal["telemetry", "events", "status", "config/desired", "config/reported", "commands"]
-KINDS: tuple[str, ...] = ("telemetry", "events", "status", "config/desired", "config/reported", "commands")
+Kind = Literal["telemetry", "events", "status", "config/desired", "config/reported", "commands", "committed"]
+KINDS: tuple[str, ...] = ("telemetry", "events", "status", "config/desired", "config/reported", "commands",
+                          "committed")
 INGEST_SHARE_GROUP = "ingest"
 
 
@@ -39,6 +40,11 @@ def config_desired(tenant: str, gateway: str) -> str:
 
 def config_reported(tenant: str, gateway: str) -> str:
     return topic(tenant, gateway, "config/reported")
+
+
+def committed(tenant: str, gateway: str) -> str:
+    """Where ingest tells a gateway which of its batches are durably written (``models.wire.Committed``)."""
+    return topic(tenant, gateway, "committed")
 
 
 def ingest_filter(kind: Kind, shared: bool = True) -> str:

@@ -36,6 +36,9 @@ T_NS_MIN, T_NS_MAX = -(2**63) + 2, 2**63 - 2
 """ns since the epoch: what an int64 (and InfluxDB, which keeps the two extremes for itself) can hold."""
 TimeNs = Annotated[int, Field(ge=T_NS_MIN, le=T_NS_MAX)]
 Seq = Annotated[int, Field(ge=0, lt=2**63)]
+Epoch = Annotated[str, Field(max_length=32, pattern=r"^[A-Za-z0-9_-]*$")]
+"""A gateway outbox's identity, random when the outbox is created: sequence numbers count within one epoch, so a
+wiped or replaced outbox starting again at 0 is a new producer, not a replay. Empty: a gateway from before epochs."""
 
 
 class Quality(IntEnum):
@@ -108,11 +111,12 @@ class TextSeries(BaseModel):
 
 
 class TelemetryBatch(_Msg):
-    """One tick of a gateway's samples; ``seq`` is per gateway, gap-free, and never reused."""
+    """One tick of a gateway's samples; ``seq`` is per gateway and ``epoch``, gap-free, and never reused."""
 
     kind: Literal["telemetry"] = "telemetry"
     tenant: Id
     gateway: Id
+    epoch: Epoch = ""
     seq: Seq
     sent_ns: TimeNs = 0
     series: list[PointSeries]
@@ -137,7 +141,9 @@ class AnomalyEvent(_Msg):
     peak_score: float
     peak_value: float | None = None
     detectors: list[str]
+    epoch: Epoch = ""
     seq: Seq = 0
+    """The outbox's event number in ``epoch``, echoed in ``Committed``; the cloud keys events on ``event_id``."""
 
 
 class AlarmEvent(_Msg):
@@ -153,6 +159,7 @@ class AlarmEvent(_Msg):
     start_ns: TimeNs
     end_ns: TimeNs | None = None
     evidence: dict[str, float | str | int] = Field(default_factory=dict)
+    epoch: Epoch = ""
     seq: Seq = 0
 
 
@@ -168,6 +175,17 @@ class GatewayStatus(_Msg):
     counters: dict[str, Annotated[int, Field(ge=-(2**63), lt=2**63)]] = Field(default_factory=dict)
     assets: dict[Name, Id] = Field(
         default_factory=dict, description="asset id -> asset type, as configured")
+
+
+class Committed(_Msg):
+    """The cloud to one gateway: these telemetry batches and events of its outbox ``epoch`` are durably written
+    (or durably dead-lettered), so the gateway may delete them. A broker's PUBACK is not enough: a broker that
+    crashes before it saved loses what it acknowledged."""
+
+    kind: Literal["committed"] = "committed"
+    epoch: Epoch
+    telemetry: list[Seq] = Field(default_factory=list)
+    events: list[Seq] = Field(default_factory=list)
 
 
 class DesiredConfig(_Msg):
