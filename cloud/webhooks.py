@@ -83,7 +83,7 @@ def forbidden_reason(addr: IpAddress) -> str | None:
             return forbidden_reason(inner)
     for reason, flag in (("a loopback", addr.is_loopback), ("a link-local", addr.is_link_local),
                          ("a multicast", addr.is_multicast), ("an unspecified", addr.is_unspecified),
-                         ("a private", addr.is_private), ("a reserved", addr.is_reserved)):
+                         ("a reserved", addr.is_reserved), ("a private", addr.is_private)):
         if flag:
             return f"{reason} address"
     if not addr.is_global:
