@@ -139,8 +139,13 @@ class OpcUaSource(_Strict):
 
     Security ``Sign``/``SignAndEncrypt`` uses ``security_policy`` with the client's certificate and key
     (PEM or DER); the server's certificate is taken from ``server_cert_file`` when given, else from the
-    server's endpoint list. ``application_uri`` defaults to the URI in the client certificate, which
-    servers check against the session's. Reconnects wait ``reconnect_min_s`` doubling up to
+    server's endpoint list. Encryption to a server nobody vouched for stops no impostor, so a secured source
+    must say how the server is authenticated: pinned (``server_cert_file``), or checked against the trust list
+    ``trust_dir`` (the server's own certificate, or a CA that issued it, as DER or PEM files). With
+    ``trust_on_first_use`` an empty ``trust_dir`` takes the first certificate a server proves it holds the key
+    of, and from then on that pin is the trust list (one ``trust_dir`` per server for this).
+    ``application_uri`` defaults to the URI in the client certificate, which servers check against the
+    session's. Reconnects wait ``reconnect_min_s`` doubling up to
     ``reconnect_max_s``, each wait spread by ±``reconnect_jitter`` so a fleet does not reconnect in step.
     """
 
@@ -152,6 +157,8 @@ class OpcUaSource(_Strict):
     cert_file: Path | None = None
     key_file: Path | None = None
     server_cert_file: Path | None = None
+    trust_dir: Path | None = None
+    trust_on_first_use: bool = False
     application_uri: str | None = None
     username: str | None = None
     password: str | None = None
@@ -176,6 +183,14 @@ class OpcUaSource(_Strict):
     def _security_needs_keys(self) -> OpcUaSource:
         if self.security != "None" and (self.cert_file is None or self.key_file is None):
             raise ValueError(f"security {self.security} needs cert_file and key_file (the client's certificate)")
+        if self.security != "None" and self.trust_dir is None and self.server_cert_file is None:
+            raise ValueError(f"security {self.security} needs the server's certificate pinned (server_cert_file) or a "
+                             "trust list (trust_dir; trust_on_first_use: true pins the first one seen)")
+        if self.security == "None" and (self.trust_dir is not None or self.trust_on_first_use):
+            raise ValueError("trust_dir and trust_on_first_use need security Sign or SignAndEncrypt: "
+                             "without it the server shows no certificate")
+        if self.trust_on_first_use and self.trust_dir is None:
+            raise ValueError("trust_on_first_use needs trust_dir: where the first certificate seen is pinned")
         if (self.username is None) != (self.password is None):
             raise ValueError("give both username and password, or neither")
         if self.reconnect_max_s < self.reconnect_min_s:
@@ -332,7 +347,7 @@ def load_config(path: Path | str) -> GatewayConfig:
                 raise ConfigError(f"{path}: {where}.{name}: file not found: {file}")
     for src in cfg.sources:
         if isinstance(src, OpcUaSource):
-            for name in ("cert_file", "key_file", "server_cert_file"):
+            for name in ("cert_file", "key_file", "server_cert_file", "trust_dir"):
                 _relative_to(src, name, base)
     return cfg
 

@@ -1,7 +1,8 @@
 """Interoperability with a second OPC-UA implementation (node-opcua), both ways.
 
 - the edge source (asyncua) against a node-opcua server: exact values and source timestamps, deadband,
-  Bad status, and SignAndEncrypt/Basic256Sha256 with the server trusting the client's certificate;
+  Bad status, and SignAndEncrypt/Basic256Sha256 with the server trusting the client's certificate and the
+  source pinning the server's on first use;
 - a node-opcua client against the simulators' asyncua server: read, EngineeringUnits, subscription.
 
 node-opcua is installed into ``tests/harness/node_opcua/node_modules`` on first use; without node/npm these
@@ -96,15 +97,26 @@ def test_source_sign_and_encrypt_with_node_opcua_trusting_the_client_certificate
         node_server: NodeOpcUaServer, source: list[OpcUaSourceRunner], tmp_path: Path) -> None:
     cert, key = client_certificate(tmp_path, CLIENT_URI)
     rec = Recorder()
+    trust = tmp_path / "trusted"
     runner = start(source, rec, node_server.endpoint,
                    [{"node": node_server.node_id("counter"), "asset": "pump-01", "point": "counter"}],
-                   security="SignAndEncrypt", cert_file=cert, key_file=key)
+                   security="SignAndEncrypt", cert_file=cert, key_file=key, trust_dir=trust,
+                   trust_on_first_use=True)
     rec.wait_for(lambda ss: len(ss) >= 3, 20, "three counter values over SignAndEncrypt")
     assert all((t, v) in node_server.sent("counter") for _, _, t, v, _ in rec.samples)
     session = node_server.process.wait_event("session", 5, clientUri=CLIENT_URI)
     assert session["securityMode"] == "SignAndEncrypt"
     assert session["securityPolicy"].endswith("#Basic256Sha256")
-    assert runner.counters()["opcua_errors"] == 0
+    c = runner.counters()
+    assert (c["opcua_errors"], c["opcua_pinned"], c["opcua_untrusted"]) == (0, 1, 0)
+    # node-opcua's own certificate (its PKI, its extensions) was pinned as it is, and is trusted from then on.
+    (pinned,) = trust.iterdir()
+    again = Recorder()
+    second = start(source, again, node_server.endpoint,
+                   [{"node": node_server.node_id("counter"), "asset": "pump-02", "point": "counter"}],
+                   security="SignAndEncrypt", cert_file=cert, key_file=key, trust_dir=trust)
+    again.wait_for(lambda ss: len(ss) >= 1, 20, "a value with the pin as the trust list")
+    assert [p.name for p in trust.iterdir()] == [pinned.name] and second.counters()["opcua_untrusted"] == 0
 
 
 def test_node_opcua_client_reads_and_subscribes_the_simulators_server(tmp_path: Path) -> None:

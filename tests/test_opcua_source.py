@@ -161,12 +161,17 @@ def test_basic256sha256_with_client_certificate_and_password(secure_sim: SimOpcU
 
 
 def test_server_certificate_is_fetched_from_the_endpoints_when_not_given(
-        secure_sim: SimOpcUaServer, client_cert: tuple[Path, Path], run_source: RunSource) -> None:
+        secure_sim: SimOpcUaServer, client_cert: tuple[Path, Path], run_source: RunSource, tmp_path: Path) -> None:
+    """Not pinned: the endpoint list supplies the certificate and the trust list vouches for it
+    (tests/test_opcua_trust.py: what it refuses)."""
     a = "trailer-101"
     rec = Recorder()
     cert, key = client_cert
+    assert secure_sim.cert_file is not None
+    (tmp_path / "trusted").mkdir()
+    (tmp_path / "trusted" / "plc.der").write_bytes(secure_sim.cert_file.read_bytes())
     run_source(secure_sim.endpoint, [node(secure_sim, a, "ambient")], rec, security="SignAndEncrypt",
-               cert_file=cert, key_file=key, username="edge", password=USERS["edge"])
+               cert_file=cert, key_file=key, trust_dir=tmp_path / "trusted", username="edge", password=USERS["edge"])
     secure_sim.set_value(a, "ambient", 31.25, source_ts_ns=T0)
     assert rec.wait_value(a, "ambient", 31.25)[2] == T0
 
@@ -178,8 +183,8 @@ def test_a_wrong_password_is_counted_and_logged_and_retried_without_crashing(
     cert, key = client_cert
     with caplog.at_level(logging.WARNING, logger="edge.sources.opcua"):
         runner = run_source(secure_sim.endpoint, [node(secure_sim, "trailer-101", "door")], rec,
-                            security="SignAndEncrypt", cert_file=cert, key_file=key, username="edge",
-                            password="wrong")
+                            security="SignAndEncrypt", cert_file=cert, key_file=key,
+                            server_cert_file=secure_sim.cert_file, username="edge", password="wrong")
         wait_until(lambda: runner.counters()["opcua_errors"] >= 2, 15, what="two refused connection attempts")
     assert runner._thread is not None and runner._thread.is_alive(), "the source keeps retrying"
     assert runner.counters()["opcua_values"] == 0 and rec.samples == []

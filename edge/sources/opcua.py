@@ -21,28 +21,45 @@ through the server's namespace array) or browse paths from the Root folder,
 ``/Objects/2:trailer-001/2:supply_air`` (each segment ``<namespace index>:<BrowseName>``, no index =
 namespace 0; names containing ``/`` cannot be written this way).
 
+Who the server is: with security on, a server is only used once its certificate is trusted — pinned
+(``server_cert_file``) or found in the trust list ``trust_dir`` (the certificate itself, or a CA that issued
+it, checked by asyncua's ``TrustStore``). The check runs at CreateSession, after the server has proved it
+holds the certificate's key and before the session is activated, so an impostor never sees the password. A
+refused server is retried (the trust list is read again each time, so adding its certificate is enough) and
+logged once per certificate, naming its SHA-256 fingerprint. Trust on first use, when configured, pins the
+first certificate into an empty ``trust_dir``; a server that later shows another one is refused.
+
 Counters: ``opcua_values`` (readings handed to the sink), ``opcua_bad_quality`` (of them, Bad ones),
 ``opcua_reconnects`` (sessions re-established after a loss), ``opcua_unknown_nodes`` (look-ups of a node
 the server did not know, each retry counts), ``opcua_errors`` (failed connects, lost connections,
-rejected monitored items, unusable values).
+rejected monitored items, unusable values), ``opcua_untrusted`` (connects refused because the server's
+certificate is not trusted; also counted in ``opcua_errors``), ``opcua_pinned`` (certificates pinned on
+first use).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
 import math
+import os
 import random
 import re
 import threading
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from asyncua import Client, ua
+from asyncua.common.utils import ServiceError
 from asyncua.crypto import security_policies, uacrypto
+from asyncua.crypto.truststore import TrustStore
+from asyncua.crypto.validator import CertificateValidator, CertificateValidatorOptions
 from cryptography import x509
+from cryptography.hazmat.primitives import serialization
 
 from edge.config import OpcUaNode, OpcUaSource
 from edge.sources import Sink
@@ -61,6 +78,10 @@ class _LostConnectionIsNotACrash(logging.Filter):
 
 
 logging.getLogger("asyncua.client.ua_session.UaSession").addFilter(_LostConnectionIsNotACrash())
+# TrustStore logs every certificate it does not trust as an ERROR with a traceback, on every retry; the source
+# says it once per certificate, with the fingerprint and what to do.
+logging.getLogger("asyncuagds.validate").addFilter(
+    lambda record: not str(record.msg).startswith("Not trusted certificate used"))
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _US = timedelta(microseconds=1)
@@ -104,6 +125,103 @@ def _certificate_uri(cert: x509.Certificate) -> str | None:
     return uris[0] if uris else None
 
 
+class UntrustedServer(ConnectionError):
+    """The server's certificate is not in the trust list nor issued by a CA in it: the server is refused."""
+
+    def __init__(self, message: str, fingerprint: str) -> None:
+        super().__init__(message)
+        self.fingerprint = fingerprint
+
+
+def fingerprint(cert: x509.Certificate) -> str:
+    """SHA-256 of the DER certificate as colon-separated hex, as ``openssl x509 -fingerprint -sha256`` prints it."""
+    return ":".join(f"{b:02X}" for b in hashlib.sha256(cert.public_bytes(serialization.Encoding.DER)).digest())
+
+
+def _subject(cert: x509.Certificate) -> str:
+    return cert.subject.rfc4514_string() or "(no subject)"
+
+
+_TRUST_FILE = re.compile(r".*\.(der|pem)$", re.IGNORECASE)  # the files TrustStore reads
+_TOFU_PREFIX = "pinned-on-first-use-"
+
+
+class ServerTrust:
+    """Decides whether a server certificate is trusted; asyncua calls it (``Client.certificate_validator``) at
+    CreateSession, once the server has signed with the certificate's key and before credentials are sent.
+
+    Trusted: a certificate byte-for-byte in ``trust_dir`` (a pin: the operator vouched for it, CA flag or not),
+    or one that chains to a CA there and passes asyncua's ``CertificateValidator`` (validity period, the
+    application URI in the certificate matches the server's, not revoked). With ``tofu`` and a ``trust_dir``
+    holding no certificate, the first certificate seen is written there and trusted.
+    """
+
+    def __init__(self, trust_dir: Path, tofu: bool, source: str, endpoint: str, on_pin: Callable[[], None]) -> None:
+        self.trust_dir, self.tofu, self.source, self.endpoint = Path(trust_dir), tofu, source, endpoint
+        self._on_pin = on_pin
+
+    async def __call__(self, cert: x509.Certificate, app: ua.ApplicationDescription) -> None:
+        print_ = fingerprint(cert)
+        trusted = self._trusted_files()
+        der = cert.public_bytes(serialization.Encoding.DER)
+        if not trusted:
+            if self.tofu:
+                self._pin(cert, print_)
+                return
+            raise UntrustedServer(f"server certificate {print_} ({_subject(cert)}) is not trusted: trust_dir "
+                                  f"{self.trust_dir} holds no certificate; put the server's certificate (or its CA) "
+                                  "there, or set trust_on_first_use", print_)
+        if any(c.public_bytes(serialization.Encoding.DER) == der for _, c in trusted):
+            return
+        store = TrustStore([self.trust_dir], [])
+        await store.load()
+        validator = CertificateValidator(
+            CertificateValidatorOptions.TIME_RANGE | CertificateValidatorOptions.URI
+            | CertificateValidatorOptions.TRUSTED | CertificateValidatorOptions.REVOKED
+            | CertificateValidatorOptions.PEER_SERVER, store)
+        try:
+            await validator.validate(cert, app)
+        except ServiceError as exc:
+            why = ua.StatusCode(exc.code).name
+            pins = [fingerprint(c) for p, c in trusted if p.name.startswith(_TOFU_PREFIX)]
+            hint = (f"it differs from the certificate pinned on first use ({', '.join(pins)}): if the server's "
+                    "certificate was replaced on purpose, delete the pin from trust_dir" if pins else
+                    "if this is the right server, copy its certificate (or its CA) into trust_dir")
+            raise UntrustedServer(f"server certificate {print_} ({_subject(cert)}) is not trusted ({why}, trust_dir "
+                                  f"{self.trust_dir}): {hint}", print_) from None
+
+    def _trusted_files(self) -> list[tuple[Path, x509.Certificate]]:
+        if not self.trust_dir.is_dir():
+            return []
+        out = []
+        for path in sorted(self.trust_dir.iterdir()):
+            if path.is_file() and _TRUST_FILE.match(path.name):
+                data = path.read_bytes()
+                try:
+                    cert = (x509.load_pem_x509_certificate(data) if data.lstrip().startswith(b"-----")
+                            else x509.load_der_x509_certificate(data))
+                except ValueError:
+                    raise ConnectionError(f"trust_dir: {path} is not a certificate (DER or PEM)") from None
+                out.append((path, cert))
+        return out
+
+    def _pin(self, cert: x509.Certificate, print_: str) -> None:
+        """Write the certificate into the trust list (atomically, durably): from now on it is the only one."""
+        self.trust_dir.mkdir(parents=True, exist_ok=True)
+        path = self.trust_dir / f"{_TOFU_PREFIX}{print_.replace(':', '').lower()[:16]}.der"
+        tmp = path.with_suffix(".tmp")
+        with open(tmp, "wb") as f:
+            f.write(cert.public_bytes(serialization.Encoding.DER))
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+        self._on_pin()
+        log.warning("opcua source %s (%s): trusted on first use: pinned server certificate %s (%s) into %s; "
+                    "from now on a server showing another certificate is refused", self.source, self.endpoint,
+                    print_, _subject(cert), path,
+                    extra={"endpoint": self.endpoint, "fingerprint": print_, "pinned": str(path)})
+
+
 class OpcUaSourceRunner:
     """One server connection (a session with one subscription) serving all of a source's nodes."""
 
@@ -117,7 +235,8 @@ class OpcUaSourceRunner:
             i: ua.NodeId.from_string(n.node) for i, n in enumerate(self._nodes) if not n.is_browse_path
         }
         self._counts = {"opcua_values": 0, "opcua_bad_quality": 0, "opcua_reconnects": 0,
-                        "opcua_unknown_nodes": 0, "opcua_errors": 0}
+                        "opcua_unknown_nodes": 0, "opcua_errors": 0, "opcua_untrusted": 0, "opcua_pinned": 0}
+        self._refused_fingerprint = ""  # the untrusted certificate last logged (one log line per certificate)
         self._sink: Sink | None = None
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -199,9 +318,18 @@ class OpcUaSourceRunner:
                 if connected_before:
                     self._counts["opcua_reconnects"] += 1
                 connected_before, up_since = True, time.monotonic()
+                self._refused_fingerprint = ""
                 await self._serve(client)
             except asyncio.CancelledError:
                 raise
+            except UntrustedServer as exc:
+                self._counts["opcua_errors"] += 1
+                self._counts["opcua_untrusted"] += 1
+                level = logging.ERROR if exc.fingerprint != self._refused_fingerprint else logging.DEBUG
+                self._refused_fingerprint = exc.fingerprint
+                log.log(level, "opcua source %s (%s): refusing the server: %s", self.name, self.cfg.endpoint, exc,
+                        extra={"endpoint": self.cfg.endpoint, "reason": "untrusted server certificate",
+                               "fingerprint": exc.fingerprint})
             except Exception as exc:  # everything a server or network can throw at us is retried
                 self._counts["opcua_errors"] += 1
                 reason = _reason(exc)
@@ -246,6 +374,9 @@ class OpcUaSourceRunner:
                                           server_certificate=server_cert, mode=_MODES[cfg.security])
             except ua.UaError as exc:  # e.g. "No matching endpoints": the server does not offer this mode
                 raise ConnectionError(f"security {cfg.security_policy}/{cfg.security}: {exc}") from None
+            if cfg.trust_dir is not None:
+                client.certificate_validator = ServerTrust(cfg.trust_dir, cfg.trust_on_first_use, self.name,
+                                                           cfg.endpoint, self._pinned)
         elif self._app_uri:
             client.application_uri = self._app_uri
         if cfg.username is not None:
@@ -254,6 +385,9 @@ class OpcUaSourceRunner:
         self._lost = asyncio.Event()
         client.connection_lost_callback = self._on_connection_lost
         await client.connect()
+
+    def _pinned(self) -> None:
+        self._counts["opcua_pinned"] += 1
 
     async def _on_connection_lost(self, exc: Exception) -> None:
         if isinstance(exc, TimeoutError):  # asyncua's keep-alive probe got no answer: a silent network
