@@ -95,7 +95,9 @@ def test_every_route_that_names_a_resource_answers_404_to_another_tenant(platfor
     alert_id, _ = p.alerts.raise_alert("acme", "trailer-001", "door-open-long", "medium", "door open", {})
     key_id = next(k["id"] for k in _client(p, keys["admin"]).get("/api/v1/keys").json()["items"]
                   if k["name"] == "olga")
-    ids = {"asset": "trailer-001", "gateway": "gw-a", "alert_id": str(alert_id), "key_id": key_id}
+    hook_id = _client(p, keys["admin"]).post("/api/v1/webhooks", json={"url": "http://127.0.0.1:9/hook"}).json()["id"]
+    ids = {"asset": "trailer-001", "gateway": "gw-a", "alert_id": str(alert_id), "key_id": key_id,
+           "hook_id": str(hook_id)}
     bodies = {"/api/v1/twins/{asset}/desired": {"desired": {"setpoint": 2}},
               "/api/v1/gateways/{gateway}/config": {"config": {}}, "/api/v1/assets/{asset}/simulate": {},
               "/api/v1/assets/{asset}/baseline": {}, "/api/v1/keys/{key_id}/revoke": {"reason": "mine now"}}
@@ -112,6 +114,7 @@ def test_every_route_that_names_a_resource_answers_404_to_another_tenant(platfor
     mine = _client(p, keys["admin"])
     assert next(k for k in mine.get("/api/v1/keys").json()["items"] if k["id"] == key_id)["revoked"] is False
     assert mine.get(f"/api/v1/alerts/{alert_id}").json()["state"] == "open"
+    assert [h["id"] for h in mine.get("/api/v1/webhooks").json()["items"]] == [hook_id]  # neither deleted nor rotated
 
 
 def test_concurrent_desired_puts_exactly_one_wins(platform):
