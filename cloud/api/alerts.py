@@ -14,6 +14,7 @@ from cloud import webhooks
 from cloud.alerts import AlertError, alert_dict
 from cloud.api.auth import Admin, Operator, Viewer
 from cloud.api.deps import Page, decode_cursor, encode_cursor
+from cloud.api.params import AssetFilter, RowCursor, RuleFilter, SeverityFilter
 from cloud.api.problems import Problem
 from cloud.registry import Alert, AuditEntry
 from cloud.rules import explain
@@ -72,9 +73,8 @@ def get_router(platform) -> APIRouter:
 
     @r.get("/alerts", response_model=Page[AlertOut], tags=["alerts"])
     def list_alerts(p: Viewer, state: Literal["open", "acknowledged", "resolved", "active"] | None = None,
-                    severity: str | None = None, asset: str | None = None, rule: str | None = None,
-                    limit: int = Query(100, ge=1, le=1000), cursor: str | None = None) -> Page[AlertOut]:
-        after = decode_cursor(cursor)
+                    severity: SeverityFilter = None, asset: AssetFilter = None, rule: RuleFilter = None,
+                    limit: int = Query(100, ge=1, le=1000), cursor: RowCursor = None) -> Page[AlertOut]:
         with reg.session() as s:
             q = select(Alert).where(Alert.tenant == p.tenant)
             if state == "active":
@@ -84,8 +84,8 @@ def get_router(platform) -> APIRouter:
             for col, val in ((Alert.severity, severity), (Alert.asset, asset), (Alert.rule, rule)):
                 if val:
                     q = q.where(col == val)
-            if after is not None:
-                q = q.where(Alert.id < int(after))
+            if cursor is not None:
+                q = q.where(Alert.id < cursor)
             rows = list(s.scalars(q.order_by(Alert.id.desc()).limit(limit + 1)))
         more = len(rows) > limit
         rows = rows[:limit]
@@ -172,14 +172,13 @@ def get_router(platform) -> APIRouter:
 
     @r.get("/audit", tags=["audit"], responses={200: {"content": {"application/x-ndjson": {
         "schema": {"type": "string"}, "example": '{"id": 1, "action": "site.create"}\n'}}}})
-    def audit(p: Admin, limit: int = Query(100, ge=1, le=10_000), cursor: str | None = None,
+    def audit(p: Admin, limit: int = Query(100, ge=1, le=10_000), cursor: RowCursor = None,
               format: Literal["json", "ndjson"] = "json"):
         """The append-only audit trail, newest first; ``format=ndjson`` exports it line by line."""
-        after = decode_cursor(cursor)
         with reg.session() as s:
             q = select(AuditEntry).where(AuditEntry.tenant == p.tenant)
-            if after is not None:
-                q = q.where(AuditEntry.id < int(after))
+            if cursor is not None:
+                q = q.where(AuditEntry.id < cursor)
             rows = list(s.scalars(q.order_by(AuditEntry.id.desc()).limit(limit + 1)))
         more = len(rows) > limit
         items = [{"id": e.id, "t_ns": e.t_ns, "actor": e.actor, "action": e.action, "target": e.target,

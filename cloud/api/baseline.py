@@ -10,16 +10,17 @@ from fastapi import APIRouter
 from pydantic import BaseModel, Field
 
 from cloud.api.auth import Operator
+from cloud.api.params import AssetId, TimeNs
 from cloud.api.problems import Problem
-from cloud.api.timeparse import parse_time
 from cloud.gateway_config import BrokerUnavailable
 from cloud.pdm.baseline import BaselineError, fit_and_push
+from models.wire import Name
 
 
 class BaselineIn(BaseModel):
-    start: str | None = Field(None, description="healthy window start (ns or ISO 8601); default end - 24 h")
-    end: str | None = Field(None, description="healthy window end, exclusive (ns or ISO 8601); default now")
-    points: list[str] | None = Field(None, description="default: the type's numeric points with data in the window")
+    start: TimeNs | None = Field(None, description="healthy window start (ns or ISO 8601); default end - 24 h")
+    end: TimeNs | None = Field(None, description="healthy window end, exclusive (ns or ISO 8601); default now")
+    points: list[Name] | None = Field(None, description="default: the type's numeric points with data in the window")
     alpha: float = Field(0.001, gt=0, lt=1, description="false-alarm rate per row of the T² limit")
     limit_scale: float = Field(1.0, ge=1, le=100, description="widens the limit beyond what the window showed")
     max_age_s: float = Field(60.0, gt=0, le=86_400, description="a held value older than this makes a row stale")
@@ -32,11 +33,9 @@ def get_router(platform) -> APIRouter:
     r = APIRouter(prefix="/api/v1")
 
     @r.post("/assets/{asset}/baseline", tags=["twins"])
-    def push_baseline(asset: str, body: BaselineIn, p: Operator) -> dict[str, Any]:
-        end = parse_time(body.end, "end", 0) or None
-        start = parse_time(body.start, "start", -1)
+    def push_baseline(asset: AssetId, body: BaselineIn, p: Operator) -> dict[str, Any]:
         try:
-            return fit_and_push(platform, p.tenant, asset, None if start < 0 else start, end, p.actor,
+            return fit_and_push(platform, p.tenant, asset, body.start, body.end, p.actor,
                                 points=body.points, alpha=body.alpha, limit_scale=body.limit_scale,
                                 max_age_s=body.max_age_s, smooth_tau_s=body.smooth_tau_s,
                                 reason=body.reason)

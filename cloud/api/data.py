@@ -12,11 +12,12 @@ from pydantic import BaseModel, Field
 from sqlalchemy import select
 
 from cloud.api.auth import Principal, Viewer
-from cloud.api.deps import Page, decode_cursor, encode_cursor
+from cloud.api.deps import Page, encode_cursor
+from cloud.api.params import AssetId, End, Point, Start, TimeCursor, TimeEventCursor, Window, invalid
 from cloud.api.problems import Problem
-from cloud.api.timeparse import parse_duration, parse_time
 from cloud.pii import mask_value
 from cloud.registry import AlarmRecord, AnomalyRecord
+from models.wire import T_NS_MAX, T_NS_MIN
 
 HOUR_NS = 3_600_000_000_000
 MAX_LIMIT = 100_000
@@ -67,28 +68,23 @@ def get_router(platform) -> APIRouter:
 
     @r.get("/assets/{asset}/telemetry", response_model=TelemetryOut, tags=["telemetry"])
     def telemetry(
-        asset: str, p: Viewer,
-        point: str = Query(..., min_length=1, max_length=128),
-        start: str | None = Query(None, description="ns since epoch or ISO 8601; default end - 1h"),
-        end: str | None = Query(None, description="ns since epoch or ISO 8601 (exclusive); default now"),
-        every: str | None = Query(None, description="window, e.g. 1m: aggregate server-side"),
+        asset: AssetId, p: Viewer, point: Point, start: Start = None, end: End = None, every: Window = None,
         agg: Literal["mean", "min", "max", "last", "count"] = "mean",
-        limit: int = Query(10_000, ge=1, le=MAX_LIMIT),
-        cursor: str | None = Query(None, description="next_cursor of the previous page"),
+        limit: int = Query(10_000, ge=1, le=MAX_LIMIT), cursor: TimeCursor = None,
     ) -> TelemetryOut:
+        """Raw samples from ``start`` (default ``end`` - 1 h) to ``end`` (default now), or windows of ``every``."""
         known(p, asset)
-        end_ns = parse_time(end, "end", time.time_ns())
-        start_ns = parse_time(start, "start", end_ns - HOUR_NS)
-        if cursor is not None:
-            start_ns = parse_time(cursor, "cursor", start_ns)
+        end_ns = time.time_ns() if end is None else end
+        start_ns = max(T_NS_MIN, end_ns - HOUR_NS) if start is None else start
         if end_ns <= start_ns:
-            raise Problem(422, "Invalid request", "end must be after start")
-        if every:
-            every_ns = parse_duration(every, "every")
-            if (end_ns - start_ns) // every_ns > MAX_LIMIT:
-                raise Problem(422, "Invalid request", f"more than {MAX_LIMIT} windows: widen 'every'")
-            ser = store.query_window(p.tenant, asset, point, start_ns, end_ns, every_ns, agg)
-            return TelemetryOut(asset=asset, point=point, start_ns=start_ns, end_ns=end_ns, every_ns=every_ns,
+            invalid("end", f"must be after start ({start_ns} ns)")
+        if cursor is not None:  # a page's next_cursor: at most end (the page before ended just before it)
+            start_ns = min(max(start_ns, cursor), end_ns)
+        if every is not None:
+            if (end_ns - start_ns) // every > MAX_LIMIT:
+                invalid("every", f"more than {MAX_LIMIT} windows from start to end: widen it")
+            ser = store.query_window(p.tenant, asset, point, start_ns, end_ns, every, agg)
+            return TelemetryOut(asset=asset, point=point, start_ns=start_ns, end_ns=end_ns, every_ns=every,
                                 agg=agg, t_ns=ser.t_ns, values=ser.values)
         ser = store.query_range(p.tenant, asset, point, start_ns, end_ns, limit)
         if not ser.t_ns and (text := store.query_text(p.tenant, asset, point, start_ns, end_ns, limit)).t_ns:
@@ -101,7 +97,7 @@ def get_router(platform) -> APIRouter:
                             values=ser.values, quality=ser.quality, next_cursor=nxt)
 
     @r.get("/assets/{asset}/latest", tags=["telemetry"])
-    def latest(asset: str, p: Viewer) -> dict[str, dict]:
+    def latest(asset: AssetId, p: Viewer) -> dict[str, dict]:
         known(p, asset)
         out = {pt: {"t_ns": t, "value": v} for pt, (t, v) in store.latest(p.tenant, asset).items()}
         for pt, (t, v) in store.latest_text(p.tenant, asset).items():
@@ -109,11 +105,10 @@ def get_router(platform) -> APIRouter:
         return out
 
     @r.get("/assets/{asset}/anomalies", response_model=Page[AnomalyOut], tags=["anomalies"])
-    def anomalies(asset: str, p: Viewer, start: str | None = None, end: str | None = None,
-                  limit: int = Query(1000, ge=1, le=10_000), cursor: str | None = None) -> Page[AnomalyOut]:
+    def anomalies(asset: AssetId, p: Viewer, start: Start = None, end: End = None,
+                  limit: int = Query(1000, ge=1, le=10_000), cursor: TimeEventCursor = None) -> Page[AnomalyOut]:
         known(p, asset)
-        start_ns, end_ns = parse_time(start, "start", 0), parse_time(end, "end", 2**63 - 1)
-        after = decode_cursor(cursor)
+        start_ns, end_ns, after = T_NS_MIN if start is None else start, T_NS_MAX + 1 if end is None else end, cursor
         with reg.session() as s:
             q = select(AnomalyRecord).where(AnomalyRecord.tenant == p.tenant, AnomalyRecord.asset == asset,
                                             AnomalyRecord.start_ns >= start_ns, AnomalyRecord.start_ns < end_ns)
@@ -127,7 +122,7 @@ def get_router(platform) -> APIRouter:
                     next_cursor=encode_cursor([rows[-1].start_ns, rows[-1].event_id]) if more else None)
 
     @r.get("/assets/{asset}/alarms", response_model=Page[AlarmOut], tags=["anomalies"])
-    def alarms(asset: str, p: Viewer, limit: int = Query(1000, ge=1, le=10_000)) -> Page[AlarmOut]:
+    def alarms(asset: AssetId, p: Viewer, limit: int = Query(1000, ge=1, le=10_000)) -> Page[AlarmOut]:
         known(p, asset)
         with reg.session() as s:
             q = (select(AlarmRecord).where(AlarmRecord.tenant == p.tenant, AlarmRecord.asset == asset)

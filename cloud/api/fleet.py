@@ -9,7 +9,8 @@ from pydantic import BaseModel, Field
 from sqlalchemy import select
 
 from cloud.api.auth import Admin, Operator, Viewer
-from cloud.api.deps import Page, assets_query, decode_cursor, encode_cursor
+from cloud.api.deps import Page, assets_query, encode_cursor
+from cloud.api.params import AssetId, GatewayFilter, GatewayId, NameCursor, RowCursor, SiteFilter, TypeFilter
 from cloud.api.problems import Problem
 from cloud.registry import Asset, AssetTypeRecord, DeadLetter, Gateway, Site, Tenant
 from models.catalogue import AssetType, builtin_types
@@ -95,7 +96,7 @@ def get_router(platform) -> APIRouter:
             return Page(items=[_gw(g) for g in rows])
 
     @r.get("/gateways/{gateway}", response_model=GatewayOut, tags=["fleet"])
-    def get_gateway(gateway: str, p: Viewer) -> GatewayOut:
+    def get_gateway(gateway: GatewayId, p: Viewer) -> GatewayOut:
         with reg.session() as s:
             g = s.get(Gateway, (p.tenant, gateway))
             if g is None:
@@ -121,11 +122,10 @@ def get_router(platform) -> APIRouter:
         return body.model_dump()
 
     @r.get("/assets", response_model=Page[AssetOut], tags=["fleet"])
-    def list_assets(p: Viewer, site: str | None = None, type: str | None = None, gateway: str | None = None,
-                    limit: int = Query(500, ge=1, le=5000), cursor: str | None = None) -> Page[AssetOut]:
-        after = decode_cursor(cursor)
+    def list_assets(p: Viewer, site: SiteFilter = None, type: TypeFilter = None, gateway: GatewayFilter = None,
+                    limit: int = Query(500, ge=1, le=5000), cursor: NameCursor = None) -> Page[AssetOut]:
         with reg.session() as s:
-            rows = list(s.scalars(assets_query(p.tenant, site, type, gateway, after).limit(limit + 1)))
+            rows = list(s.scalars(assets_query(p.tenant, site, type, gateway, cursor).limit(limit + 1)))
         more = len(rows) > limit
         rows = rows[:limit]
         return Page(items=[_asset(a) for a in rows], next_cursor=encode_cursor(rows[-1].id) if more else None)
@@ -155,7 +155,7 @@ def get_router(platform) -> APIRouter:
         return out
 
     @r.get("/assets/{asset}", response_model=AssetOut, tags=["fleet"])
-    def get_asset(asset: str, p: Viewer) -> AssetOut:
+    def get_asset(asset: AssetId, p: Viewer) -> AssetOut:
         with reg.session() as s:
             a = s.get(Asset, (p.tenant, asset))
         if a is None:
@@ -164,12 +164,11 @@ def get_router(platform) -> APIRouter:
 
     @r.get("/dead-letters", response_model=Page[DeadLetterOut], tags=["ops"])
     def dead_letters(p: Admin, limit: int = Query(100, ge=1, le=1000),
-                     cursor: str | None = None) -> Page[DeadLetterOut]:
-        after = decode_cursor(cursor)
+                     cursor: RowCursor = None) -> Page[DeadLetterOut]:
         with reg.session() as s:
             q = select(DeadLetter).where(DeadLetter.tenant == p.tenant)
-            if after is not None:
-                q = q.where(DeadLetter.id < int(after))
+            if cursor is not None:
+                q = q.where(DeadLetter.id < cursor)
             rows = list(s.scalars(q.order_by(DeadLetter.id.desc()).limit(limit + 1)))
         more = len(rows) > limit
         rows = rows[:limit]

@@ -8,6 +8,7 @@ from sqlalchemy import select
 
 from cloud.api.auth import Admin, Viewer
 from cloud.api.deps import Page
+from cloud.api.params import KeyId
 from cloud.api.problems import Problem
 from cloud.registry import ROLES, ApiKey
 
@@ -55,7 +56,7 @@ def get_router(platform) -> APIRouter:
                                       created_ns=k.created_ns) for k in rows])
 
     @r.post("/keys/{key_id}/revoke", tags=["keys"])
-    def revoke_key(key_id: str, p: Admin, body: RevokeIn | None = None) -> dict[str, str]:
+    def revoke_key(key_id: KeyId, p: Admin, body: RevokeIn | None = None) -> dict[str, str]:
         if not reg.revoke_key(p.tenant, key_id, p.actor, body.reason if body else ""):
             raise Problem(404, "Not found", f"no key {key_id!r}")
         return {"id": key_id, "state": "revoked"}

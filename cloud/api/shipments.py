@@ -16,17 +16,17 @@ from fastapi.responses import HTMLResponse
 from pydantic import BaseModel, Field, field_validator
 
 from cloud.api.auth import Operator, Principal, Viewer, require
-from cloud.api.deps import Page, decode_cursor, encode_cursor
+from cloud.api.deps import Page, encode_cursor
+from cloud.api.params import Lot, NameCursor, ShipmentId, TimeNs
 from cloud.api.problems import Problem
-from cloud.api.timeparse import parse_time
 from cloud.shipments import DEFAULT_POINT, ShipmentConflict, ShipmentInvalid, attach
+from models.wire import Name
 
 QA = Annotated[Principal, Depends(require("qa"))]
 """Quality assurance (or admin): may release or reject a quarantined batch."""
 
 _ID = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$"
 _LOT = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$"
-Time = int | str  # ns since the epoch, or ISO 8601
 
 
 class ShipmentIn(BaseModel):
@@ -38,10 +38,10 @@ class ShipmentIn(BaseModel):
 
 
 class LegIn(BaseModel):
-    asset: str = Field(description="the container or trailer")
-    start: Time = Field(alias="from")
-    end: Time | None = Field(None, alias="to", description="absent: the current leg, open-ended")
-    point: str = Field(DEFAULT_POINT, description="the product temperature point in that container")
+    asset: Name = Field(description="the container or trailer")
+    start: TimeNs = Field(alias="from")
+    end: TimeNs | None = Field(None, alias="to", description="absent: the current leg, open-ended")
+    point: Name = Field(DEFAULT_POINT, description="the product temperature point in that container")
 
 
 class BatchIn(BaseModel):
@@ -49,8 +49,8 @@ class BatchIn(BaseModel):
     product: str = Field(min_length=1, max_length=200)
     quantity: float = Field(gt=0)
     unit: str = Field("", max_length=32)
-    loaded: Time | None = Field(None, description="absent: on board for the whole shipment")
-    unloaded: Time | None = None
+    loaded: TimeNs | None = Field(None, description="absent: on board for the whole shipment")
+    unloaded: TimeNs | None = None
 
 
 class DecisionIn(BaseModel):
@@ -62,10 +62,6 @@ class DecisionIn(BaseModel):
         if not v.strip():
             raise ValueError("a reason is required")
         return v.strip()
-
-
-def _time(value: Time | None, name: str) -> int | None:
-    return None if value is None else parse_time(str(value), name, 0)
 
 
 def _call(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
@@ -91,37 +87,36 @@ def get_router(platform) -> APIRouter:
 
     @r.get("/shipments", response_model=Page[dict[str, Any]], tags=["shipments"])
     def list_shipments(p: Viewer, limit: int = Query(100, ge=1, le=1000),
-                       cursor: str | None = None) -> Page[dict[str, Any]]:
-        after = decode_cursor(cursor)
-        items, last = svc.list_shipments(p.tenant, None if after is None else str(after), limit)
+                       cursor: NameCursor = None) -> Page[dict[str, Any]]:
+        items, last = svc.list_shipments(p.tenant, cursor, limit)
         return Page(items=items, next_cursor=encode_cursor(last) if last is not None else None)
 
     @r.get("/shipments/{shipment_id}", tags=["shipments"])
-    def get_shipment(shipment_id: str, p: Viewer) -> dict[str, Any]:
+    def get_shipment(shipment_id: ShipmentId, p: Viewer) -> dict[str, Any]:
         """The shipment with its custody legs and batches."""
         return _call(svc.get_shipment, p.tenant, shipment_id)
 
     @r.post("/shipments/{shipment_id}/custody", status_code=201, tags=["shipments"])
-    def add_leg(shipment_id: str, body: LegIn, p: Operator) -> dict[str, Any]:
+    def add_leg(shipment_id: ShipmentId, body: LegIn, p: Operator) -> dict[str, Any]:
         """Add a custody leg; the open current leg ends where a later one begins."""
-        return _call(svc.add_leg, p.tenant, p.actor, shipment_id, body.asset, _time(body.start, "from"),
-                     _time(body.end, "to"), body.point)
+        return _call(svc.add_leg, p.tenant, p.actor, shipment_id, body.asset, body.start, body.end,
+                     body.point)
 
     @r.post("/shipments/{shipment_id}/batches", status_code=201, tags=["shipments"])
-    def add_batch(shipment_id: str, body: BatchIn, p: Operator) -> dict[str, Any]:
+    def add_batch(shipment_id: ShipmentId, body: BatchIn, p: Operator) -> dict[str, Any]:
         return _call(svc.add_batch, p.tenant, p.actor, shipment_id, lot=body.lot, product=body.product,
-                     quantity=body.quantity, unit=body.unit, loaded_ns=_time(body.loaded, "loaded"),
-                     unloaded_ns=_time(body.unloaded, "unloaded"))
+                     quantity=body.quantity, unit=body.unit, loaded_ns=body.loaded,
+                     unloaded_ns=body.unloaded)
 
     @r.get("/shipments/{shipment_id}/report", tags=["shipments"])
-    def report(shipment_id: str, p: Viewer, format: Literal["json", "html"] = "json"):
+    def report(shipment_id: ShipmentId, p: Viewer, format: Literal["json", "html"] = "json"):
         """The cold-chain record: custody, MKT and verdict per shipment and per batch (recomputed from the
         store), excursions, signed decisions and the audit trail; ``format=html`` prints it with a chart."""
         rep = _call(svc.report, p.tenant, shipment_id, time.time_ns())
         return HTMLResponse(rep.to_html()) if format == "html" else rep.data
 
     @r.get("/batches/{lot}", tags=["shipments"])
-    def get_batch(lot: str, p: Viewer) -> dict[str, Any]:
+    def get_batch(lot: Lot, p: Viewer) -> dict[str, Any]:
         """The batch, the excursions it went through, and every signed decision on it."""
         return _call(svc.get_batch, p.tenant, lot)
 
@@ -130,12 +125,12 @@ def get_router(platform) -> APIRouter:
         return {"batch": _call(svc.get_batch, p.tenant, lot), "decision": decision}
 
     @r.post("/batches/{lot}/release", tags=["shipments"])
-    def release(lot: str, body: DecisionIn, p: QA) -> dict[str, Any]:
+    def release(lot: Lot, body: DecisionIn, p: QA) -> dict[str, Any]:
         """Release a quarantined batch: signed by the caller with the reason (409 unless quarantined)."""
         return _decide(lot, "released", body, p)
 
     @r.post("/batches/{lot}/reject", tags=["shipments"])
-    def reject(lot: str, body: DecisionIn, p: QA) -> dict[str, Any]:
+    def reject(lot: Lot, body: DecisionIn, p: QA) -> dict[str, Any]:
         """Reject a quarantined batch: signed by the caller with the reason (409 unless quarantined)."""
         return _decide(lot, "rejected", body, p)
 

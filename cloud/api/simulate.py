@@ -9,8 +9,8 @@ from fastapi import APIRouter
 from pydantic import BaseModel, Field
 
 from cloud.api.auth import Viewer
+from cloud.api.params import AssetId, TimeNs
 from cloud.api.problems import Problem
-from cloud.api.timeparse import parse_time
 from cloud.simulate import SimulationError, asset_kind, simulate_trailer
 
 
@@ -25,15 +25,15 @@ class SimulateIn(BaseModel):
     ambient_offset_c: float = Field(0.0, ge=-40, le=40)
     setpoint_c: float | None = Field(None, ge=-35, le=30)
     postpone_days: float | None = Field(None, ge=0, le=3650)
-    at: str | None = Field(None, description="ask as of this time (ns or ISO 8601; default now): backtest a what-if")
+    at: TimeNs | None = Field(None, description="ask as of this time (ns or ISO 8601; default now): backtest a what-if")
 
 
 def get_router(platform) -> APIRouter:
     r = APIRouter(prefix="/api/v1")
 
     @r.post("/assets/{asset}/simulate", tags=["twins"])
-    def simulate(asset: str, body: SimulateIn, p: Viewer) -> dict[str, Any]:
-        at_ns = parse_time(body.at, "at", time.time_ns())
+    def simulate(asset: AssetId, body: SimulateIn, p: Viewer) -> dict[str, Any]:
+        at_ns = time.time_ns() if body.at is None else body.at
         try:
             kind = asset_kind(platform, p.tenant, asset)
         except LookupError as exc:

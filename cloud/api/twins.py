@@ -10,6 +10,7 @@ from fastapi import APIRouter, Header, Response
 from pydantic import BaseModel, Field
 
 from cloud.api.auth import Operator, Principal, Viewer
+from cloud.api.params import AssetId, GatewayId
 from cloud.api.problems import Problem
 from cloud.gateway_config import (
     BrokerUnavailable,
@@ -67,7 +68,7 @@ def get_router(platform) -> APIRouter:
     twins = platform.twins
 
     @r.get("/twins/{asset}", response_model=TwinOut, tags=["twins"])
-    def get_twin(asset: str, p: Viewer) -> Response:
+    def get_twin(asset: AssetId, p: Viewer) -> Response:
         try:
             st = twins.state(p.tenant, asset)
         except NotFound as exc:
@@ -78,7 +79,7 @@ def get_router(platform) -> APIRouter:
                         headers={"ETag": f'"{st.version}"'})
 
     @r.put("/twins/{asset}/desired", response_model=TwinOut, tags=["twins"])
-    def put_desired(asset: str, body: DesiredIn, p: Operator, response: Response,
+    def put_desired(asset: AssetId, body: DesiredIn, p: Operator, response: Response,
                     if_match: str | None = Header(default=None)) -> TwinOut:
         expected = _if_match(if_match)
         try:
@@ -93,7 +94,7 @@ def get_router(platform) -> APIRouter:
         return _twin_out(st, p)
 
     @r.put("/gateways/{gateway}/config", tags=["fleet"])
-    def put_gateway_config(gateway: str, body: GatewayConfigIn, p: Operator, response: Response,
+    def put_gateway_config(gateway: GatewayId, body: GatewayConfigIn, p: Operator, response: Response,
                            if_match: str | None = Header(default=None)) -> dict[str, Any]:
         """Publish a desired configuration to the gateway (retained, so it gets it on reconnect). The gateway
         validates and reports applied or rejected; see ``config_report`` on the gateway."""

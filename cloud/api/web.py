@@ -31,7 +31,8 @@ from sqlalchemy import func, select
 from starlette.responses import Response
 
 from cloud.api.auth import Viewer
-from cloud.api.deps import Page, assets_query, decode_cursor, encode_cursor
+from cloud.api.deps import Page, assets_query, encode_cursor
+from cloud.api.params import GatewayFilter, NameCursor, SiteFilter, TypeFilter
 from cloud.platform import Platform
 from cloud.registry import Alert, AnomalyRecord, Asset, Gateway
 from cloud.store.latest import LatestCache
@@ -143,14 +144,13 @@ def get_router(platform: Platform) -> APIRouter:
     r = APIRouter(prefix="/api/v1")
 
     @r.get("/twins", response_model=Page[TwinSummary], tags=["twins"])
-    def list_twins(request: Request, p: Viewer, site: str | None = None, type: str | None = None,
-                   gateway: str | None = None, limit: int = Query(1000, ge=1, le=5000),
-                   cursor: str | None = None) -> Response:
+    def list_twins(request: Request, p: Viewer, site: SiteFilter = None, type: TypeFilter = None,
+                   gateway: GatewayFilter = None, limit: int = Query(1000, ge=1, le=5000),
+                   cursor: NameCursor = None) -> Response:
         """Status, health, open alerts and each point's last value for many assets at once (same status and
         health as the single twin)."""
-        after = decode_cursor(cursor)
         with reg.session() as s:
-            assets = list(s.scalars(assets_query(p.tenant, site, type, gateway, after).limit(limit + 1)))
+            assets = list(s.scalars(assets_query(p.tenant, site, type, gateway, cursor).limit(limit + 1)))
             gateways = dict(s.execute(select(Gateway.id, Gateway.state).where(Gateway.tenant == p.tenant)).all())
             severities: dict[str, list[str]] = defaultdict(list)
             for asset, severity in s.execute(select(Alert.asset, Alert.severity).where(
