@@ -161,7 +161,8 @@ class EdgeAgent:
         names = self.points
         series = [{"asset": names[p][0], "point": names[p][1], "t_ns": t_s[a:b], "values": x_l[a:b],
                    "quality": q_s[a:b]} for p, a, b in zip(uniq.tolist(), bounds[:-1], bounds[1:], strict=True)]
-        head = {"v": "v1", "kind": "telemetry", "tenant": self.cfg.tenant, "gateway": self.cfg.gateway}
+        head = {"v": "v1", "kind": "telemetry", "tenant": self.cfg.tenant, "gateway": self.cfg.gateway,
+                "epoch": self.outbox.epoch}
         if text:
             grouped: dict[tuple[str, str], list] = {}
             for asset, point, t, v in text:
@@ -173,7 +174,7 @@ class EdgeAgent:
             raw = orjson.dumps({**head, "seq": seq, "sent_ns": time.time_ns(), "series": series})
             return zlib.compress(raw, 1) if self.cfg.compress else raw
 
-        self.outbox.put_telemetry(self._telemetry_topic, len(tick) + len(text), payload)
+        self.outbox.put_telemetry(self._telemetry_topic, len(tick) + len(text), payload)  # None: disk full, counted
 
     def _emit_anomaly(self, ev: DetectedEvent) -> None:
         """Sent when an event opens and again when it closes; the cloud upserts by event id."""
@@ -186,7 +187,7 @@ class EdgeAgent:
             event_id=f"{self.cfg.gateway}:{asset}:{point}:{ev.start_ns}", asset=asset, point=point,
             start_ns=ev.start_ns, end_ns=ev.end_ns, peak_score=ev.peak_score, peak_value=ev.peak_value,
             detectors=list(ev.detectors))
-        self.outbox.put_event(self._events_topic, encode(msg))
+        self._put_event(msg)
 
     def _emit_alarm(self, f) -> None:
         self.counts["alarms"] += 1
@@ -198,7 +199,12 @@ class EdgeAgent:
             evidence={"point": f.rule.point, "value": f.value, "fired_ns": f.fired_ns,
                       "limit": f.rule.above if f.rule.above is not None else f.rule.below,
                       "for_s": f.rule.for_s})
-        self.outbox.put_event(self._events_topic, encode(ev))
+        self._put_event(ev)
+
+    def _put_event(self, msg: AnomalyEvent | AlarmEvent) -> None:
+        """Numbered by the outbox, in its epoch, so the cloud can say which events it has written."""
+        self.outbox.put_event(self._events_topic, lambda seq: encode(
+            msg.model_copy(update={"epoch": self.outbox.epoch, "seq": seq})))
 
     # -- health -----------------------------------------------------------------------------
     def counters(self) -> dict[str, int]:
@@ -274,8 +280,14 @@ class EdgeAgent:
                 log.warning("detector state %s unusable (%s): starting cold", self._state_path, exc)
 
     def save_state(self) -> None:
-        self._state_path.parent.mkdir(parents=True, exist_ok=True)
-        self.watch.save(self._state_path)
+        """Detector state to disk; a full disk keeps the last state saved, and the agent running."""
+        try:
+            self._state_path.parent.mkdir(parents=True, exist_ok=True)
+            self.watch.save(self._state_path)
+        except OSError as exc:
+            self.counts["state_save_errors"] = self.counts.get("state_save_errors", 0) + 1
+            self._state_path.with_name(self._state_path.name + ".tmp").unlink(missing_ok=True)  # a partial write
+            log.warning("detector state not saved to %s: %s", self._state_path, exc)
 
     def start(self) -> None:
         self.uplink.start()

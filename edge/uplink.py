@@ -1,8 +1,18 @@
-"""The uplink: drains the outbox to the cloud broker at QoS 1, deleting a row only on its PUBACK.
+"""The uplink: drains the outbox to the cloud broker at QoS 1; a row leaves only when the cloud has written it.
 
-A publish counts as sent only when acknowledged, so the seconds after a link drop are not lost:
-paho re-sends unacknowledged messages on reconnect and anything it never sent is still in the
-outbox. In-flight messages are bounded (paho hangs past 65,535 unacknowledged ids).
+The broker's PUBACK is not the end: a broker that crashes (SIGKILL, OOM) loses what it acknowledged
+since its last save. Ingest says what it has durably written on the gateway's ``committed`` topic
+(``models.wire.Committed``), and only then is a row deleted. Until then it waits, acknowledged by the
+broker, and is sent again:
+
+- on every new connection (the broker may be a restarted one that lost it): everything not committed
+  goes again, and the cloud drops what it already has by (gateway, epoch, seq) and says so again;
+- when the cloud committed rows sent after it ``COMMIT_GRACE_S`` ago and not it (its commit, or the
+  row itself, was lost on the way). A cloud that is away commits nothing, so nothing is resent for it.
+
+How many rows may wait for their commit is bounded (``awaiting_max``): while the cloud is away the
+outbox keeps the backlog, not the broker. In-flight messages are bounded too (paho hangs past 65,535
+unacknowledged ids). Rows stored before epochs (no sequence number) still leave on PUBACK.
 
 Also owns the gateway's presence: a retained last will (offline) and birth (online) on the status
 topic, periodic status with the health counters, and the desired-configuration subscription.
@@ -20,15 +30,17 @@ import paho.mqtt.client as mqtt
 
 from edge.config import GatewayConfig
 from edge.mqttlink import connect_async, make_client
-from edge.outbox import Outbox
+from edge.outbox import PRIORITY_EVENT, Outbox, OutboxRow
 from models import topics
-from models.wire import GatewayStatus, encode
+from models.wire import Committed, GatewayStatus, WireError, decode, encode
 
 log = logging.getLogger("edge.uplink")
 
 NO_MATCHING_SUBSCRIBERS = 0x10
 """MQTT 5 PUBACK reason: accepted, but no subscriber — for telemetry that means nobody stores it."""
 REFUSED_RETRY_S = 5.0
+COMMIT_GRACE_S = 10.0
+"""How long after the cloud committed later rows a row still waiting for its own is sent again."""
 
 
 class Uplink:
@@ -45,13 +57,24 @@ class Uplink:
         self._on_desired = on_desired
         self._status_topic = topics.status(cfg.tenant, cfg.gateway)
         self._desired_topic = topics.config_desired(cfg.tenant, cfg.gateway)
+        self._committed_topic = topics.committed(cfg.tenant, cfg.gateway)
         self._connected = threading.Event()
         self._wake = threading.Event()
         self._stop = threading.Event()
-        self._inflight: dict[int, int] = {}  # mid -> outbox row id
+        # Owned by the drain thread; paho's callbacks only append to the two deques.
+        self._inflight: dict[int, tuple[OutboxRow, int]] = {}  # mid -> (row, send number)
         self._acked: collections.deque[tuple[int, int]] = collections.deque()  # (mid, PUBACK reason code)
+        self._commits: collections.deque[Committed] = collections.deque()
+        self._awaiting: dict[int, int] = {}  # row id -> send number: acknowledged by the broker, not committed
         self._held: dict[int, float] = {}  # row id -> monotonic time before which it is not re-sent
-        self.stats = {"batches_sent": 0, "reconnects": 0, "publish_errors": 0, "publish_refused": 0}
+        self._resend: set[int] = set()  # row ids to send again
+        self._after = [-1, -1]  # per priority, the last row id handed out on this connection
+        self._sends = 0
+        self._committed_upto = -1  # the highest send number the cloud committed
+        self._progress: collections.deque[tuple[float, int]] = collections.deque()  # (when, _committed_upto)
+        self.awaiting_max = max(1024, 16 * cfg.max_inflight)
+        self.stats = {"batches_sent": 0, "reconnects": 0, "publish_errors": 0, "publish_refused": 0,
+                      "rows_committed": 0, "rows_resent": 0, "commits_other_epoch": 0, "awaiting_commit": 0}
         self._connects = 0
         self.client = make_client(cfg.uplink, f"gw-{cfg.tenant}-{cfg.gateway}")
         self.client.max_inflight_messages_set(cfg.max_inflight)
@@ -118,7 +141,7 @@ class Uplink:
         if self._connects > 1:
             self.stats["reconnects"] += 1
         log.info("uplink: connected to %s", self.cfg.uplink.url)
-        client.subscribe(self._desired_topic, qos=1)
+        client.subscribe([(self._desired_topic, 1), (self._committed_topic, 1)])
         self._connected.set()
         self.publish_status("online")
         self._wake.set()
@@ -144,53 +167,136 @@ class Uplink:
         self._wake.set()
 
     def _on_message(self, client, userdata, msg: mqtt.MQTTMessage) -> None:
-        if msg.topic == self._desired_topic and self._on_desired is not None and msg.payload:
+        if msg.topic == self._committed_topic:
+            try:
+                self._commits.append(decode(msg.payload, Committed))
+            except WireError as exc:
+                log.warning("uplink: unreadable commit from the cloud: %s", exc)
+            self._wake.set()
+        elif msg.topic == self._desired_topic and self._on_desired is not None and msg.payload:
             self._on_desired(msg.payload)
 
     # -- the drain loop ----------------------------------------------------------------------
     def _settle_acks(self) -> None:
         while self._acked:
             mid, code = self._acked.popleft()
-            row_id = self._inflight.pop(mid, None)
-            if row_id is None:
+            sent = self._inflight.pop(mid, None)
+            if sent is None:
                 continue
+            row, n = sent
             if code >= 0x80 or code == NO_MATCHING_SUBSCRIBERS:
                 # The broker took it but nobody will get it (or it refused): keep it and try again later.
                 self.stats["publish_refused"] += 1
-                self._held[row_id] = time.monotonic() + REFUSED_RETRY_S
+                self._held[row.id] = time.monotonic() + REFUSED_RETRY_S
                 if self.stats["publish_refused"] % 100 == 1:
                     log.warning("uplink: broker answered PUBACK reason 0x%02x; the batch stays in the outbox", code)
                 continue
-            self.outbox.ack(row_id)
             self.stats["batches_sent"] += 1
+            if row.seq is None:
+                self.outbox.ack(row.id)  # stored before epochs: the cloud has no way to name it
+            else:
+                self._awaiting[row.id] = n
+
+    def _settle_commits(self, now: float) -> None:
+        while self._commits:
+            c = self._commits.popleft()
+            if c.epoch != self.outbox.epoch:  # about an outbox that was here before this one
+                self.stats["commits_other_epoch"] += 1
+                continue
+            gone = self.outbox.commit(c.epoch, c.telemetry, c.events)
+            self.stats["rows_committed"] += len(gone)
+            upto = self._committed_upto
+            for row_id in gone:
+                n = self._awaiting.pop(row_id, None)
+                if n is not None:
+                    upto = max(upto, n)
+                self._resend.discard(row_id)
+                self._held.pop(row_id, None)
+            if gone and self._inflight:  # committed before its PUBACK came: nothing left to wait for
+                done = set(gone)
+                self._inflight = {mid: (r, n) for mid, (r, n) in self._inflight.items() if r.id not in done}
+            if upto > self._committed_upto:
+                self._committed_upto = upto
+                self._progress.append((now, upto))
+
+    def _find_lost(self, now: float) -> None:
+        """Rows sent before some that the cloud committed ``COMMIT_GRACE_S`` ago are lost on the way: again."""
+        passed = -1
+        while self._progress and self._progress[0][0] <= now - COMMIT_GRACE_S:
+            passed = self._progress.popleft()[1]
+        if passed < 0:
+            return
+        lost = [row_id for row_id, n in self._awaiting.items() if n < passed]
+        for row_id in lost:
+            del self._awaiting[row_id]
+        if lost:
+            self._resend.update(lost)
+            log.warning("uplink: %d row(s) sent before others the cloud committed are not committed; sending them "
+                        "again", len(lost))
+
+    def _new_connection(self) -> None:
+        """Whatever was in flight may never be acknowledged, and what the broker acknowledged may be lost with
+        a broker that restarted: everything not committed is sent again from the outbox (the cloud drops the
+        duplicates by epoch and sequence and says so again)."""
+        self.stats["rows_resent"] += len(self._awaiting) + len(self._inflight)
+        self._inflight.clear()
+        self._awaiting.clear()
+        self._held.clear()
+        self._resend.clear()
+        self._progress.clear()
+        self._after = [-1, -1]
+
+    def _publish(self, row: OutboxRow) -> bool:
+        info = self.client.publish(row.topic, row.payload, qos=1)
+        if info.rc != mqtt.MQTT_ERR_SUCCESS:
+            self.stats["publish_errors"] += 1
+            return False  # link just dropped: the row stays in the outbox
+        self._inflight[info.mid] = (row, self._sends)
+        self._sends += 1
+        return True
 
     def _drain(self) -> None:
         next_status = time.monotonic() + self.cfg.status_interval_s
-        epoch = 0
+        connection = 0
         while not self._stop.is_set():
             self._wake.wait(timeout=0.2)
             self._wake.clear()
-            self._settle_acks()
             now = time.monotonic()
+            self._settle_acks()
+            self._settle_commits(now)
+            self.stats["awaiting_commit"] = len(self._awaiting)
             if not self._connected.is_set():
                 continue
-            if epoch != self._connects:
-                # New connection: whatever was in flight may never be acknowledged; send it again
-                # from the outbox (the cloud drops duplicates by sequence number).
-                epoch = self._connects
-                self._inflight.clear()
+            if connection != self._connects:
+                connection = self._connects
+                self._new_connection()
             if now >= next_status:
                 next_status = now + self.cfg.status_interval_s
                 self.publish_status("online")
-            free = self.cfg.max_inflight - len(self._inflight)
+            self._find_lost(now)
+            free = min(self.cfg.max_inflight - len(self._inflight),
+                       self.awaiting_max - len(self._inflight) - len(self._awaiting))
             if free <= 0:
                 continue
             if self._held:
-                self._held = {r: until for r, until in self._held.items() if until > now}
-            for row in self.outbox.pending(free, skip={*self._inflight.values(), *self._held}):
-                info = self.client.publish(row.topic, row.payload, qos=1)
-                if info.rc != mqtt.MQTT_ERR_SUCCESS:
-                    self.stats["publish_errors"] += 1
-                    break  # link just dropped: the row stays in the outbox
-                self._inflight[info.mid] = row.id
+                due = [r for r, until in self._held.items() if until <= now]
+                for r in due:
+                    del self._held[r]
+                self._resend.update(due)
+            if self._resend:
+                wanted = sorted(self._resend)[:free]
+                self._resend.difference_update(wanted)
+                again = self.outbox.rows(wanted)  # those not found were thinned, or committed meanwhile
+                for i, row in enumerate(again):
+                    if not self._publish(row):
+                        self._resend.update(r.id for r in again[i:])
+                        free = 0
+                        break
+                    self.stats["rows_resent"] += 1
+                    free -= 1
+            if free > 0:
+                for row in self.outbox.pending_after(free, *self._after):
+                    if not self._publish(row):
+                        break
+                    self._after[row.priority != PRIORITY_EVENT] = row.id
             self._settle_acks()

@@ -49,9 +49,12 @@ def _rss_mb(pid: int, key: str = "VmRSS") -> float:
 
 
 class _Counter:
-    """Counts samples arriving on the cloud telemetry topic, and their sensor→cloud latency."""
+    """Counts samples arriving on the cloud telemetry topic, and their sensor→cloud latency. Plays ingest's part
+    towards the agent too: says each batch is committed, as ingest does once it is written (the agent keeps
+    batches until then, and sends no more than a window ahead)."""
 
     def __init__(self, host: str, port: int, topic: str) -> None:
+        self._committed_topic = topic.rsplit("/", 1)[0] + "/committed"
         self.samples = 0
         self.latencies: list[np.ndarray] = []
         self.to_commit: list[np.ndarray] = []  # sensor time -> batch committed at the edge (sent_ns)
@@ -70,6 +73,8 @@ class _Counter:
         now = time.time_ns()
         raw = m.payload
         b = json.loads(zlib.decompress(raw) if raw[:1] == b"x" else raw)  # no validation: keep the meter light
+        c.publish(self._committed_topic, json.dumps({"v": "v1", "kind": "committed", "epoch": b.get("epoch", ""),
+                                                    "telemetry": [b["seq"]]}).encode(), qos=1)
         with self._lock:
             if b["seq"] in self.seqs:
                 return  # a re-send after reconnect: the cloud drops it by sequence number too
