@@ -453,18 +453,19 @@ class WebhookDispatcher:
         attempt = row.attempts + 1
         try:
             target = self.policy.check(url)
-        except WebhookUnresolved as exc:
-            outcome = Outcome(False, True, str(exc))
-        except WebhookRefused as exc:
-            self._count("webhooks_refused")
-            outcome = Outcome(False, False, f"refused: {exc}")
-        else:
             sent_ns = time.time_ns()
             body = json.dumps({**row.event, "delivery": row.id, "sent_ns": sent_ns}, separators=(",", ":")).encode()
             headers = {"Content-Type": "application/json", "User-Agent": "assettwin-webhooks/1",
                        SIGNATURE_HEADER: sign(secret, body), TIMESTAMP_HEADER: str(sent_ns),
                        DELIVERY_HEADER: str(row.id), EVENT_HEADER: str(row.event.get("event", ""))}
             outcome = post(target, body, headers, self.config.timeout_s)
+        except WebhookUnresolved as exc:
+            outcome = Outcome(False, True, str(exc))
+        except WebhookRefused as exc:
+            self._count("webhooks_refused")
+            outcome = Outcome(False, False, f"refused: {exc}")
+        except Exception as exc:  # counted as an attempt, so a delivery that trips a bug is given up, not looped
+            outcome = Outcome(False, True, f"{type(exc).__name__}: {_first_line(exc)}")
         self._record(row, url, attempt, outcome)
 
     def _record(self, row: WebhookDelivery, url: str, attempt: int, outcome: Outcome) -> None:

@@ -269,7 +269,7 @@ def test_a_bad_allow_list_entry_stops_start_up_naming_it():
 def test_a_hung_endpoint_delays_only_its_own_tenant(open_cloud, receivers):
     hung = _receiver(receivers, hang=True)
     fine = _receiver(receivers, host="127.0.0.2")
-    cloud = open_cloud(webhook_allow=["127.0.0.0/8"])
+    cloud = open_cloud(webhook_allow=["127.0.0.0/8"], webhook_timeout_s=1.0, webhook_retry_base_s=60.0)
     assert cloud.api("globex").post("/api/v1/webhooks", json={"url": hung.url()}).status_code == 201
     assert cloud.api("acme").post("/api/v1/webhooks", json={"url": fine.url()}).status_code == 201
     for i in range(3):
@@ -282,6 +282,10 @@ def test_a_hung_endpoint_delays_only_its_own_tenant(open_cloud, receivers):
     assert took < 2.0, f"acme's alert took {took:.2f} s behind globex's hung endpoint"
     assert len(hung.got) == 1  # still holding its first delivery: globex's other two wait behind it
     print(f"acme delivered in {took * 1000:.0f} ms while globex's endpoint hung")
+    # The hung attempts end at the timeout and wait for their retry; each was sent once.
+    wait_until(lambda: [(d.tenant, d.attempts, d.last_error) for d in cloud.deliveries()] == [
+        ("globex", 1, "ReadTimeout: timed out")] * 3, timeout=10, what="globex's three attempts timed out")
+    assert len(hung.got) == 3
 
 
 def test_retry_state_survives_a_restart(open_cloud, receivers):
