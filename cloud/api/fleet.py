@@ -38,6 +38,12 @@ class GatewayOut(BaseModel):
     desired_version: int
     high_seq: int
     missing_seqs: int
+    epoch: str = Field(description="the outbox epoch it sends from; a new one when its outbox was wiped or replaced")
+    epoch_since_ns: int
+    clock_offset_ns: int | None = Field(
+        description="its clock against the cloud's (sent_ns - arrival, least-delayed batch of the last minute); "
+                    "null before a batch said when it was sent")
+    future_samples: int = Field(description="samples dead-lettered for being stamped too far ahead")
     counters: dict
     config_report: dict | None
 
@@ -183,7 +189,8 @@ def _gw(g: Gateway) -> GatewayOut:
     return GatewayOut(id=g.id, site=g.site, state=g.state, last_seen_ns=g.last_seen_ns or 0,
                       config_version=g.config_version or 0, desired_version=g.desired_version or 0,
                       high_seq=g.high_seq if g.high_seq is not None else -1, missing_seqs=g.missing_seqs or 0,
-                      counters=g.counters or {}, config_report=g.config_report)
+                      epoch=g.epoch or "", epoch_since_ns=g.epoch_since_ns or 0, clock_offset_ns=g.clock_offset_ns,
+                      future_samples=g.future_samples or 0, counters=g.counters or {}, config_report=g.config_report)
 
 
 def _asset(a: Asset) -> AssetOut:

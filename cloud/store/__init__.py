@@ -20,7 +20,7 @@ def open_store(settings) -> TimeSeriesStore:
     if settings.latest_cache_s > 0:
         from cloud.store.latest import LatestCache
 
-        store = LatestCache(store, settings.latest_cache_s)
+        store = LatestCache(store, settings.latest_cache_s, future_tolerance_s=settings.ingest_future_tolerance_s)
     return store
 
 

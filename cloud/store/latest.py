@@ -11,6 +11,11 @@ before its store read starts, and writes land in it from then on.
 Only what the store durably accepted is cached: a write updates the cache after the store returned.
 Erasing a subject drops the tenant's text values.
 
+Late and future samples never move a last value: a write replaces a point's entry only with a newer sample, and
+with ``future_tolerance_s`` a sample stamped further ahead of the wall clock than that is never a last value,
+whether written through the cache or found in the store (ingest dead-letters such samples; the store may hold
+some from before it did, and one stamped a year ahead would otherwise be the answer for a year).
+
 A process that serves the dashboard and whose ingest writes through the cache (``twin cloud run``) also
 *holds* every asset (``hold_all``): a sweep reads every tenant's last values at start and again every
 ``sweep_s``, and from the first sweep on this process's writes create the entries of assets it did not
@@ -55,22 +60,28 @@ def _merge(into: dict[str, tuple[int, Any]], point: str, t_ns: int, value: Any) 
         into[point] = (int(t_ns), value)
 
 
-def _last_value(t_ns: Sequence[int], values: Sequence[float | None]) -> tuple[int, float] | None:
-    """The newest sample that has a finite value (what ``latest`` answers), or None."""
+def _last_value(t_ns: Sequence[int], values: Sequence[float | None], horizon: int) -> tuple[int, float] | None:
+    """The newest sample, not after ``horizon``, that has a finite value (what ``latest`` answers), or None."""
     best: tuple[int, float] | None = None
     for t, v in zip(t_ns, values, strict=True):
-        if v is not None and math.isfinite(v) and (best is None or t >= best[0]):
+        if v is not None and math.isfinite(v) and t <= horizon and (best is None or t >= best[0]):
             best = (int(t), float(v))
     return best
+
+
+_NO_HORIZON = 2**63
 
 
 class LatestCache(TimeSeriesStore):
     """A ``TimeSeriesStore`` that answers ``latest``, ``latest_text`` and ``latest_many`` from memory."""
 
-    def __init__(self, store: TimeSeriesStore, ttl_s: float, clock=time.monotonic) -> None:
+    def __init__(self, store: TimeSeriesStore, ttl_s: float, clock=time.monotonic,
+                 future_tolerance_s: float | None = None, wall_clock=time.time_ns) -> None:
         self.store = store
         self.ttl_s = ttl_s
         self._clock = clock
+        self._future_ns = None if future_tolerance_s is None else int(future_tolerance_s * 1e9)
+        self._wall = wall_clock
         self._entries: dict[tuple[str, str], _Entry] = {}
         self._lock = threading.Lock()
         self._erasures = 0  # a text read that overlapped an erasure must not put an erased value back
@@ -95,11 +106,16 @@ class LatestCache(TimeSeriesStore):
         self.store.write_prepared(inner)
         self._written(rows)
 
+    def _horizon(self) -> int:
+        """The newest time a last value may have: later is a clock gone wrong, not the asset's present."""
+        return _NO_HORIZON if self._future_ns is None else self._wall() + self._future_ns
+
     def _written(self, rows: Rows) -> None:
         entries = self._entries
         held = self._held_since
         if not entries and held is None:  # a process that only writes (an ingest worker) keeps nothing
             return
+        horizon = self._horizon()
         with self._lock:
             for tenant, asset, point, t_ns, values, _ in rows.series:
                 e = entries.get((tenant, asset))
@@ -111,10 +127,10 @@ class LatestCache(TimeSeriesStore):
                     e.points_read = held
                 if len(t_ns) == 1:  # most series of a tick: one sample, no loop (this runs in ingest's write)
                     v = values[0]
-                    if v is None or not math.isfinite(v):
+                    if v is None or not math.isfinite(v) or t_ns[0] > horizon:
                         continue
                     t, v = int(t_ns[0]), float(v)
-                elif (last := _last_value(t_ns, values)) is not None:
+                elif (last := _last_value(t_ns, values, horizon)) is not None:
                     t, v = last
                 else:
                     continue
@@ -123,9 +139,10 @@ class LatestCache(TimeSeriesStore):
                     e.points[point] = (t, v)
             for tr in rows.text:
                 e = entries.get((tr.tenant, tr.asset))
-                if e is not None and len(tr.t_ns):
-                    i = max(range(len(tr.t_ns)), key=tr.t_ns.__getitem__)
-                    _merge(e.text, tr.point, tr.t_ns[i], tr.values[i])
+                ok = [i for i, t in enumerate(tr.t_ns) if t <= horizon] if e is not None else []
+                if ok:
+                    i = max(ok, key=tr.t_ns.__getitem__)
+                    _merge(e.text, tr.point, tr.t_ns[i], tr.values[i])  # type: ignore[union-attr]
 
     # -- latest values ------------------------------------------------------------------------------------
     def _read(self, tenant: str, assets: list[str], text: bool) -> list[_Entry]:
@@ -162,6 +179,7 @@ class LatestCache(TimeSeriesStore):
             found = {assets[0]: self.store.latest(tenant, assets[0])}
         else:
             found = self.store.latest_many(tenant, assets)
+        horizon = self._horizon()
         with self._lock:
             if text and erasures != self._erasures:
                 return
@@ -170,7 +188,8 @@ class LatestCache(TimeSeriesStore):
                 if e is None:  # cleared meanwhile: the next read reads it again
                     continue
                 for p, (t, v) in found.get(a, {}).items():
-                    _merge(e.text if text else e.points, p, t, v)
+                    if t <= horizon:
+                        _merge(e.text if text else e.points, p, t, v)
                 setattr(e, "text_read" if text else "points_read", started)
 
     def _refresh_later(self, tenant: str, assets: list[str], text: bool) -> None:
