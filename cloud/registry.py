@@ -179,6 +179,9 @@ class WebhookDelivery(Base):
     __table_args__ = (
         Index("webhook_deliveries_due", "state", "tenant", "next_try_ns"),
         Index("webhook_deliveries_webhook", "webhook_id"),
+        # The id is the body's ``delivery``, which receivers remember to drop replays: never reused, also on
+        # SQLite, where a plain integer key restarts at 1 once every delivery is done and deleted.
+        {"sqlite_autoincrement": True},
     )
 
 

@@ -312,6 +312,25 @@ def test_retry_state_survives_a_restart(open_cloud, receivers):
     assert [(h["pending"], h["last_error"], h["last_delivered_ns"] is not None) for h in listed] == [(0, "", True)]
 
 
+def test_two_processes_on_one_registry_deliver_each_event_once(open_cloud, receivers):
+    """Each claims a due delivery by moving its next try ahead first; the other then finds it taken."""
+    target = _receiver(receivers)
+    one = open_cloud(webhook_allow=["127.0.0.1"])
+    two = open_cloud(webhook_allow=["127.0.0.1"])
+    assert one.api().post("/api/v1/webhooks", json={"url": target.url()}).status_code == 201
+    for i in range(20):
+        one.alert(rule=f"rule-{i}")
+        two.platform.notifier.webhooks.sweep()  # as its periodic sweep would: it goes after the same rows
+    wait_until(lambda: len(target.got) >= 20 and one.deliveries() == [], timeout=20, what="20 deliveries")
+    one.platform.notifier.drain()
+    two.platform.notifier.drain()
+    ids = [json.loads(g.body)["delivery"] for g in target.got]
+    assert (len(ids), len(set(ids))) == (20, 20)
+    sent = [c.platform.notifier.counters["webhooks_sent"] for c in (one, two)]
+    assert sum(sent) == 20
+    print(f"deliveries made by each process: {sent}")
+
+
 def test_a_delivery_is_given_up_after_the_last_attempt(open_cloud, receivers):
     target = _receiver(receivers, status=500)
     cloud = open_cloud(webhook_allow=["127.0.0.1"], webhook_max_attempts=3, webhook_retry_base_s=0.05)

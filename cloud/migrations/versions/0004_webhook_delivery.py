@@ -35,7 +35,8 @@ def upgrade() -> None:
     sa.Column('next_try_ns', sa.BigInteger(), nullable=False),
     sa.Column('last_error', sa.Text(), nullable=False),
     sa.ForeignKeyConstraint(['webhook_id'], ['webhooks.id'], ondelete='CASCADE'),
-    sa.PrimaryKeyConstraint('id')
+    sa.PrimaryKeyConstraint('id'),
+    sqlite_autoincrement=True
     )
     with op.batch_alter_table('webhook_deliveries', schema=None) as batch_op:
         batch_op.create_index('webhook_deliveries_due', ['state', 'tenant', 'next_try_ns'], unique=False)
