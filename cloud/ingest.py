@@ -719,10 +719,10 @@ class Ingest:
             for ev in group.events:
                 self.counters["events"] += 1
                 if isinstance(ev, AnomalyEvent):
-                    reg.upsert(s, AnomalyRecord, [ev.model_dump(exclude={"v", "kind", "seq"})],
+                    reg.upsert(s, AnomalyRecord, [ev.model_dump(exclude={"v", "kind", "epoch", "seq"})],
                                keys=("tenant", "event_id"))
                 else:
-                    reg.upsert(s, AlarmRecord, [ev.model_dump(exclude={"v", "kind", "seq", "end_ns"})],  # type: ignore
+                    reg.upsert(s, AlarmRecord, [ev.model_dump(exclude={"v", "kind", "epoch", "seq", "end_ns"})],  # type: ignore
                                keys=("tenant", "event_id"))
             for st in group.statuses:
                 reg.upsert(s, Gateway, [{"tenant": st.tenant, "id": st.gateway, "state": st.state,

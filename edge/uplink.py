@@ -73,6 +73,7 @@ class Uplink:
         self._committed_upto = -1  # the highest send number the cloud committed
         self._progress: collections.deque[tuple[float, int]] = collections.deque()  # (when, _committed_upto)
         self.awaiting_max = max(1024, 16 * cfg.max_inflight)
+        self.commit_grace_s = COMMIT_GRACE_S
         self.stats = {"batches_sent": 0, "reconnects": 0, "publish_errors": 0, "publish_refused": 0,
                       "rows_committed": 0, "rows_resent": 0, "commits_other_epoch": 0, "awaiting_commit": 0}
         self._connects = 0
@@ -220,9 +221,9 @@ class Uplink:
                 self._progress.append((now, upto))
 
     def _find_lost(self, now: float) -> None:
-        """Rows sent before some that the cloud committed ``COMMIT_GRACE_S`` ago are lost on the way: again."""
+        """Rows sent before some that the cloud committed ``commit_grace_s`` ago were lost on the way: again."""
         passed = -1
-        while self._progress and self._progress[0][0] <= now - COMMIT_GRACE_S:
+        while self._progress and self._progress[0][0] <= now - self.commit_grace_s:
             passed = self._progress.popleft()[1]
         if passed < 0:
             return
