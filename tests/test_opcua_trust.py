@@ -103,9 +103,10 @@ def der(path: Path) -> x509.Certificate:
     return x509.load_der_x509_certificate(path.read_bytes())
 
 
-def ca_issued_server_cert(directory: Path, days_valid: tuple[int, int] = (-1, 30)) -> tuple[Path, Path]:
-    """A CA (``directory/ca/ca.pem``) and a server certificate it issued, valid from/to those days around now,
-    in ``directory/server`` under the names SimOpcUaServer looks for in a ``cert_dir``."""
+def ca_issued_server_cert(directory: Path, days_valid: tuple[int, int] = (-1, 30),
+                          uri: str = APPLICATION_URI) -> tuple[Path, Path]:
+    """A CA (``directory/ca/ca.pem``) and a server certificate it issued for ``uri``, valid from/to those days
+    around now, in ``directory/server`` under the names SimOpcUaServer looks for in a ``cert_dir``."""
     ca_key = cert_gen.generate_private_key()
     ca = cert_gen.generate_self_signed_app_certificate(ca_key, "assettwin test CA", {}, [], [], days=60)
     key = cert_gen.generate_private_key()
@@ -115,7 +116,7 @@ def ca_issued_server_cert(directory: Path, days_valid: tuple[int, int] = (-1, 30
             .issuer_name(ca.subject).public_key(key.public_key()).serial_number(x509.random_serial_number())
             .not_valid_before(now + datetime.timedelta(days=days_valid[0]))
             .not_valid_after(now + datetime.timedelta(days=days_valid[1]))
-            .add_extension(x509.SubjectAlternativeName([x509.UniformResourceIdentifier(APPLICATION_URI),
+            .add_extension(x509.SubjectAlternativeName([x509.UniformResourceIdentifier(uri),
                                                         x509.DNSName("localhost")]), critical=False)
             .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=False)
             .add_extension(x509.KeyUsage(digital_signature=True, content_commitment=True, key_encipherment=True,
@@ -259,3 +260,16 @@ def test_an_expired_certificate_from_a_trusted_ca_is_refused(tmp_path, servers, 
         wait_until(lambda: runner.counters()["opcua_untrusted"] >= 1, 15, what="the expired certificate refused")
     assert logins == [] and rec.samples == []
     assert "is not trusted (BadCertificateTimeInvalid" in refusals(caplog)[0].getMessage()
+
+
+def test_a_ca_issued_certificate_for_another_application_is_refused(tmp_path, servers, start_source, logins, caplog):
+    """The CA vouches for a name, not for any server holding one of its certificates: the certificate's
+    application URI must be the server's own."""
+    ca_dir, server_dir = ca_issued_server_cert(tmp_path / "pki", uri="urn:assettwin:some-other-plc")
+    server = servers(server_dir)
+    rec = Recorder()
+    with caplog.at_level(logging.WARNING, logger="edge.sources.opcua"):
+        runner = start_source(server, rec, trust_dir=ca_dir)
+        wait_until(lambda: runner.counters()["opcua_untrusted"] >= 1, 15, what="the mismatched certificate refused")
+    assert logins == [] and rec.samples == []
+    assert "is not trusted (BadCertificateUriInvalid" in refusals(caplog)[0].getMessage()

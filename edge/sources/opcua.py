@@ -151,9 +151,9 @@ class ServerTrust:
     CreateSession, once the server has signed with the certificate's key and before credentials are sent.
 
     Trusted: a certificate byte-for-byte in ``trust_dir`` (a pin: the operator vouched for it, CA flag or not),
-    or one that chains to a CA there and passes asyncua's ``CertificateValidator`` (validity period, the
-    application URI in the certificate matches the server's, not revoked). With ``tofu`` and a ``trust_dir``
-    holding no certificate, the first certificate seen is written there and trusted.
+    or one that chains to a CA there and passes asyncua's ``CertificateValidator`` (within its validity period,
+    the application URI in the certificate is the server's). With ``tofu`` and a ``trust_dir`` holding no
+    certificate, the first certificate seen is written there and trusted.
     """
 
     def __init__(self, trust_dir: Path, tofu: bool, source: str, endpoint: str, on_pin: Callable[[], None]) -> None:
@@ -161,24 +161,23 @@ class ServerTrust:
         self._on_pin = on_pin
 
     async def __call__(self, cert: x509.Certificate, app: ua.ApplicationDescription) -> None:
-        print_ = fingerprint(cert)
+        thumb = fingerprint(cert)
         trusted = self._trusted_files()
         der = cert.public_bytes(serialization.Encoding.DER)
         if not trusted:
             if self.tofu:
-                self._pin(cert, print_)
+                self._pin(cert, thumb)
                 return
-            raise UntrustedServer(f"server certificate {print_} ({_subject(cert)}) is not trusted: trust_dir "
+            raise UntrustedServer(f"server certificate {thumb} ({_subject(cert)}) is not trusted: trust_dir "
                                   f"{self.trust_dir} holds no certificate; put the server's certificate (or its CA) "
-                                  "there, or set trust_on_first_use", print_)
+                                  "there, or set trust_on_first_use", thumb)
         if any(c.public_bytes(serialization.Encoding.DER) == der for _, c in trusted):
             return
         store = TrustStore([self.trust_dir], [])
         await store.load()
         validator = CertificateValidator(
             CertificateValidatorOptions.TIME_RANGE | CertificateValidatorOptions.URI
-            | CertificateValidatorOptions.TRUSTED | CertificateValidatorOptions.REVOKED
-            | CertificateValidatorOptions.PEER_SERVER, store)
+            | CertificateValidatorOptions.TRUSTED | CertificateValidatorOptions.PEER_SERVER, store)
         try:
             await validator.validate(cert, app)
         except ServiceError as exc:
@@ -187,8 +186,8 @@ class ServerTrust:
             hint = (f"it differs from the certificate pinned on first use ({', '.join(pins)}): if the server's "
                     "certificate was replaced on purpose, delete the pin from trust_dir" if pins else
                     "if this is the right server, copy its certificate (or its CA) into trust_dir")
-            raise UntrustedServer(f"server certificate {print_} ({_subject(cert)}) is not trusted ({why}, trust_dir "
-                                  f"{self.trust_dir}): {hint}", print_) from None
+            raise UntrustedServer(f"server certificate {thumb} ({_subject(cert)}) is not trusted ({why}, trust_dir "
+                                  f"{self.trust_dir}): {hint}", thumb) from None
 
     def _trusted_files(self) -> list[tuple[Path, x509.Certificate]]:
         if not self.trust_dir.is_dir():
@@ -205,21 +204,26 @@ class ServerTrust:
                 out.append((path, cert))
         return out
 
-    def _pin(self, cert: x509.Certificate, print_: str) -> None:
+    def _pin(self, cert: x509.Certificate, thumb: str) -> None:
         """Write the certificate into the trust list (atomically, durably): from now on it is the only one."""
         self.trust_dir.mkdir(parents=True, exist_ok=True)
-        path = self.trust_dir / f"{_TOFU_PREFIX}{print_.replace(':', '').lower()[:16]}.der"
+        path = self.trust_dir / f"{_TOFU_PREFIX}{thumb.replace(':', '').lower()[:16]}.der"
         tmp = path.with_suffix(".tmp")
         with open(tmp, "wb") as f:
             f.write(cert.public_bytes(serialization.Encoding.DER))
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
+        fd = os.open(self.trust_dir, os.O_RDONLY)  # the rename itself must survive a power cut, too
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
         self._on_pin()
         log.warning("opcua source %s (%s): trusted on first use: pinned server certificate %s (%s) into %s; "
                     "from now on a server showing another certificate is refused", self.source, self.endpoint,
-                    print_, _subject(cert), path,
-                    extra={"endpoint": self.endpoint, "fingerprint": print_, "pinned": str(path)})
+                    thumb, _subject(cert), path,
+                    extra={"endpoint": self.endpoint, "fingerprint": thumb, "pinned": str(path)})
 
 
 class OpcUaSourceRunner:
