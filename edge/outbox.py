@@ -133,11 +133,11 @@ class Outbox:
                 self._unstored[1] += n_samples
                 self._disk_is_full()
                 return None
+            self._unstored = [0, 0]  # counted in the meta table by the insert
             if self._full:
                 self._full = False
                 log.warning("outbox: space again on %s; telemetry is stored again (%d batches, %d samples could "
                             "not be)", self.path.parent, *self._unstored_total())
-            self._unstored = [0, 0]
             return seq
 
     def _insert_telemetry(self, topic: str, n_samples: int, encode: Callable[[int], bytes]) -> int:
