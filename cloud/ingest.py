@@ -104,6 +104,11 @@ def _printable(text: str) -> str:
     return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
+def _duration(s: float) -> str:
+    """Seconds as a reader wants them in a reason: 90 s, 5.0 h, 365.0 days."""
+    return f"{s:.0f} s" if s < 3600 else f"{s / 3600:.1f} h" if s < 172_800 else f"{s / 86_400:.1f} days"
+
+
 def _first_line(exc: BaseException) -> str:
     return str(getattr(exc, "orig", None) or exc).splitlines()[0][:500]
 
@@ -631,7 +636,7 @@ class Ingest:
                 kept_text.append(tx.model_copy(update={k: [getattr(tx, k)[i] for i in ok] for k in ("t_ns", "values")}))
         b.series, b.text = kept_series, kept_text
         n = sum(len(x.t_ns) for x in (*out_series, *out_text))
-        ahead_s = (max(max(x.t_ns) for x in (*out_series, *out_text)) - limit) / 1e9 + tol_s
+        ahead = _duration((max(max(x.t_ns) for x in (*out_series, *out_text)) - limit) / 1e9 + tol_s)
         names = ", ".join(f"{x.asset}/{x.point}" for x in (*out_series, *out_text)[:5])
         more = len(out_series) + len(out_text) - 5
         self.counters["future_samples"] += n
@@ -641,7 +646,7 @@ class Ingest:
         payload = TelemetryBatch(tenant=b.tenant, gateway=b.gateway, epoch=b.epoch, seq=b.seq, sent_ns=b.sent_ns,
                                  series=out_series, text=out_text).model_dump_json().encode()
         self._dead(group, m, f"telemetry: {n} sample(s) stamped more than TWIN_INGEST_FUTURE_TOLERANCE_S={tol_s:g} "
-                   f"s ahead of their arrival (up to {ahead_s:.0f} s ahead): {names}"
+                   f"s ahead of their arrival (up to {ahead} ahead): {names}"
                    f"{f' and {more} more' if more > 0 else ''}", b.tenant, payload=payload)
 
     def _protect_text(self, group: _Group) -> None:

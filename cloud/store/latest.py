@@ -14,7 +14,9 @@ Erasing a subject drops the tenant's text values.
 Late and future samples never move a last value: a write replaces a point's entry only with a newer sample, and
 with ``future_tolerance_s`` a sample stamped further ahead of the wall clock than that is never a last value,
 whether written through the cache or found in the store (ingest dead-letters such samples; the store may hold
-some from before it did, and one stamped a year ahead would otherwise be the answer for a year).
+some from before it did, and one stamped a year ahead would otherwise be the answer for a year). A point whose
+newest stored sample lies beyond is left out until a sample within arrives: the store answers each point's newest
+sample only, not the one before it.
 
 A process that serves the dashboard and whose ingest writes through the cache (``twin cloud run``) also
 *holds* every asset (``hold_all``): a sweep reads every tenant's last values at start and again every
