@@ -20,6 +20,7 @@ from edge.detect.cusum import Cusum
 from edge.detect.ensemble import Ensemble
 from edge.detect.ewma import EwmaZ
 from edge.detect.limits import Limits
+from edge.detect.novelty import Novelty
 from edge.detect.page_hinkley import PageHinkley
 from edge.detect.robust import RobustZ
 from edge.detect.spike import Spike
@@ -34,16 +35,14 @@ KINDS: dict[str, type[Detector]] = {
     "spike": Spike,
     "stuck": Stuck,
     "limits": Limits,
+    "novelty": Novelty,
 }
 
-#: What a point gets on a gateway when its asset type says nothing: unit-free detectors only (no limits
-#: or rates, which need the point's units): sudden level changes (EWMA z), slow shifts (CUSUM), and a
-#: sensor frozen for an hour.
-DEFAULT_DETECTORS: list[dict[str, Any]] = [
-    {"kind": "ewma_z", "tau_s": 600.0, "threshold": 6.0, "warmup": 30},
-    {"kind": "cusum", "tau_s": 3600.0, "k": 0.5, "h": 8.0, "clip": 4.0, "warmup": 30},
-    {"kind": "stuck", "duration_s": 3600.0},
-]
+#: What a point gets on a gateway when its asset type says nothing, and what ``twin detect run`` uses without a
+#: config: the calibrated, scale-free ``novelty`` detector (records, calibrated forecast residuals with daily and
+#: weekly cycles, shape memory, regime changes, stuck-after-moving; see ``novelty.py``). The older kinds stay
+#: available by name.
+DEFAULT_DETECTORS: list[dict[str, Any]] = [{"kind": "novelty"}]
 
 
 def spec_dict(spec: Any) -> dict[str, Any]:
