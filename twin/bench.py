@@ -21,11 +21,14 @@ from typing import Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs"
 RESULTS = DOCS / "bench"
+DEFAULT_NAB = ROOT.parent / "shared" / "data" / "NAB"
+DEFAULT_NAB_SCORE = ROOT.parent / "shared" / "tools" / "nab-score"
 console = Console()
 
 app = typer.Typer(help="Benchmarks; figures go to docs/benchmarks.md with the command, machine and date.",
@@ -53,8 +56,9 @@ def machine() -> str:
 
 
 def record(name: str, title: str, rows: list[Row], figures: dict[str, Any], notes: str = "",
-           json_out: Path | None = None) -> dict:
-    """Print the table, write docs/bench/<name>.json (and ``json_out``), regenerate docs/benchmarks.md."""
+           json_out: Path | None = None, docs: bool = True) -> dict:
+    """Print the table, write docs/bench/<name>.json (and ``json_out``), regenerate docs/benchmarks.md;
+    ``docs=False`` leaves docs/ alone (a trial run while tuning must not replace the recorded figures)."""
     result = {
         "name": name, "title": title, "command": "twin bench " + " ".join(shlex.quote(a) for a in sys.argv[2:]),
         "machine": machine(), "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
@@ -66,16 +70,17 @@ def record(name: str, title: str, rows: list[Row], figures: dict[str, Any], note
     for r in rows:
         table.add_row(*r)
     console.print(table)
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / f"{name}.json").write_text(json.dumps(result, indent=2) + "\n")
     if json_out is not None:
         json_out.write_text(json.dumps(result, indent=2) + "\n")
-    write_markdown()
+    if docs:
+        RESULTS.mkdir(parents=True, exist_ok=True)
+        (RESULTS / f"{name}.json").write_text(json.dumps(result, indent=2) + "\n")
+        write_markdown()
     return result
 
 
 def write_markdown() -> Path:
-    order = ["detectors", "skab", "quality", "edge", "ingest", "api", "e2e", "fleet", "vibration", "pdm"]
+    order = ["detectors", "skab", "nab", "quality", "edge", "ingest", "api", "e2e", "fleet", "vibration", "pdm"]
     results = [json.loads(p.read_text()) for p in sorted(RESULTS.glob("*.json"))]
     results.sort(key=lambda r: order.index(r["name"]) if r["name"] in order else len(order))
     out = ["# Benchmarks", "",
@@ -190,6 +195,34 @@ def skab(json_out: Path | None = typer.Option(None, "--json"),
              f["published"]["nab_standard"].items()]
     record("skab", "Edge detectors: quality on SKAB", rows, f, json_out=json_out,
            notes="`python -m edge.detect.skab --cv` gives the leave-one-file-out estimate of the same method.")
+
+
+@app.command()
+def nab(json_out: Path | None = typer.Option(None, "--json"),
+        data: Path = typer.Option(DEFAULT_NAB, "--data", help="NAB's checkout (data/, labels/, nab/, run.py)"),
+        tool: Path = typer.Option(DEFAULT_NAB_SCORE, "--tool", help="the nab-score script that runs NAB's scorer"),
+        twin: Path | None = typer.Option(None, "--twin", help="the twin executable to benchmark (default: the one "
+                                         "beside this Python, the venv's)"),
+        config: Path | None = typer.Option(None, "--config", help="detectors.yaml for `twin detect run`, the same "
+                                           "for every file (default: what a new point gets)"),
+        baseline: bool = typer.Option(False, "--baseline", help="also score NAB's windowed-Gaussian detector on "
+                                      "the same files through the same scorer (a few more minutes)"),
+        docs: bool = typer.Option(True, "--docs/--no-docs", help="record in docs/benchmarks.md (--no-docs: print "
+                                  "and --json only)")) -> None:
+    """Anomaly detection on NAB through `twin detect run`, with NAB's scorer, beside the published scoreboard;
+    and the anomaly events on NAB's artificialNoAnomaly files."""
+    from twin.bench_nab import NabRunError, NabSetupError, nab_rows, run_nab
+
+    try:
+        with console.status("NAB") as status:
+            f = run_nab(data, tool, twin, config, baseline, progress=status.update)
+    except (NabSetupError, NabRunError) as exc:
+        console.print(f"[red]error:[/red] {escape(str(exc))}")
+        raise typer.Exit(2) from None
+    if f["results_dir"]:
+        console.print(f"per-file results: {f['results_dir']}")
+    rows, notes = nab_rows(f)
+    record("nab", "Anomaly detection on NAB", rows, f, notes, json_out, docs)
 
 
 @app.command()
@@ -447,6 +480,7 @@ def all_() -> None:
     """Every benchmark, then docs/benchmarks.md."""
     _run_all([("detectors", lambda: detectors(None, 10_000_000)),
               ("skab", lambda: skab(None, ROOT.parent / "shared" / "data" / "SKAB")),
+              ("nab", lambda: nab(None, DEFAULT_NAB, DEFAULT_NAB_SCORE, None, None, False, True)),
               ("quality", lambda: quality(None, ROOT / "simulators" / "scenarios" / "trailer-faults.yaml")),
               ("edge", lambda: edge(None, 2000, 10.0, 30.0, 1, True)),
               ("vibration", lambda: vibration(None, 4, 25_600.0, 50)),
