@@ -86,17 +86,17 @@ def test_scored_file_without_an_anomaly_column_or_with_a_bad_flag_is_refused_by_
 # -- the windowed-Gaussian baseline ---------------------------------------------------------------------------
 
 
-def test_windowed_gaussian_is_the_normal_cdf_against_a_window_that_grows_then_slides_by_whole_steps():
+def test_windowed_gaussian_is_the_two_sided_tail_against_a_window_that_grows_then_slides_by_whole_steps():
     got = windowed_gaussian_scores([0.0, 2.0, 4.0, 0.0, 10.0, 2.0, 2.0], window=3, step=2)
     m3, s3 = 14 / 3, ((4 - 14 / 3) ** 2 + (14 / 3) ** 2 + (10 - 14 / 3) ** 2) ** 0.5 / 3 ** 0.5
     expected = [
         0.0,                           # nothing seen yet
         1.0,                           # against [0]: a zero deviation, 2 is infinitely far
         PHI(3.0),                      # against [0, 2]: mean 1, sd 1
-        PHI(-2 / (8 / 3) ** 0.5),      # window full, [0, 2, 4]: mean 2, sd 1.633; below the mean, low
+        PHI(2 / (8 / 3) ** 0.5),       # window full, [0, 2, 4]: mean 2, sd 1.633; below the mean as above it
         PHI(8 / (8 / 3) ** 0.5),       # the first value of a step is not in the window yet
-        PHI((2 - m3) / s3),            # a whole step in: [4, 0, 10]
-        PHI((2 - m3) / s3),
+        PHI(abs(2 - m3) / s3),         # a whole step in: [4, 0, 10]
+        PHI(abs(2 - m3) / s3),
     ]
     assert got.tolist() == pytest.approx(expected, abs=1e-12)
 
@@ -112,7 +112,7 @@ def test_baseline_executable_scores_a_file_as_twin_detect_run_would(tmp_path):
         rows = list(csv.DictReader(fh))
     assert [r["timestamp"] for r in rows] == ["2014-04-01 00:00:00", "2014-04-01 00:05:00", "2014-04-01 00:10:00"]
     assert [r["value"] for r in rows] == ["1.0", "3.0", "1"]
-    assert [float(r["score"]) for r in rows] == pytest.approx([0.0, 1.0, PHI(-1.0)], abs=1e-12)
+    assert [float(r["score"]) for r in rows] == pytest.approx([0.0, 1.0, PHI(1.0)], abs=1e-12)
 
 
 # -- the command, with stand-ins for NAB, nab-score and twin --------------------------------------------------

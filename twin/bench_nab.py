@@ -181,13 +181,13 @@ def no_anomaly_counts(twin: Path, data: Path, extra: Sequence[str] = ()) -> dict
 
 
 def windowed_gaussian_scores(values: Sequence[float], window: int = 6400, step: int = 100) -> np.ndarray:
-    """NAB's windowed-Gaussian detector, as NAB's published results for it were made: each value's normal CDF
-    against the mean and standard deviation of the window before it (0.5 at the mean, towards 1 far above it,
-    towards 0 far below it; 0 for the first value). The window grows to ``window`` values, refreshed on every
-    value meanwhile, then slides by ``step`` values at a time. NAB's parameters: 6400 and 100.
+    """NAB's windowed-Gaussian detector: each value's two-sided normal tail against the mean and standard
+    deviation of the window before it, as ``1 - Q(|z|)`` (0.5 at the mean, towards 1 far from it on either side;
+    0 for the first value). The window grows to ``window`` values, refreshed on every value meanwhile, then
+    slides by ``step`` values at a time. NAB's parameters: 6400 and 100.
 
     >>> windowed_gaussian_scores([1.0, 3.0, 2.0, 0.0], window=8, step=2).round(4).tolist()
-    [0.0, 1.0, 0.5, 0.0072]
+    [0.0, 1.0, 0.5, 0.9928]
     """
     scores = np.zeros(len(values))
     held: list[float] = []
@@ -195,7 +195,7 @@ def windowed_gaussian_scores(values: Sequence[float], window: int = 6400, step: 
     mean, std = 0.0, 1.0
     for i, x in enumerate(values):
         if held:
-            scores[i] = 0.5 * math.erfc((mean - x) / std / math.sqrt(2.0))
+            scores[i] = 0.5 + 0.5 * math.erf(abs(x - mean) / std / math.sqrt(2.0))
         if len(held) < window:
             held.append(x)
         else:
