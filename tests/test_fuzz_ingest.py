@@ -47,7 +47,10 @@ MAX_PAYLOAD = 64 * 1024
 MAX_SAMPLES = 2_000
 MAX_TOPIC = 256
 LIMITS = {"ingest_max_payload_bytes": MAX_PAYLOAD, "ingest_max_batch_samples": MAX_SAMPLES,
-          "ingest_max_topic_bytes": MAX_TOPIC}
+          "ingest_max_topic_bytes": MAX_TOPIC,
+          # Any int64 time is fair game here, up to 292 years ahead: the model below stores every sample. Refusing
+          # future-stamped ones (TWIN_INGEST_FUTURE_TOLERANCE_S) is tested in test_time_sanity.py.
+          "ingest_future_tolerance_s": 10**12}
 T_MIN, T_MAX = -(2**63) + 2, 2**63 - 2  # what InfluxDB (and an int64 of ns) can hold
 GATEWAYS = ("gw-a", "gw-b", "gw-ü")
 NASTY_NAMES = ("t1", "a b", "a,b=c", "ü-温度-🌡", "'; DROP MEASUREMENT telemetry; --", '"q"', "x" * 128, " lead",
