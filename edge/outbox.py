@@ -54,8 +54,12 @@ class OutboxRow:
 
 
 def _disk_full(exc: BaseException) -> bool:
-    return isinstance(exc, sqlite3.OperationalError) and (
-        getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL or "disk is full" in str(exc))
+    """SQLite could not write for want of space: SQLITE_FULL, or an I/O error (a filesystem that delays
+    allocation reports ENOSPC at fsync, which SQLite words as a disk I/O error)."""
+    if not isinstance(exc, sqlite3.OperationalError):
+        return False
+    code = getattr(exc, "sqlite_errorcode", 0) & 0xFF  # the primary code of an extended one
+    return code in (sqlite3.SQLITE_FULL, sqlite3.SQLITE_IOERR) or "disk is full" in str(exc)
 
 
 class Outbox:
@@ -131,7 +135,7 @@ class Outbox:
                     raise
                 self._unstored[0] += 1
                 self._unstored[1] += n_samples
-                self._disk_is_full()
+                self._disk_is_full(exc)
                 return None
             self._unstored = [0, 0]  # counted in the meta table by the insert
             if self._full:
@@ -182,7 +186,7 @@ class Outbox:
             except sqlite3.OperationalError as exc:
                 if not _disk_full(exc):
                     raise
-                self._disk_is_full()
+                self._disk_is_full(exc)
                 if not self._release_reserve():
                     return  # not even the reserve: it waits in memory
                 continue
@@ -227,12 +231,12 @@ class Outbox:
         self._db.execute("UPDATE meta SET value = value + ? WHERE key = 'thinned_samples'", (samples,))
 
     # -- a full disk -----------------------------------------------------------------------------
-    def _disk_is_full(self) -> None:
+    def _disk_is_full(self, exc: BaseException) -> None:
         if not self._full:
             self._full = True
             self._counts["disk_full_episodes"] += 1
-            log.error("outbox: disk full on %s; telemetry is counted and not stored until there is room again, "
-                      "events go into the reserve", self.path.parent)
+            log.error("outbox: cannot write to %s (%s); telemetry is counted and not stored until there is room "
+                      "again, events go into the reserve", self.path.parent, exc)
 
     def _free_bytes(self) -> int:
         st = os.statvfs(self.path.parent)
