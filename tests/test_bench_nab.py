@@ -134,12 +134,13 @@ echo "per-file results: /tmp/nab-score.TEST/results/candidate" >&2
 """
 
 FAKE_TWIN = """#!/bin/sh
-# twin detect run --input F --output O [--config C]: flags two events on art_flatline.csv, none elsewhere.
+# twin detect run --input F --output O [--config C]: two events on art_flatline.csv, one on art_quiet.csv.
 echo "twin $*" >> "$(dirname "$0")/calls.log"
 in=$4; out=$6
 case "$(basename "$in")" in
   art_flatline.csv) printf 'timestamp,value,score,anomaly\\n1,1,0.1,0\\n2,1,0.9,1\\n3,1,0.9,1\\n' > "$out"
                     printf '4,1,0.1,0\\n5,1,0.9,1\\n' >> "$out";;
+  art_quiet.csv) printf 'timestamp,value,score,anomaly\\n1,1,0.1,0\\n2,1,0.2,0\\n3,1,0.9,1\\n' > "$out";;
   *) printf 'timestamp,value,score,anomaly\\n1,1,0.1,0\\n2,1,0.2,0\\n3,1,0.2,0\\n' > "$out";;
 esac
 """
@@ -158,7 +159,7 @@ def setup(tmp_path, monkeypatch):
     for sub in ("labels", "config", "nab", "data/artificialNoAnomaly", "data/realKnownCause"):
         (nab / sub).mkdir(parents=True)
     (nab / "run.py").write_text("")
-    for name in ("art_flatline.csv", "art_noisy.csv"):
+    for name in ("art_flatline.csv", "art_noisy.csv", "art_quiet.csv"):
         (nab / "data/artificialNoAnomaly" / name).write_text("timestamp,value\n2014-04-01 00:00:00,1\n")
     (nab / "data/realKnownCause/nyc_taxi.csv").write_text("timestamp,value\n2014-04-01 00:00:00,1\n")
     tool = executable(tmp_path / "nab-score", FAKE_NAB_SCORE)
@@ -185,7 +186,7 @@ def test_bench_nab_writes_its_section_beside_the_scoreboard(setup):
     assert section[2] == f"- command: `twin bench nab --data {setup['nab']} --tool {setup['tool']} --twin {twin} " \
                          f"--json {setup['tmp'] / 'out.json'}`"
     assert section[3].startswith("- machine: ") and section[4].startswith("- date: ")
-    assert section[6:20] == [
+    assert section[6:21] == [
         "| what | measured | target / reference |",
         "| --- | --- | --- |",
         f"| **ours**: `{twin} detect run` defaults, standard / low FP / low FN | **71.2 / 58.0 / 77.5** "
@@ -197,24 +198,26 @@ def test_bench_nab_writes_its_section_beside_the_scoreboard(setup):
         "| published: Random Cut Forest | 51.7 / 38.4 / 59.7 | NAB scoreboard |",
         "| published: Windowed Gaussian | 39.6 / 20.9 / 47.4 | NAB scoreboard |",
         "| published: null | 0.0 / 0.0 / 0.0 | NAB scoreboard |",
-        "| artificialNoAnomaly (2 files, no anomaly in them): anomaly events | 2 events (3 of 8 rows flagged) | 0 |",
+        "| artificialNoAnomaly (3 files, no anomaly in them): anomaly events | 3 events (4 of 11 rows flagged) "
+        "| 0 |",
         "|   art_flatline.csv | 2 events (3 of 5 rows) | 0 |",
         "|   art_noisy.csv | 0 events (0 of 3 rows) | 0 |",
+        "|   art_quiet.csv | 1 event (1 of 3 rows) | 0 |",
         "",
     ]
-    rules = section[20]
+    rules = section[21]
     for rule in ("NAB's own scorer", "one parameter set for every file", "no look-ahead", "each file a fresh start"):
         assert rule in rules
     figures = json.loads((setup["tmp"] / "out.json").read_text())["figures"]
     assert figures["ours"] == {"standard": 71.25, "low_fp": 58.04, "low_fn": 77.5}
     assert figures["targets_met"] == {"standard": True, "low_fp": False, "low_fn": True}
     assert figures["results_dir"] == "/tmp/nab-score.TEST/results/candidate"
-    assert figures["no_anomaly_events"] == 2 and "baseline" not in figures
+    assert figures["no_anomaly_events"] == 3 and "baseline" not in figures
     assert json.loads((setup["docs"] / "bench" / "nab.json").read_text())["figures"] == figures
     # the quiet files first, one fresh process each; then nab-score with the data folder it was given
     calls = (twin.parent / "calls.log").read_text().splitlines()
     assert [c.split(" --input ")[1].split(" ")[0].rsplit("/", 1)[1] for c in calls] == \
-        ["art_flatline.csv", "art_noisy.csv", "art_flatline.csv", "art_noisy.csv", "nyc_taxi.csv"]
+        ["art_flatline.csv", "art_noisy.csv", "art_quiet.csv"] * 2 + ["nyc_taxi.csv"]
     assert (setup["tmp"] / "calls.log").read_text() == f"nab-score twin  NAB={setup['nab']}\n"
 
 
@@ -228,7 +231,7 @@ def test_bench_nab_passes_one_config_to_every_run_and_scores_the_baseline_throug
     assert rows[1] == ["windowed Gaussian (NAB's: window 6400, step 100), run here through the same scorer",
                        "39.6 / 20.9 / 47.4", "published 39.6 / 20.9 / 47.4"]
     calls = (setup["twin"].parent / "calls.log").read_text().splitlines()
-    assert len(calls) == 5 and all(c.endswith(f" --config {config}") for c in calls)
+    assert len(calls) == 7 and all(c.endswith(f" --config {config}") for c in calls)
     assert (setup["tmp"] / "calls.log").read_text().splitlines() == [
         f"nab-score twin --config {config} NAB={setup['nab']}",
         f"nab-score windowed-gaussian  NAB={setup['nab']}",
