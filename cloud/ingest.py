@@ -834,7 +834,7 @@ class Ingest:
             if row.epoch in mine:
                 row.high_seq = mine[row.epoch].high_seq
             kept = self._prune_epochs(s, row, mine, now)
-            row.missing_seqs = sum(mine[e].missing or 0 for e in kept)
+            row.missing_seqs = min(sum(mine[e].missing or 0 for e in kept), 2**63 - 1)  # hostile seqs: a BIGINT
             row.last_seen_ns = now
             if (offset := group.clock.get((tenant, gw))) is not None:
                 if row.clock_offset_ns is None or now - (row.clock_checked_ns or 0) > CLOCK_WINDOW_NS:
