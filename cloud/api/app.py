@@ -33,6 +33,8 @@ def create_app(platform: Platform) -> FastAPI:
                   description="Asset twin platform: fleet inventory, telemetry, twins, anomalies and alerts.")
     app.state.platform = platform
     app.state.key_cache = security.KeyCache(platform.settings.api_key_cache_s)
+    # Open live sockets' keys are checked as often as a cached key is trusted (not in a busy loop when it is 0).
+    app.state.revocations = live.Revocations(platform.registry, max(0.5, platform.settings.api_key_cache_s))
     problems.install(app)
     security.install(app, platform.settings)
     for module in (fleet, data, twins, alerts, keys, simulate, baseline, shipments, subjects, live):

@@ -9,7 +9,7 @@ from fastapi import Depends, Header, Request
 from starlette.concurrency import run_in_threadpool
 
 from cloud.api.problems import Problem
-from cloud.api.security import MISS
+from cloud.api.security import LOOKED_UP, MISS, presented_key
 from cloud.pii import may_read
 from cloud.registry import ROLES
 
@@ -37,17 +37,16 @@ class Principal:
 
 async def principal(request: Request, authorization: str | None = Header(default=None),
                     x_api_key: str | None = Header(default=None)) -> Principal:
-    """Async, so a cached key costs no trip through the thread pool; a lookup in the registry goes there."""
-    key = x_api_key
-    if authorization:
-        scheme, _, value = authorization.partition(" ")
-        if scheme.lower() != "bearer" or not value:
-            raise Problem(401, "Unauthorized", "Authorization header must be 'Bearer <api key>'")
-        key = value.strip()
+    """The key the rate limiter charged (``cloud.api.security``), looked up there; async, so a cached key costs no
+    trip through the thread pool."""
+    key = presented_key(authorization, x_api_key)
+    if authorization and key is None:
+        raise Problem(401, "Unauthorized", "Authorization header must be 'Bearer <api key>'")
     if not key:
         raise Problem(401, "Unauthorized", "an API key is required (Authorization: Bearer <key> or X-API-Key)")
     state = request.app.state
-    found = state.key_cache.cached(key)
+    looked_up = request.scope.get("state", {}).get(LOOKED_UP)
+    found = looked_up[1] if looked_up is not None and looked_up[0] == key else state.key_cache.cached(key)
     if found is MISS:
         found = await run_in_threadpool(state.key_cache.get, key, state.platform.registry.lookup_key)
     if found is None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 from pydantic import BaseModel, Field
 from sqlalchemy import select
 
@@ -56,9 +56,13 @@ def get_router(platform) -> APIRouter:
                                       created_ns=k.created_ns) for k in rows])
 
     @r.post("/keys/{key_id}/revoke", tags=["keys"])
-    def revoke_key(key_id: KeyId, p: Admin, body: RevokeIn | None = None) -> dict[str, str]:
+    def revoke_key(key_id: KeyId, p: Admin, request: Request, body: RevokeIn | None = None) -> dict[str, str]:
+        """The key stops working at once in this process (its live sockets close), in the others within
+        ``api_key_cache_s``."""
         if not reg.revoke_key(p.tenant, key_id, p.actor, body.reason if body else ""):
             raise Problem(404, "Not found", f"no key {key_id!r}")
+        request.app.state.key_cache.forget(key_id)
+        request.app.state.revocations.revoked(key_id)
         return {"id": key_id, "state": "revoked"}
 
     return r

@@ -1,14 +1,24 @@
-"""What every request goes through: a body-size limit, a per-key rate limit, security headers, and
-CORS only for origins the operator lists (closed by default). Key lookups are cached briefly so a busy
-client costs no database round trip per request; a revoked key stops working within the cache time."""
+"""What every request goes through: a body-size limit, a rate limit, security headers, and CORS only for
+origins the operator lists (closed by default).
+
+The rate limit is per identity: the API key that authentication uses (``Authorization: Bearer`` before
+``X-API-Key``, read by :func:`presented_key` for both), or the client's address when the request carries no key
+that is valid. So a valid key cannot escape its bucket by adding a rotating second header, and neither
+anonymous requests nor made-up keys go unlimited. The key is looked up here, once per request, and handed on to
+authentication (``cloud.api.auth``). Lookups are cached briefly so a busy client costs no database round trip
+per request; a revoked key stops working within the cache time (at once in the process that revoked it)."""
 
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import threading
 import time
+from typing import Any
 
 from fastapi import FastAPI
+from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import Headers
 from starlette.middleware.cors import CORSMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -23,10 +33,12 @@ SECURITY_HEADERS = [
 
 
 class TokenBuckets:
-    """One bucket per key (hash); refilled continuously at ``rate`` up to ``burst``."""
+    """One bucket per identity; refilled continuously at ``rate`` up to ``burst``. Buckets that have refilled
+    are forgotten once there are ``max_buckets`` (a client rotating its address costs memory only while its
+    buckets are short of tokens)."""
 
-    def __init__(self, rate: float, burst: int) -> None:
-        self.rate, self.burst = rate, burst
+    def __init__(self, rate: float, burst: int, max_buckets: int = 100_000) -> None:
+        self.rate, self.burst, self.max_buckets = rate, burst, max_buckets
         self._b: dict[str, tuple[float, float]] = {}
         self._lock = threading.Lock()
 
@@ -34,6 +46,9 @@ class TokenBuckets:
         """0 if allowed, else seconds until a token is available."""
         now = time.monotonic()
         with self._lock:
+            if who not in self._b and len(self._b) >= self.max_buckets:
+                full_after = self.burst / self.rate
+                self._b = {k: v for k, v in self._b.items() if now - v[1] < full_after}
             tokens, last = self._b.get(who, (float(self.burst), now))
             tokens = min(self.burst, tokens + (now - last) * self.rate)
             if tokens >= 1:
@@ -59,6 +74,11 @@ class KeyCache:
             hit = self._c.get(h)
         return hit[1] if hit and time.monotonic() - hit[0] < self.ttl else MISS
 
+    def forget(self, key_id: str) -> None:
+        """Drop a key's lookup (it was revoked here): its next request is looked up again."""
+        with self._lock:
+            self._c = {h: hit for h, hit in self._c.items() if getattr(hit[1], "id", None) != key_id}
+
     def get(self, key: str, load):
         h = hashlib.sha256(key.encode()).hexdigest()
         now = time.monotonic()
@@ -74,20 +94,60 @@ class KeyCache:
         return value
 
 
-def _key_of(scope: Scope) -> str | None:
-    for name, value in scope.get("headers", []):
-        if name == b"authorization" and value[:7].lower() == b"bearer ":
-            return value[7:].decode(errors="replace").strip()
-        if name == b"x-api-key":
-            return value.decode(errors="replace")
-    return None
+LOOKED_UP = "api_key_lookup"
+"""Where the guard leaves ``(key, ApiKey or None)`` in the request's state for authentication."""
+
+
+def presented_key(authorization: str | None, x_api_key: str | None) -> str | None:
+    """The API key a request authenticates with: the ``Authorization: Bearer`` value when that header is there
+    (any other scheme: none), else ``X-API-Key``."""
+    if authorization:
+        scheme, _, value = authorization.partition(" ")
+        return (value.strip() or None) if scheme.lower() == "bearer" else None
+    return x_api_key or None
+
+
+def client_identity(scope: Scope) -> str:
+    """The bucket of a request without a valid key: its address (an IPv6 client by its /64, which one host
+    usually holds whole)."""
+    client = scope.get("client")
+    host = client[0] if client else "unknown"
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError:
+        return f"addr:{host}"
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:
+            return f"addr:{ip.ipv4_mapped}"
+        return f"net:{ipaddress.ip_network((ip, 64), strict=False)}"
+    return f"addr:{ip}"
 
 
 class Guard:
     """ASGI middleware: size limit, rate limit, headers. Problems are answered in problem+json."""
 
-    def __init__(self, app: ASGIApp, settings: CloudSettings, buckets: TokenBuckets) -> None:
-        self.app, self.settings, self.buckets = app, settings, buckets
+    def __init__(self, app: ASGIApp, settings: CloudSettings, buckets: TokenBuckets, keys: KeyCache,
+                 lookup: Any) -> None:
+        self.app, self.settings, self.buckets, self.keys, self.lookup = app, settings, buckets, keys, lookup
+
+    async def _wait(self, scope: Scope) -> float:
+        """Seconds this request must wait (0: go on), charged to its key or its address. A key not in the cache
+        is looked up only once its address has a token: made-up keys cost the database as much as the address
+        may ask, and no more."""
+        headers = Headers(scope=scope)
+        key = presented_key(headers.get("authorization"), headers.get("x-api-key"))
+        if key is None:
+            return self.buckets.take(client_identity(scope))
+        found, address_paid = self.keys.cached(key), False
+        if found is MISS:
+            wait = self.buckets.take(client_identity(scope))
+            if wait > 0:
+                return wait
+            found, address_paid = await run_in_threadpool(self.keys.get, key, self.lookup), True
+        scope.setdefault("state", {})[LOOKED_UP] = (key, found)
+        if found is not None:
+            return self.buckets.take(f"key:{found.id}")
+        return 0.0 if address_paid else self.buckets.take(client_identity(scope))
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -98,13 +158,11 @@ class Guard:
         if length is not None and length.isdigit() and int(length) > limit:
             await _problem(send, 413, "Payload too large", f"the body may be at most {limit} bytes")
             return
-        key = _key_of(scope)
-        if key is not None:
-            wait = self.buckets.take(hashlib.sha256(key.encode()).hexdigest())
-            if wait > 0:
-                await _problem(send, 429, "Too many requests", f"rate limit: retry in {wait:.2f} s",
-                               [(b"retry-after", str(max(1, round(wait))).encode())])
-                return
+        wait = await self._wait(scope)
+        if wait > 0:
+            await _problem(send, 429, "Too many requests", f"rate limit: retry in {wait:.2f} s",
+                           [(b"retry-after", str(max(1, round(wait))).encode())])
+            return
         if length is None and scope["method"] in ("POST", "PUT", "PATCH"):
             # No Content-Length (chunked): read it all here, up to the limit, then hand it on.
             chunks, seen, more = [], 0, True
@@ -154,5 +212,5 @@ def install(app: FastAPI, settings: CloudSettings) -> None:
                            allow_methods=["GET", "POST", "PUT", "DELETE"],
                            allow_headers=["Authorization", "X-API-Key", "Content-Type", "If-Match"],
                            expose_headers=["ETag"])
-    app.add_middleware(Guard, settings=settings, buckets=TokenBuckets(settings.api_rate_per_s,
-                                                                      settings.api_rate_burst))
+    app.add_middleware(Guard, settings=settings, buckets=TokenBuckets(settings.api_rate_per_s, settings.api_rate_burst),
+                       keys=app.state.key_cache, lookup=app.state.platform.registry.lookup_key)
