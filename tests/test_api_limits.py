@@ -25,12 +25,13 @@ from tests.harness.servers import free_port
 
 
 def _platform(pg_db: str, tmp_path, **settings) -> Platform:
+    """The limiter tests run at 0.01 token/s: no bucket refills while a test runs, however loaded the machine."""
     return Platform.open(CloudSettings(database_url=pg_db, store="embedded", embedded_path=str(tmp_path / "ts.sqlite"),
                                        **settings))
 
 
 def test_a_valid_bearer_key_is_limited_however_x_api_key_rotates(pg_db, tmp_path):
-    p = _platform(pg_db, tmp_path, api_rate_per_s=0.5, api_rate_burst=5)
+    p = _platform(pg_db, tmp_path, api_rate_per_s=0.01, api_rate_burst=5)
     key = p.registry.create_api_key("acme", "viewer")
     c = TestClient(create_app(p))
     codes = [c.get("/api/v1/me", headers={"Authorization": f"Bearer {key}",
@@ -42,7 +43,7 @@ def test_a_valid_bearer_key_is_limited_however_x_api_key_rotates(pg_db, tmp_path
 
 
 def test_anonymous_requests_are_limited_per_client_address(pg_db, tmp_path):
-    p = _platform(pg_db, tmp_path, api_rate_per_s=0.5, api_rate_burst=3)
+    p = _platform(pg_db, tmp_path, api_rate_per_s=0.01, api_rate_burst=3)
     app = create_app(p)
     one, other = TestClient(app, client=("203.0.113.7", 40000)), TestClient(app, client=("203.0.113.8", 40000))
     assert [one.get("/health").status_code for _ in range(5)] == [200] * 3 + [429] * 2
@@ -58,7 +59,7 @@ def test_anonymous_requests_are_limited_per_client_address(pg_db, tmp_path):
 
 
 def test_made_up_keys_are_limited_by_the_address_they_come_from(pg_db, tmp_path):
-    p = _platform(pg_db, tmp_path, api_rate_per_s=0.5, api_rate_burst=4)
+    p = _platform(pg_db, tmp_path, api_rate_per_s=0.01, api_rate_burst=4)
     app = create_app(p)
     liar = TestClient(app, client=("198.51.100.9", 40000))
     codes = [liar.get("/api/v1/me", headers={"Authorization": f"Bearer twk_{secrets.token_urlsafe(24)}"}).status_code
@@ -74,7 +75,7 @@ def test_made_up_keys_are_limited_by_the_address_they_come_from(pg_db, tmp_path)
 def test_a_valid_key_keeps_its_own_bucket_when_its_address_has_none_left(pg_db, tmp_path):
     """A key is looked up once per cache time; its requests are charged to the key, not to the address it
     shares (a NAT, an office) with clients that have spent theirs."""
-    p = _platform(pg_db, tmp_path, api_rate_per_s=0.5, api_rate_burst=3, api_key_cache_s=60)
+    p = _platform(pg_db, tmp_path, api_rate_per_s=0.01, api_rate_burst=3, api_key_cache_s=60)
     key = p.registry.create_api_key("acme", "viewer")
     office = TestClient(create_app(p), client=("192.0.2.44", 40000))
     assert office.get("/api/v1/me", headers={"X-API-Key": key}).status_code == 200  # address pays the lookup
@@ -131,7 +132,7 @@ def test_a_live_socket_closes_when_its_key_is_revoked_through_the_api(platforms)
             assert r.status_code == 200
 
         took, code, reason = _closed_after_revocation(ws, revoke)
-        assert (code, reason) == (4401, "API key revoked") and took < 1.0
+        assert (code, reason) == (4401, "API key revoked") and took < 2.0  # the revocation's round trip, mostly
         with connect(f"ws://{host}/api/v1/live?api_key={key}") as again, pytest.raises(ConnectionClosed) as refused:
             again.recv(timeout=5)
         assert (refused.value.rcvd.code, refused.value.rcvd.reason) == (4401, "unknown, revoked or missing API key")
@@ -149,5 +150,5 @@ def test_a_live_socket_closes_when_another_api_process_revokes_its_key(platforms
             assert r.status_code == 200
 
         took, code, reason = _closed_after_revocation(ws, revoke)
-        # Checked once a second here (api_key_cache_s): closed within that, plus a query's time.
-        assert (code, reason) == (4401, "API key revoked") and took < 3.0
+        # Checked once a second here (api_key_cache_s): closed within that, the revocation's round trip and a query.
+        assert (code, reason) == (4401, "API key revoked") and took < 4.0
