@@ -158,6 +158,15 @@ def test_times_in_ns_and_iso_8601_are_both_read(api):
     assert ns.json()["end_ns"] == T0 + 10 * S + S // 2
 
 
+def test_an_empty_optional_parameter_is_an_absent_one(api):
+    """As a form leaves it: ``?site=&every=`` filters nothing and aggregates nothing."""
+    assert [a["id"] for a in api.get("/api/v1/assets", params={"site": "", "type": ""}).json()["items"]] == \
+        ["trailer-001", "trailer-002", "trailer-003"]
+    r = api.get("/api/v1/assets/trailer-001/telemetry",
+                params={"point": "supply_air", "start": "", "end": "", "every": "", "cursor": ""})
+    assert r.status_code == 200 and r.json()["every_ns"] is None
+
+
 @pytest.mark.parametrize("every", ["99999999999999999999d", "²s", "0s", "-1s", "1.5h", "10", "1y"])
 def test_a_window_that_is_not_a_duration_is_a_422_naming_every(api, every):
     _problem(api.get("/api/v1/assets/trailer-001/telemetry", params={"point": "supply_air", "every": every}),

@@ -26,7 +26,6 @@ NAME = r"^[^\x00-\x1f\x7f\\]+$"
 """What a name on the wire may be (``models.wire``): no control character, no backslash."""
 
 
-
 def invalid(parameter: str, msg: str, where: str = "query") -> NoReturn:
     """A 422 naming the parameter, for what only a route can judge (end after start), shaped as every other."""
     raise RequestValidationError([{"loc": (where, parameter), "type": "value_error", "msg": msg}])
@@ -51,7 +50,8 @@ Point = Annotated[str, Query(min_length=1, max_length=128, pattern=NAME, descrip
 
 
 def _filter(what: str, max_length: int = 128) -> Any:
-    return Query(min_length=1, max_length=max_length, pattern=NAME, description=what)
+    """An optional filter; empty, as a form leaves it, filters nothing."""
+    return Query(max_length=max_length, pattern=NAME.replace("]+$", "]*$"), description=what)
 
 
 SiteFilter = Annotated[str | None, _filter("only assets of this site or line", 64)]
@@ -65,7 +65,7 @@ SeverityFilter = Annotated[str | None, _filter("only this severity (low, medium,
 
 _INT = re.compile(r"-?[0-9]+")
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_TIME_RANGE = f"between {T_NS_MIN} and {T_NS_MAX} ns (years 1678 to 2262)"
+_TIME_RANGE = f"between {T_NS_MIN} and {T_NS_MAX} ns (1677-09-21 to 2262-04-11)"
 
 
 def time_ns(value: object) -> int:
@@ -103,8 +103,9 @@ _TIME_SCHEMA = {"anyOf": [{"type": "integer", "minimum": T_NS_MIN, "maximum": T_
 TimeNs = Annotated[int, BeforeValidator(time_ns), WithJsonSchema(_TIME_SCHEMA)]
 """A time as the API reads it anywhere: ns since the epoch or ISO 8601, inside int64."""
 
-Start = Annotated[TimeNs | None, Query(description="ns since epoch or ISO 8601 (inclusive)")]
-End = Annotated[TimeNs | None, Query(description="ns since epoch or ISO 8601 (exclusive)")]
+_BLANK_IS_ABSENT = BeforeValidator(lambda v: None if v == "" else v)
+Start = Annotated[TimeNs | None, _BLANK_IS_ABSENT, Query(description="ns since epoch or ISO 8601 (inclusive)")]
+End = Annotated[TimeNs | None, _BLANK_IS_ABSENT, Query(description="ns since epoch or ISO 8601 (exclusive)")]
 
 _UNITS_NS = {"ms": 1_000_000, "s": 1_000_000_000, "m": 60_000_000_000, "h": 3_600_000_000_000,
              "d": 86_400_000_000_000}
@@ -124,8 +125,8 @@ def duration_ns(value: object) -> int:
     return ns
 
 
-Window = Annotated[int | None, BeforeValidator(lambda v: None if v is None else duration_ns(v)),
-                   WithJsonSchema({"type": "string", "pattern": _DURATION.pattern}),
+Window = Annotated[int | None, BeforeValidator(lambda v: None if v is None or v == "" else duration_ns(v)),
+                   WithJsonSchema({"type": "string", "pattern": f"^{_DURATION.pattern}$"}),
                    Query(description="window, e.g. 1m: aggregate server-side")]
 
 # -- cursors -----------------------------------------------------------------------------------------------------
