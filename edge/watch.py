@@ -21,6 +21,9 @@ from models.wire import Quality
 
 EVENT_MIN_SAMPLES = 1
 EVENT_COOLDOWN_S = 60.0
+# Just under the 0.5 of a flag: keeps a ``novelty`` event open through the samples that continue it (they score
+# 0.4998..0.5); other kinds' unflagged samples score under it but for a hair below their threshold.
+EVENT_RELEASE = 0.4995
 
 
 def point_specs(cfg: GatewayConfig, points: list[tuple[str, str]]) -> list[list]:
@@ -52,7 +55,7 @@ class PointWatch:
         self.points = points
         self.ensemble = self._build(cfg)
         self.events = EventTracker(len(points), self.ensemble.names, min_samples=EVENT_MIN_SAMPLES,
-                                   cooldown_s=EVENT_COOLDOWN_S)
+                                   cooldown_s=EVENT_COOLDOWN_S, release=EVENT_RELEASE)
 
     def _build(self, cfg: GatewayConfig) -> Ensemble:
         names = [f"{a}/{p}" for a, p in self.points]
@@ -72,7 +75,7 @@ class PointWatch:
         _carry_learned(self.ensemble, new)
         if new.names != self.ensemble.names:
             self.events = EventTracker(len(points), new.names, min_samples=EVENT_MIN_SAMPLES,
-                                       cooldown_s=EVENT_COOLDOWN_S)
+                                       cooldown_s=EVENT_COOLDOWN_S, release=EVENT_RELEASE)
         self.ensemble = new
 
     def process(self, tick: Tick) -> list[AnomalyEvent]:

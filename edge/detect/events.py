@@ -8,7 +8,10 @@ end an event):
 * the candidate becomes an event when it has ``min_samples`` consecutive flagged samples (debounce) and
   lasts ``min_duration_s`` (last flagged minus first flagged time); an unflagged sample before that
   drops it silently;
-* the event ends at the first unflagged sample; ``end_ns`` is its last *flagged* sample's time;
+* the event ends at the first unflagged sample whose score is below ``release`` (default 0.5: the first
+  unflagged sample); ``end_ns`` is its last flagged or held sample's time. A detector that flags only an
+  event's onset and scores the samples that continue it just under 0.5 (``novelty``) keeps its event open
+  with a ``release`` under that;
 * an event carries ``start_ns``, the peak combined score, the value at that peak, the names of every
   detector that fired during it and its number of flagged samples.
 
@@ -51,7 +54,7 @@ class AnomalyEvent:
 @kernel
 def events_kernel(idx, t_ns, x, ok, score, mask,
                   phase, start_t, last_t, n_flag, peak, peak_x, bits, seq, reported, cool_until, next_seq,
-                  min_samples, min_dur_ns, cooldown_ns,
+                  min_samples, min_dur_ns, cooldown_ns, release,
                   out_kind, out_point, out_seq, out_start, out_end, out_peak, out_peak_x, out_bits, out_n,
                   pending):
     """One pass over a tick; writes emitted records (kind 0 open, 1 closed) and returns their number."""
@@ -87,6 +90,8 @@ def events_kernel(idx, t_ns, x, ok, score, mask,
                 n_pending += 1
         elif phase[p] == _CANDIDATE:
             phase[p] = _IDLE
+        elif phase[p] == _OPEN and score[i] >= release[p]:
+            last_t[p] = ti  # held: the anomaly goes on without a new onset
         elif phase[p] == _OPEN:
             out_kind[n_out] = 1
             out_point[n_out] = p
@@ -127,15 +132,16 @@ class EventTracker:
     """Debounced, cooled-down anomaly events per point; ``names`` are the ensemble's, in bit order."""
 
     _STATE = ("phase", "start_t", "last_t", "n_flag", "peak", "peak_x", "bits", "seq", "reported",
-              "cool_until", "next_seq", "min_samples", "min_dur_ns", "cooldown_ns")
+              "cool_until", "next_seq", "min_samples", "min_dur_ns", "cooldown_ns", "release")
 
     def __init__(self, n_points: int, names: list[str], min_samples=1, min_duration_s=0.0,
-                 cooldown_s=0.0) -> None:
+                 cooldown_s=0.0, release=0.5) -> None:
         self.n_points = n_points
         self.names = list(names)
         self.min_samples = np.maximum(per_point(min_samples, n_points, np.int64), 1)
         self.min_dur_ns = _seconds_to_ns(per_point(min_duration_s, n_points, np.float64))
         self.cooldown_ns = _seconds_to_ns(per_point(cooldown_s, n_points, np.float64))
+        self.release = per_point(release, n_points, np.float64)
         self.phase = np.zeros(n_points, np.int8)
         self.start_t = np.zeros(n_points, np.int64)
         self.last_t = np.zeros(n_points, np.int64)
@@ -174,7 +180,7 @@ class EventTracker:
         k = events_kernel(idx, t_ns, x, ok, score, mask,
                           self.phase, self.start_t, self.last_t, self.n_flag, self.peak, self.peak_x,
                           self.bits, self.seq, self.reported, self.cool_until, self.next_seq,
-                          self.min_samples, self.min_dur_ns, self.cooldown_ns,
+                          self.min_samples, self.min_dur_ns, self.cooldown_ns, self.release,
                           out_kind, out_point, out_seq, out_start, out_end, out_peak, out_peak_x, out_bits,
                           out_n, pending)
         return [
@@ -203,6 +209,9 @@ class EventTracker:
 
     def load_state(self, state: dict[str, np.ndarray]) -> None:
         for key in self._STATE:
+            if key == "release" and key not in state:  # saved before release existed: close as then
+                self.release = np.full(np.asarray(state["phase"]).shape[0], 0.5)
+                continue
             setattr(self, key, np.ascontiguousarray(np.asarray(state[key])).copy())
         self.names = [str(s) for s in state["names"]]
         self.n_points = self.phase.shape[0]

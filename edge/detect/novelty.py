@@ -117,7 +117,7 @@ def novelty_kernel(idx, t_ns, x, ok, prm, f, k, day, week, hist, ring, seen, out
         # records need the point's range, regimes its rhythm: armed after a day (two for a regime) or
         # `settle` samples, whichever comes first (a daily cycle's first high is not an anomaly)
         armed = scoring and (settled or age >= _DAY_NS)
-        regime_armed = scoring and (settled or age >= 2 * _DAY_NS)
+        regime_armed = scoring and age >= 2 * _DAY_NS
 
         # ---- record: outside the envelope of what the point has shown, for the value and its running mean
         hi = f[p, _HI]
