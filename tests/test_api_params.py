@@ -193,6 +193,50 @@ def test_a_path_id_with_a_nul_or_newline_is_a_422_naming_it(api, route):
         _problem(api.get(route.format(quote(value, safe=""))), 422, name)
 
 
+BODY_PROBES = {
+    ("POST", "/api/v1/sites"): {"id": "dc-9", "name": "n", "parent": "dc-1"},
+    ("POST", "/api/v1/assets"): {"id": "a-9", "type": "refrigerated-trailer", "gateway": "gw-a", "site": "dc-1",
+                                 "line": "dc-1", "name": "n"},
+    ("POST", "/api/v1/asset-types"): {"id": "pump-x", "name": "n", "description": "d", "points": {"p": {"unit": "C"}}},
+    ("POST", "/api/v1/keys"): {"role": "viewer", "name": "n"},
+    ("POST", "/api/v1/keys/k-none/revoke"): {"reason": "r"},
+    ("POST", "/api/v1/alerts/1/ack"): {"note": "n"},
+    ("PUT", "/api/v1/twins/trailer-001/desired"): {"desired": {"mode": "eco"}, "reason": "r"},
+    ("PUT", "/api/v1/gateways/gw-a/config"): {"config": {"x": "y"}, "reason": "r"},
+    ("POST", "/api/v1/shipments"): {"profile": "who-type-1", "origin_site": "dc-1", "destination_site": "dc-2",
+                                    "reference": "r"},
+    ("POST", "/api/v1/shipments/shp-1/custody"): {"asset": "trailer-001", "from": T0, "point": "supply_air"},
+    ("POST", "/api/v1/shipments/shp-1/batches"): {"lot": "lot-1", "product": "p", "quantity": 1, "unit": "u"},
+    ("POST", "/api/v1/batches/lot-1/release"): {"reason": "r"},
+    ("POST", "/api/v1/subjects/erase"): {"subject": "s", "reason": "r"},
+    ("POST", "/api/v1/assets/trailer-001/baseline"): {"reason": "r", "points": ["supply_air"], "start": T0},
+    ("POST", "/api/v1/assets/trailer-001/simulate"): {"at": "2026-01-01T00:00:00Z"},
+}
+"""A valid body of each operation that stores or looks up what it is sent."""
+
+
+def test_no_string_in_a_body_causes_a_server_error(api):
+    """PostgreSQL stores no NUL and no string longer than its column: a NUL anywhere in a body answers 422
+    naming the field, a string of 10,000 characters a 4xx (or is stored whole where it may be), never a 5xx."""
+    for site in ("dc-1", "dc-2"):
+        api.post("/api/v1/sites", json={"id": site})
+    assert api.post("/api/v1/shipments", json={"id": "shp-1", "profile": "who-type-1", "origin_site": "dc-1",
+                                               "destination_site": "dc-2"}).status_code == 201
+    for (method, path), body in BODY_PROBES.items():
+        for field, value in body.items():
+            if not isinstance(value, str | list):
+                continue
+            for hostile in ("a\x00b", "x" * 10_000):
+                r = api.request(method, path, json={**body, field: [hostile] if isinstance(value, list) else hostile},
+                                headers={"If-Match": '"0"'})
+                assert r.status_code < 500, (method, path, field, hostile[:5], r.status_code, r.text[:200])
+                if "\x00" in hostile:
+                    _problem(r, 422, field)
+    r = api.put("/api/v1/twins/trailer-001/desired", json={"desired": {"mode": {"a\x00": 1}}},
+                headers={"If-Match": '"0"'})
+    assert "desired.mode.a\\x00: U+0000 (NUL) cannot be stored" in _problem(r, 422, "desired")
+
+
 def _operations(client: TestClient) -> list[tuple[str, str, list[tuple[str, str, bool]]]]:
     """(method, path template, [(where, name, required)]) for every operation with query or path parameters."""
     out = []

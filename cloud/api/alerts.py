@@ -14,7 +14,7 @@ from cloud import webhooks
 from cloud.alerts import AlertError, alert_dict
 from cloud.api.auth import Admin, Operator, Viewer
 from cloud.api.deps import Page, decode_cursor, encode_cursor
-from cloud.api.params import AssetFilter, RowCursor, RuleFilter, SeverityFilter
+from cloud.api.params import AssetFilter, Body, RowCursor, RuleFilter, SeverityFilter
 from cloud.api.problems import Problem
 from cloud.registry import Alert, AuditEntry
 from cloud.rules import explain
@@ -38,7 +38,7 @@ class AlertOut(BaseModel):
     note: str
 
 
-class NoteIn(BaseModel):
+class NoteIn(Body):
     note: str = Field("", max_length=2000)
 
 

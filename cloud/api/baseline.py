@@ -7,17 +7,17 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter
-from pydantic import BaseModel, Field
+from pydantic import Field
 
 from cloud.api.auth import Operator
-from cloud.api.params import AssetId, TimeNs
+from cloud.api.params import AssetId, Body, TimeNs
 from cloud.api.problems import Problem
 from cloud.gateway_config import BrokerUnavailable
 from cloud.pdm.baseline import BaselineError, fit_and_push
 from models.wire import Name
 
 
-class BaselineIn(BaseModel):
+class BaselineIn(Body):
     start: TimeNs | None = Field(None, description="healthy window start (ns or ISO 8601); default end - 24 h")
     end: TimeNs | None = Field(None, description="healthy window end, exclusive (ns or ISO 8601); default now")
     points: list[Name] | None = Field(None, description="default: the type's numeric points with data in the window")

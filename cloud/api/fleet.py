@@ -10,23 +10,44 @@ from sqlalchemy import select
 
 from cloud.api.auth import Admin, Operator, Viewer
 from cloud.api.deps import Page, assets_query, encode_cursor
-from cloud.api.params import AssetId, GatewayFilter, GatewayId, NameCursor, RowCursor, SiteFilter, TypeFilter
+from cloud.api.params import (
+    NAME,
+    AssetId,
+    Body,
+    GatewayFilter,
+    GatewayId,
+    NameCursor,
+    RowCursor,
+    SiteFilter,
+    TypeFilter,
+)
 from cloud.api.problems import Problem
 from cloud.registry import Asset, AssetTypeRecord, DeadLetter, Gateway, Site, Tenant
 from models.catalogue import AssetType, builtin_types
 
 _ID = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$"
+_SITE_ID = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$"
 
 
-class SiteIn(BaseModel):
-    id: str = Field(pattern=_ID)
-    name: str = ""
+def _ref(what: str) -> Any:
+    """A site, line, gateway or asset type that a new asset names: no longer than the registry's columns."""
+    return Field(None, max_length=64, pattern=NAME, description=what)
+
+
+class SiteIn(Body):
+    id: str = Field(pattern=_SITE_ID)
+    name: str = Field("", max_length=200)
     kind: Literal["site", "line"] = "site"
-    parent: str | None = None
+    parent: str | None = Field(None, pattern=_SITE_ID)
 
 
-class SiteOut(SiteIn):
-    pass
+class SiteOut(BaseModel):
+    """As stored: not checked again against what a new site may be."""
+
+    id: str
+    name: str
+    kind: Literal["site", "line"]
+    parent: str | None
 
 
 class GatewayOut(BaseModel):
@@ -48,13 +69,19 @@ class GatewayOut(BaseModel):
     config_report: dict | None
 
 
-class AssetIn(BaseModel):
+class AssetIn(Body):
     id: str = Field(pattern=_ID)
-    type: str | None = None
-    gateway: str | None = None
-    site: str | None = None
-    line: str | None = None
-    name: str = ""
+    type: str | None = _ref("an asset type, built in or the tenant's own")
+    gateway: str | None = _ref("the gateway it is behind")
+    site: str | None = _ref("a site")
+    line: str | None = _ref("a line")
+    name: str = Field("", max_length=200)
+
+
+class AssetTypeIn(AssetType, Body):
+    """A tenant's own asset type: the catalogue's shape, with an id the registry can keep."""
+
+    id: str = Field(pattern=_SITE_ID)
 
 
 class AssetOut(BaseModel):
@@ -118,7 +145,7 @@ def get_router(platform) -> APIRouter:
         return Page(items=items)
 
     @r.post("/asset-types", status_code=201, tags=["fleet"])
-    def create_asset_type(body: AssetType, p: Admin) -> dict[str, Any]:
+    def create_asset_type(body: AssetTypeIn, p: Admin) -> dict[str, Any]:
         if body.id in builtin_types():
             raise Problem(409, "Conflict", f"{body.id!r} is a built-in type")
         with reg.session() as s:

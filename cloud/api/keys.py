@@ -8,12 +8,12 @@ from sqlalchemy import select
 
 from cloud.api.auth import Admin, Viewer
 from cloud.api.deps import Page
-from cloud.api.params import KeyId
+from cloud.api.params import Body, KeyId
 from cloud.api.problems import Problem
 from cloud.registry import ROLES, ApiKey
 
 
-class KeyIn(BaseModel):
+class KeyIn(Body):
     role: str = Field(description=f"one of {', '.join(ROLES)}")
     name: str = Field("", max_length=200)
 
@@ -26,7 +26,7 @@ class KeyOut(BaseModel):
     created_ns: int
 
 
-class RevokeIn(BaseModel):
+class RevokeIn(Body):
     reason: str = Field("", max_length=2000)
 
 

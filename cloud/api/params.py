@@ -1,4 +1,5 @@
-"""The API's query and path parameters as types, validated before any route sees them.
+"""The API's query and path parameters as types, and the base of its request bodies, validated before any
+route sees them.
 
 A value reaches a route only once it is what the registry and the stores can take: ids without control
 characters or backslashes (PostgreSQL refuses NUL; a newline or backslash breaks an InfluxQL string), times
@@ -17,7 +18,7 @@ from typing import Annotated, Any, NoReturn
 
 from fastapi import Depends, Path, Query
 from fastapi.exceptions import RequestValidationError
-from pydantic import BeforeValidator, Field, TypeAdapter, ValidationError, WithJsonSchema
+from pydantic import BaseModel, BeforeValidator, Field, TypeAdapter, ValidationError, WithJsonSchema, model_validator
 from pydantic_core import PydanticCustomError
 
 from models.wire import T_NS_MAX, T_NS_MIN
@@ -169,3 +170,36 @@ TimeCursor = Annotated[int | None, cursor_of(TimeNs, opaque=False)]
 """From this ns on (telemetry: the plain ns a page's ``next_cursor`` gives)."""
 ISSUED: TypeAdapter[Any] = TypeAdapter(_RowId | _Name | tuple[_T, _Name])
 """Any cursor of a shape this API issues, for a route that checks the shape itself (``deps.decode_cursor``)."""
+
+# -- bodies ------------------------------------------------------------------------------------------------------
+
+
+def _nul_at(value: Any, where: str = "") -> str | None:
+    """The path of the first string (or key) holding U+0000 in a decoded JSON body, else None."""
+    if isinstance(value, str):
+        return (where or "body") if "\x00" in value else None
+    if isinstance(value, dict):
+        for k, v in value.items():
+            name = str(k).replace("\x00", "\\x00")  # shown, not carried
+            here = f"{where}.{name}" if where else name
+            if isinstance(k, str) and "\x00" in k:
+                return here
+            if (found := _nul_at(v, here)) is not None:
+                return found
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            if (found := _nul_at(v, f"{where}[{i}]")) is not None:
+                return found
+    return None
+
+
+class Body(BaseModel):
+    """A request body: no string in it may hold U+0000, which PostgreSQL cannot store in a text column (a 422
+    naming the field, not a database error turned 500). Every body model of the API derives from it."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_nul(cls, data: Any) -> Any:
+        if (where := _nul_at(data)) is not None:
+            raise PydanticCustomError("nul", "{where}: U+0000 (NUL) cannot be stored", {"where": where})
+        return data

@@ -13,11 +13,11 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Query
 from fastapi.responses import HTMLResponse
-from pydantic import BaseModel, Field, field_validator
+from pydantic import Field, field_validator
 
 from cloud.api.auth import Operator, Principal, Viewer, require
 from cloud.api.deps import Page, encode_cursor
-from cloud.api.params import Lot, NameCursor, ShipmentId, TimeNs
+from cloud.api.params import Body, Lot, NameCursor, ShipmentId, TimeNs
 from cloud.api.problems import Problem
 from cloud.shipments import DEFAULT_POINT, ShipmentConflict, ShipmentInvalid, attach
 from models.wire import Name
@@ -29,7 +29,7 @@ _ID = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$"
 _LOT = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$"
 
 
-class ShipmentIn(BaseModel):
+class ShipmentIn(Body):
     id: str | None = Field(None, pattern=_ID, description="chosen by the server when absent")
     profile: str = Field(description="a shipped cold-chain profile, e.g. who-type-1")
     origin_site: str = Field(pattern=_ID, description="the distribution centre it leaves from")
@@ -37,14 +37,14 @@ class ShipmentIn(BaseModel):
     reference: str = Field("", max_length=200)
 
 
-class LegIn(BaseModel):
+class LegIn(Body):
     asset: Name = Field(description="the container or trailer")
     start: TimeNs = Field(alias="from")
     end: TimeNs | None = Field(None, alias="to", description="absent: the current leg, open-ended")
     point: Name = Field(DEFAULT_POINT, description="the product temperature point in that container")
 
 
-class BatchIn(BaseModel):
+class BatchIn(Body):
     lot: str = Field(pattern=_LOT)
     product: str = Field(min_length=1, max_length=200)
     quantity: float = Field(gt=0)
@@ -53,7 +53,7 @@ class BatchIn(BaseModel):
     unloaded: TimeNs | None = None
 
 
-class DecisionIn(BaseModel):
+class DecisionIn(Body):
     reason: str = Field(max_length=2000, description="why; recorded and signed with the decision")
 
     @field_validator("reason")

@@ -6,15 +6,15 @@ import time
 from typing import Any
 
 from fastapi import APIRouter
-from pydantic import BaseModel, Field
+from pydantic import Field
 
 from cloud.api.auth import Viewer
-from cloud.api.params import AssetId, TimeNs
+from cloud.api.params import AssetId, Body, TimeNs
 from cloud.api.problems import Problem
 from cloud.simulate import SimulationError, asset_kind, simulate_trailer
 
 
-class SimulateIn(BaseModel):
+class SimulateIn(Body):
     """Trailers: compressor_off, door_open_min, ambient_offset_c, setpoint_c over horizon_h against limit_c.
     Machines: postpone_days (probability of reaching zone D before the postponed maintenance)."""
 

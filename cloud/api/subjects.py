@@ -11,11 +11,12 @@ from fastapi import APIRouter
 from pydantic import BaseModel, Field
 
 from cloud.api.auth import Admin
+from cloud.api.params import Body
 from cloud.api.problems import Problem
 from cloud.pii import NoKey, SubjectReport, SubjectRequests, load_key
 
 
-class SubjectIn(BaseModel):
+class SubjectIn(Body):
     subject: str = Field(min_length=1, max_length=256, description="the subject's clear id (e.g. a badge number), "
                          "or a pseudonym read off a record")
 

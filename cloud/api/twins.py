@@ -10,7 +10,7 @@ from fastapi import APIRouter, Header, Response
 from pydantic import BaseModel, Field
 
 from cloud.api.auth import Operator, Principal, Viewer
-from cloud.api.params import AssetId, GatewayId
+from cloud.api.params import AssetId, Body, GatewayId
 from cloud.api.problems import Problem
 from cloud.gateway_config import (
     BrokerUnavailable,
@@ -35,12 +35,12 @@ class TwinOut(BaseModel):
     model: dict[str, Any]
 
 
-class DesiredIn(BaseModel):
+class DesiredIn(Body):
     desired: dict[str, Any]
     reason: str = Field("", max_length=2000)
 
 
-class GatewayConfigIn(BaseModel):
+class GatewayConfigIn(Body):
     config: dict[str, Any] = Field(description="gateway.yaml fields to change (validated by the gateway). Without a "
                                    "`baselines` key the baselines the cloud fitted and pushed are kept.")
     reason: str = Field("", max_length=2000)
