@@ -26,7 +26,7 @@ import numpy as np
 # The modules whose ``@kernel`` functions go into the build (their sources are hashed into the manifest).
 KERNEL_MODULES = (
     "edge.detect.ewma", "edge.detect.robust", "edge.detect.cusum", "edge.detect.page_hinkley",
-    "edge.detect.spike", "edge.detect.stuck", "edge.detect.limits", "edge.detect.multivariate",
+    "edge.detect.spike", "edge.detect.stuck", "edge.detect.limits", "edge.detect.novelty", "edge.detect.multivariate",
     "edge.detect.ensemble", "edge.detect.events", "edge.rules", "edge.vibration",
 )
 

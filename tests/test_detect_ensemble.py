@@ -19,12 +19,13 @@ ALL_KINDS_SPECS = [
                                                               "threshold": 8.0, "warmup": 5}],
     [],  # a point with no detectors at all
     [{"kind": "ewma_z"}, {"kind": "cusum"},
-     {"kind": "stuck", "duration_s": 5.0, "var_eps": 0.01, "window_s": 5}],
+     {"kind": "stuck", "duration_s": 5.0, "var_eps": 0.01, "window_s": 5},
+     {"kind": "novelty", "warmup": 5, "cooldown": 5}],
 ]
 
 
 def test_registry_knows_the_catalogue_kinds():
-    assert list(KINDS) == ["ewma_z", "robust_z", "cusum", "page_hinkley", "spike", "stuck", "limits"]
+    assert list(KINDS) == ["ewma_z", "robust_z", "cusum", "page_hinkley", "spike", "stuck", "limits", "novelty"]
 
 
 def test_registry_builds_one_detector_per_kind_with_per_point_parameters():

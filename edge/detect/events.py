@@ -8,8 +8,8 @@ end an event):
 * the candidate becomes an event when it has ``min_samples`` consecutive flagged samples (debounce) and
   lasts ``min_duration_s`` (last flagged minus first flagged time); an unflagged sample before that
   drops it silently;
-* the event ends at the first unflagged sample whose score is below ``release`` (default 0.5: the first
-  unflagged sample); ``end_ns`` is its last flagged or held sample's time. A detector that flags only an
+* the event ends at the first unflagged sample whose score is below ``release`` (default: any unflagged
+  sample ends it); ``end_ns`` is its last flagged or held sample's time. A detector that flags only an
   event's onset and scores the samples that continue it just under 0.5 (``novelty``) keeps its event open
   with a ``release`` under that;
 * an event carries ``start_ns``, the peak combined score, the value at that peak, the names of every
@@ -23,6 +23,7 @@ what is open now. State saves to .npz like the ensemble's, so a restart neither 
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -135,7 +136,7 @@ class EventTracker:
               "cool_until", "next_seq", "min_samples", "min_dur_ns", "cooldown_ns", "release")
 
     def __init__(self, n_points: int, names: list[str], min_samples=1, min_duration_s=0.0,
-                 cooldown_s=0.0, release=0.5) -> None:
+                 cooldown_s=0.0, release=math.inf) -> None:
         self.n_points = n_points
         self.names = list(names)
         self.min_samples = np.maximum(per_point(min_samples, n_points, np.int64), 1)
@@ -210,7 +211,7 @@ class EventTracker:
     def load_state(self, state: dict[str, np.ndarray]) -> None:
         for key in self._STATE:
             if key == "release" and key not in state:  # saved before release existed: close as then
-                self.release = np.full(np.asarray(state["phase"]).shape[0], 0.5)
+                self.release = np.full(np.asarray(state["phase"]).shape[0], math.inf)
                 continue
             setattr(self, key, np.ascontiguousarray(np.asarray(state[key])).copy())
         self.names = [str(s) for s in state["names"]]

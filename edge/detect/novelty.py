@@ -230,7 +230,7 @@ def novelty_kernel(idx, t_ns, x, ok, prm, f, k, day, week, hist, ring, seen, out
             # adds to bins 0..b (few: most samples sit in the low bins), contiguous in memory
             w = f[p, _HW]
             p0 = 1.0 / (z * z) if z > 1.0 else 1.0  # the prior: Chebyshev's bound
-            prob = (hist[p, b] + w + PRIOR * w * p0) / (f[p, _HTOT] + w + PRIOR * w)
+            prob = (hist[p, b] + PRIOR * w * p0) / (f[p, _HTOT] + PRIOR * w)
             fm, fe = math.frexp(prob)
             u = 2.0 * fm - 1.0
             lp = -_LOG10_2 * (fe - 1 + u + u * (1.0 - u) * (_L1 + u * (_L2 + u * (_L3 + u * (_L4 + u * _L5)))))
@@ -244,7 +244,8 @@ def novelty_kernel(idx, t_ns, x, ok, prm, f, k, day, week, hist, ring, seen, out
                 f[p, _HTOT] /= w
                 w = 1.0
             f[p, _HW] = w
-        r_residual = lp / prm[p, P_RESIDUAL_P]
+        # a point that has never moved has no scale yet: its first steps are news, not anomalies
+        r_residual = lp / prm[p, P_RESIDUAL_P] if k[p, _MOVED] >= 3 else 0.0
 
         # ---- regime: the short mean of the calibrated surprise against its long-run distribution
         r_regime = 0.0
@@ -373,8 +374,8 @@ class Novelty(Detector):
     CHANNELS = ("record", "residual", "context", "regime", "stuck")
     STATE = ("prm", "f", "k", "day", "week", "hist", "ring", "seen")
 
-    def __init__(self, n_points: int, warmup=100, settle=1000, record_margin=0.01, level_margin=0.05,
-                 record_half_life=100_000.0, residual_p=3.5, memory=5000.0, context_fire=1.0, regime_window=30,
+    def __init__(self, n_points: int, warmup=100, settle=300, record_margin=0.01, level_margin=0.05,
+                 record_half_life=100_000.0, residual_p=4.0, memory=5000.0, context_fire=1.0, regime_window=30,
                  regime_z=4.0, stuck_factor=4.0, cooldown=60, escalate=2.5) -> None:
         super().__init__(n_points)
         values = dict(warmup=warmup, settle=settle, record_margin=record_margin, level_margin=level_margin,
