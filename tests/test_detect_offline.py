@@ -20,7 +20,8 @@ def write_csv(path, n=400, sep=",", iso=False, spike_row=SPIKE_ROW):
         w = csv.writer(f, delimiter=sep)
         w.writerow(["timestamp", "supply_air", "current", "note"])
         for i in range(n):
-            ts = f"2024-05-01T{12 + i // 360:02d}:{i // 6 % 60:02d}:{i % 6 * 10:02d}Z" if iso else str(1_714_564_800 + 10 * i)
+            iso_ts = f"2024-05-01T{12 + i // 360:02d}:{i // 6 % 60:02d}:{i % 6 * 10:02d}Z"
+            ts = iso_ts if iso else str(1_714_564_800 + 10 * i)
             # bounded noise: a Gaussian's rare new extremes are (rightly) news to the default detector
             air = 4.0 + 0.1 * rng.uniform(-1, 1) + (6.0 if i == spike_row else 0.0)
             w.writerow([ts, f"{air:.3f}", f"{12 + 0.2 * rng.uniform(-1, 1):.3f}", f"row {i}"])
