@@ -14,6 +14,7 @@ import httpx
 import pytest
 import uvicorn
 from fastapi.testclient import TestClient
+from starlette.websockets import WebSocketDisconnect
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
@@ -81,6 +82,19 @@ def test_a_valid_key_keeps_its_own_bucket_when_its_address_has_none_left(pg_db, 
     assert office.get("/api/v1/me", headers={"X-API-Key": key}).status_code == 200  # address pays the lookup
     assert [office.get("/health").status_code for _ in range(3)] == [200, 200, 429]
     assert [office.get("/api/v1/me", headers={"X-API-Key": key}).status_code for _ in range(3)] == [200, 200, 429]
+    p.close()
+
+
+def test_opening_live_sockets_with_made_up_keys_is_limited_by_address(pg_db, tmp_path):
+    p = _platform(pg_db, tmp_path, api_rate_per_s=0.01, api_rate_burst=3)
+    c = TestClient(create_app(p), client=("198.51.100.20", 40000))
+    codes = []
+    for _ in range(5):
+        with pytest.raises(WebSocketDisconnect) as closed, \
+                c.websocket_connect(f"/api/v1/live?api_key=twk_{secrets.token_urlsafe(24)}") as ws:
+            ws.receive_json()
+        codes.append(closed.value.code)
+    assert codes == [4401] * 3 + [1013] * 2  # refused for the key, then for the rate: try again later
     p.close()
 
 

@@ -21,7 +21,7 @@ from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 from sqlalchemy import select
 from starlette.concurrency import run_in_threadpool
 
-from cloud.api.security import MISS, presented_key
+from cloud.api.security import MISS, socket_key
 from cloud.live import LiveClient
 from cloud.registry import ApiKey, Registry
 
@@ -87,7 +87,7 @@ def get_router(platform) -> APIRouter:
 
     @r.websocket("/api/v1/live")
     async def live(ws: WebSocket) -> None:
-        key = presented_key(ws.headers.get("authorization"), None) or ws.query_params.get("api_key")
+        key = socket_key(ws.scope)
         state = ws.app.state
         found = state.key_cache.cached(key) if key else None
         if found is MISS:

@@ -18,7 +18,7 @@ from typing import Any
 
 from fastapi import FastAPI
 from starlette.concurrency import run_in_threadpool
-from starlette.datastructures import Headers
+from starlette.datastructures import Headers, QueryParams
 from starlette.middleware.cors import CORSMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -107,6 +107,13 @@ def presented_key(authorization: str | None, x_api_key: str | None) -> str | Non
     return x_api_key or None
 
 
+def socket_key(scope: Scope) -> str | None:
+    """A live socket's key: ``Authorization: Bearer``, else ``?api_key=`` (browsers cannot set headers on a
+    WebSocket)."""
+    headers = Headers(scope=scope)
+    return presented_key(headers.get("authorization"), None) or QueryParams(scope["query_string"]).get("api_key")
+
+
 def client_identity(scope: Scope) -> str:
     """The bucket of a request without a valid key: its address (an IPv6 client by its /64, which one host
     usually holds whole)."""
@@ -130,13 +137,11 @@ class Guard:
                  lookup: Any) -> None:
         self.app, self.settings, self.buckets, self.keys, self.lookup = app, settings, buckets, keys, lookup
 
-    async def _wait(self, scope: Scope) -> float:
+    async def _wait(self, scope: Scope, key: str | None) -> float:
         """Seconds this request must wait (0: go on), charged to its key or its address. A key not in the cache
         is looked up only once its address has a token: made-up keys cost the database as much as the address
         may ask, and no more."""
-        headers = Headers(scope=scope)
-        key = presented_key(headers.get("authorization"), headers.get("x-api-key"))
-        if key is None:
+        if not key:
             return self.buckets.take(client_identity(scope))
         found, address_paid = self.keys.cached(key), False
         if found is MISS:
@@ -150,6 +155,11 @@ class Guard:
         return 0.0 if address_paid else self.buckets.take(client_identity(scope))
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        # Opening a live socket counts as a request.
+        if scope["type"] == "websocket" and await self._wait(scope, socket_key(scope)) > 0:
+            await receive()  # websocket.connect; a close before accept refuses the handshake
+            await send({"type": "websocket.close", "code": 1013, "reason": "rate limit: try again later"})
+            return
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
@@ -158,7 +168,8 @@ class Guard:
         if length is not None and length.isdigit() and int(length) > limit:
             await _problem(send, 413, "Payload too large", f"the body may be at most {limit} bytes")
             return
-        wait = await self._wait(scope)
+        headers = Headers(scope=scope)
+        wait = await self._wait(scope, presented_key(headers.get("authorization"), headers.get("x-api-key")))
         if wait > 0:
             await _problem(send, 429, "Too many requests", f"rate limit: retry in {wait:.2f} s",
                            [(b"retry-after", str(max(1, round(wait))).encode())])
