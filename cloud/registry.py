@@ -421,7 +421,8 @@ class Registry:
             yield s
 
     def insert_ignore(self, s: Session, model: type[Base], rows: list[dict]) -> None:
-        """Insert rows, skipping those whose primary key exists (same SQL intent on both engines)."""
+        """Insert rows, skipping those that would break a primary key or unique constraint (same SQL intent on
+        both engines: ON CONFLICT DO NOTHING with no target)."""
         if not rows:
             return
         ins = (postgresql.insert if self.dialect == "postgresql" else sqlite.insert)(model)
@@ -445,17 +446,19 @@ class Registry:
         return self.issue_api_key(tenant, role, name, key)[1]
 
     def issue_api_key(self, tenant: str, role: str, name: str = "", key: str | None = None) -> tuple[str, str]:
-        """(key id, clear key); the clear key is never stored."""
+        """(key id, clear key); the clear key is never stored. A given ``key`` that exists already is that key's
+        id: every process of ``twin cloud run --workers N`` creates the bootstrap key at start-up, at the same
+        moment, so the insert skips an existing hash in the database (a select-then-insert lost that race with
+        a unique violation and the worker exited) and the id is read back after it."""
         if role not in ROLES:
             raise ValueError(f"role must be one of {', '.join(ROLES)}, got {role!r}")
         self.ensure_tenant(tenant)
         key = key or f"twk_{secrets.token_urlsafe(24)}"
+        digest = hash_key(key)
         with self.session() as s:
-            existing = s.scalar(select(ApiKey).where(ApiKey.hash == hash_key(key)))
-            if existing is not None:
-                return existing.id, key
-            key_id = secrets.token_hex(8)
-            s.add(ApiKey(id=key_id, hash=hash_key(key), tenant=tenant, role=role, name=name, created_ns=time.time_ns()))
+            self.insert_ignore(s, ApiKey, [{"id": secrets.token_hex(8), "hash": digest, "tenant": tenant, "role": role,
+                                            "name": name, "revoked": False, "created_ns": time.time_ns()}])
+            key_id = s.scalar(select(ApiKey.id).where(ApiKey.hash == digest))
         return key_id, key
 
     def audit(self, s: Session, tenant: str, actor: str, action: str, target: str, *, reason: str = "",
