@@ -37,7 +37,7 @@ def run_ingest(settings: CloudSettings) -> None:
 
 
 def _worker(settings_json: str) -> None:
-    from twin.logs import setup_logging
+    from models.logs import setup_logging
 
     setup_logging()
     run_ingest(CloudSettings.model_validate_json(settings_json))
@@ -46,7 +46,7 @@ def _worker(settings_json: str) -> None:
 def api_app():
     """The app of one of ``twin cloud run --api-workers N`` processes: the API and its broker link (live
     updates, configuration pushes), no ingest; settings from the environment like the parent's."""
-    from twin.logs import setup_logging
+    from models.logs import setup_logging
 
     setup_logging()
     platform = Platform.open(CloudSettings(), with_link=True)

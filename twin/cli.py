@@ -9,7 +9,7 @@ from pathlib import Path
 
 import typer
 
-from twin.logs import setup_logging
+from models.logs import setup_logging
 
 app = typer.Typer(help="assettwin: IoT edge-to-cloud asset twin platform.", no_args_is_help=True,
                   pretty_exceptions_show_locals=False)

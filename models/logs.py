@@ -1,5 +1,9 @@
 """Structured logs: one JSON object per line (``TWIN_LOG_FORMAT=json``, the default for daemons) or
-plain text for a person at a terminal (``TWIN_LOG_FORMAT=text``)."""
+plain text for a person at a terminal (``TWIN_LOG_FORMAT=text``).
+
+The line's fields (ts, level, logger, msg, pid, exc) are what log shippers and the tests read from every daemon,
+edge and cloud alike, so the format lives in the one package both may import (it was in ``twin``, which made
+``cloud.run`` import the command-line package)."""
 
 from __future__ import annotations
 
