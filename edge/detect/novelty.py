@@ -52,6 +52,8 @@ DAY_SLOTS = 48     # time-of-day slots (30 min)
 WEEK_SLOTS = 168   # hour-of-week slots
 BINS = 64          # calibration histogram: 6 bins per doubling of 1 + |z|
 RING = 64          # longest regime window
+AGE = False
+RS = 3
 PRIOR = 300.0      # weight of the 1/z² prior in the calibration, in samples
 
 _DAY_NS = 86_400_000_000_000
@@ -114,10 +116,11 @@ def novelty_kernel(idx, t_ns, x, ok, prm, f, k, day, week, hist, ring, seen, out
         scoring = c >= prm[p, P_WARMUP]
         settled = c >= prm[p, P_SETTLE]
         age = ti - k[p, _FIRST_T]
-        # records need the point's range, regimes its rhythm: armed after a day (two for a regime) or
-        # `settle` samples, whichever comes first (a daily cycle's first high is not an anomaly)
+        # records need the point's range, regimes its rhythm: armed after a day or `settle` samples (three
+        # days or twice that for a regime), whichever comes first: a daily cycle's first high is no anomaly,
+        # nor the switch to the time-of-day forecaster once its slots have been seen on two days
         armed = scoring and (settled or age >= _DAY_NS)
-        regime_armed = scoring and age >= 2 * _DAY_NS
+        regime_armed = scoring and (c >= 2 * prm[p, P_SETTLE] or age >= 3 * _DAY_NS)
 
         # ---- record: outside the envelope of what the point has shown, for the value and its running mean
         hi = f[p, _HI]
