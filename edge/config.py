@@ -73,7 +73,8 @@ class MqttSubscription(_Strict):
     payload: Literal["bare", "json", "json_map"] = "json"
     value_path: str = "v"
     ts_path: str | None = "t"
-    ts_unit: Literal["ns", "us", "ms", "s"] = "ns"
+    ts_unit: Literal["ns", "us", "ms", "s", "auto"] = "ns"
+    """The unit of a numeric timestamp; ``auto``: by its magnitude (``models.timestamps``). Text is ISO 8601."""
     quality_path: str | None = "q"
     qos: Literal[0, 1, 2] = 1
 

@@ -2,8 +2,8 @@
 
 Real data sets (SKAB, a customer's logger export) test the platform on behaviour no model invents. The
 file needs a time column (``timestamp`` by default): ISO 8601 (naive means UTC) or epoch seconds,
-milliseconds, microseconds or nanoseconds, told apart by magnitude. Delimiters ``,`` ``;`` and tab are
-sniffed. Empty cells are not sent.
+milliseconds, microseconds or nanoseconds, told apart by magnitude (``models.timestamps``: the rule every
+part of the platform reads times by). Delimiters ``,`` ``;`` and tab are sniffed. Empty cells are not sent.
 
 ``speed > 0`` plays the file as a live device: samples keep their spacing divided by ``speed`` and are
 stamped with the wall-clock time they are sent at. ``speed = 0`` sends as fast as possible and keeps the
@@ -16,11 +16,11 @@ import csv
 import re
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
 
+from models.timestamps import parse_time_ns
 from simulators.devices import (
     DEFAULT_TOPIC_TEMPLATE,
     PayloadStyle,
@@ -29,9 +29,6 @@ from simulators.devices import (
     publish_readings,
 )
 
-_EPOCH_SCALE = ((1e11, 1_000_000_000), (1e14, 1_000_000), (1e17, 1_000), (float("inf"), 1))
-"""(magnitude below which, ns per unit): seconds until year 5138, then ms, µs, ns."""
-
 
 def point_name(column: str) -> str:
     """A column header as a topic-safe point id: ``Volume Flow RateRMS`` → ``Volume_Flow_RateRMS``."""
@@ -39,30 +36,12 @@ def point_name(column: str) -> str:
 
 
 def _parse_times(cells: list[str], where: str) -> np.ndarray:
-    try:
-        ints = [int(c) for c in cells]
-    except ValueError:
-        ints = None
-    if ints is not None:
-        raw = np.array(ints, dtype=np.int64)
-        scale = next(s for bound, s in _EPOCH_SCALE if np.abs(raw).max(initial=0) < bound)
-        return raw * scale
-    try:
-        floats = np.array([float(c) for c in cells])
-    except ValueError:
-        floats = None
-    if floats is not None:
-        scale = next(s for bound, s in _EPOCH_SCALE if np.abs(floats).max(initial=0) < bound)
-        return np.round(floats * scale).astype(np.int64)
     out = np.empty(len(cells), np.int64)
-    for i, c in enumerate(cells):
+    for i, cell in enumerate(cells):
         try:
-            dt = datetime.fromisoformat(c.strip())
-        except ValueError:
-            raise ValueError(f"{where}: row {i + 2}: {c!r} is neither ISO 8601 nor an epoch number") from None
-        if dt.tzinfo is None:
-            dt = dt.replace(tzinfo=UTC)
-        out[i] = int(dt.timestamp()) * 1_000_000_000 + dt.microsecond * 1_000
+            out[i] = parse_time_ns(cell)
+        except ValueError as exc:
+            raise ValueError(f"{where}: row {i + 2}: {exc}") from None
     return out
 
 

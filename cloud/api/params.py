@@ -13,7 +13,6 @@ import base64
 import binascii
 import json
 import re
-from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, NoReturn
 
 from fastapi import Depends, Path, Query
@@ -21,6 +20,8 @@ from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, BeforeValidator, Field, TypeAdapter, ValidationError, WithJsonSchema, model_validator
 from pydantic_core import PydanticCustomError
 
+from models.timestamps import RANGE as TIME_RANGE
+from models.timestamps import TimeError, TimeRangeError, Unit, parse_time_ns
 from models.wire import T_NS_MAX, T_NS_MIN
 
 NAME = r"^[^\x00-\x1f\x7f\\]+$"
@@ -64,49 +65,32 @@ SeverityFilter = Annotated[str | None, _filter("only this severity (low, medium,
 
 # -- times and windows -------------------------------------------------------------------------------------------
 
-_INT = re.compile(r"-?[0-9]+")
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_TIME_RANGE = f"between {T_NS_MIN} and {T_NS_MAX} ns (1677-09-21 to 2262-04-11)"
+def time_ns(value: object, unit: Unit | None = None) -> int:
+    """A time by the platform's one rule (``models.timestamps``): ISO 8601 / RFC 3339 (UTC when no offset is
+    given) or epoch s, ms, µs or ns chosen by the number's magnitude, to exact ns inside int64.
 
-
-def time_ns(value: object) -> int:
-    """Integer ns since the epoch, or ISO 8601 / RFC 3339 (UTC when no offset is given), to exact ns.
-
-    >>> time_ns("2026-01-01T00:00:00.5Z"), time_ns("1767225600500000000")
-    (1767225600500000000, 1767225600500000000)
+    >>> time_ns("2026-01-01T00:00:00.5Z"), time_ns("1767225600500000000"), time_ns("1767225600.5")
+    (1767225600500000000, 1767225600500000000, 1767225600500000000)
     """
     if isinstance(value, bool) or not isinstance(value, int | str):
-        raise PydanticCustomError("time", "expected ns since the epoch or an ISO 8601 time")
-    if isinstance(value, int):
-        ns = value
-    elif _INT.fullmatch(value.strip()):  # ASCII digits only: str.isdigit() also takes '²', which int() refuses
-        ns = int(value.strip()) if len(value) <= 40 else T_NS_MAX + 1
-    else:
-        try:
-            dt = datetime.fromisoformat(value.strip()) if value.isascii() and len(value) <= 64 else None
-        except ValueError:
-            dt = None
-        if dt is None:
-            raise PydanticCustomError("time", "not ns since the epoch nor an ISO 8601 time")
-        if dt.tzinfo is None:
-            dt = dt.replace(tzinfo=UTC)
-        try:
-            ns = (dt - _EPOCH) // timedelta(microseconds=1) * 1000
-        except OverflowError:  # an offset that takes year 1 or 9999 past datetime's range
-            ns = T_NS_MAX + 1
-    if not T_NS_MIN <= ns <= T_NS_MAX:
-        raise PydanticCustomError("time_range", f"a time must be {_TIME_RANGE}")
-    return ns
+        raise PydanticCustomError("time", "expected epoch s/ms/us/ns or an ISO 8601 time")
+    try:
+        return parse_time_ns(value, unit)
+    except TimeRangeError:
+        raise PydanticCustomError("time_range", f"a time must be within {TIME_RANGE}") from None
+    except TimeError:
+        raise PydanticCustomError("time", "not an epoch time (s, ms, us or ns) nor an ISO 8601 time") from None
 
 
 _TIME_SCHEMA = {"anyOf": [{"type": "integer", "minimum": T_NS_MIN, "maximum": T_NS_MAX},
                           {"type": "string", "format": "date-time"}]}
 TimeNs = Annotated[int, BeforeValidator(time_ns), WithJsonSchema(_TIME_SCHEMA)]
-"""A time as the API reads it anywhere: ns since the epoch or ISO 8601, inside int64."""
+"""A time as the API reads it anywhere: epoch s/ms/µs/ns by magnitude or ISO 8601, inside int64."""
 
 _BLANK_IS_ABSENT = BeforeValidator(lambda v: None if v == "" else v)
-Start = Annotated[TimeNs | None, _BLANK_IS_ABSENT, Query(description="ns since epoch or ISO 8601 (inclusive)")]
-End = Annotated[TimeNs | None, _BLANK_IS_ABSENT, Query(description="ns since epoch or ISO 8601 (exclusive)")]
+_TIME_HELP = "epoch s, ms, µs or ns (by magnitude) or ISO 8601"
+Start = Annotated[TimeNs | None, _BLANK_IS_ABSENT, Query(description=f"{_TIME_HELP} (inclusive)")]
+End = Annotated[TimeNs | None, _BLANK_IS_ABSENT, Query(description=f"{_TIME_HELP} (exclusive)")]
 
 _UNITS_NS = {"ms": 1_000_000, "s": 1_000_000_000, "m": 60_000_000_000, "h": 3_600_000_000_000,
              "d": 86_400_000_000_000}
@@ -166,7 +150,9 @@ RowCursor = Annotated[int | None, cursor_of(_RowId)]
 """Below this row id (newest first: alerts, audit, dead letters)."""
 TimeEventCursor = Annotated[tuple[int, str] | None, cursor_of(tuple[_T, _Name])]
 """After this (start_ns, event_id) (anomalies)."""
-TimeCursor = Annotated[int | None, cursor_of(TimeNs, opaque=False)]
+_IssuedNs = Annotated[int, BeforeValidator(lambda v: time_ns(v, "ns"))]
+"""A time this API wrote in ns (a cursor): read as ns whatever its magnitude."""
+TimeCursor = Annotated[int | None, cursor_of(_IssuedNs, opaque=False)]
 """From this ns on (telemetry: the plain ns a page's ``next_cursor`` gives)."""
 ISSUED: TypeAdapter[Any] = TypeAdapter(_RowId | _Name | tuple[_T, _Name])
 """Any cursor of a shape this API issues, for a route that checks the shape itself (``deps.decode_cursor``)."""

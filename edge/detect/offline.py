@@ -21,9 +21,6 @@ from __future__ import annotations
 
 import copy
 import csv
-import re
-from datetime import UTC, datetime
-from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any
 
@@ -31,38 +28,15 @@ import numpy as np
 import yaml
 
 from edge.detect.registry import DEFAULT_DETECTORS, build_detectors
+from models.timestamps import parse_time_ns
 
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_FRACTION = re.compile(r"^(.*\d{2}:\d{2}:\d{2})[.,](\d+)(.*)$")
 _CHUNK_ROWS = 200_000
 
 
 def parse_timestamp(text: str) -> int:
-    """Epoch nanoseconds from epoch seconds or ISO 8601 (nanosecond fractions kept exactly)."""
-    s = text.strip()
-    try:
-        sec = Decimal(s)
-    except InvalidOperation:
-        sec = None
-    if sec is not None:
-        if not sec.is_finite():
-            raise ValueError(f"timestamp {text!r} is not a finite number")
-        return int((sec * 1_000_000_000).to_integral_value())
-    frac_ns = 0
-    m = _FRACTION.match(s)
-    if m:  # datetime keeps microseconds only: take the fraction apart
-        s = m.group(1) + m.group(3)
-        frac_ns = int((m.group(2) + "000000000")[:9])
-    if s.endswith(("Z", "z")):
-        s = s[:-1] + "+00:00"
-    try:
-        dt = datetime.fromisoformat(s)
-    except ValueError:
-        raise ValueError(f"timestamp {text!r} is neither ISO 8601 nor epoch seconds") from None
-    if dt.tzinfo is None:
-        dt = dt.replace(tzinfo=UTC)
-    delta = dt - _EPOCH
-    return (delta.days * 86_400 + delta.seconds) * 1_000_000_000 + delta.microseconds * 1_000 + frac_ns
+    """Epoch nanoseconds from ISO 8601 or an epoch number, by the platform's one rule (``models.timestamps``:
+    a bare number is s, ms, µs or ns by its magnitude; ns fractions kept exactly)."""
+    return parse_time_ns(text)
 
 
 def _to_float(text: str) -> float | None:

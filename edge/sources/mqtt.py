@@ -21,11 +21,11 @@ from paho.mqtt.matcher import MQTTMatcher
 from edge.config import MqttSource, MqttSubscription
 from edge.mqttlink import connect_async, make_client
 from edge.sources import Sink
+from models.timestamps import parse_time_ns
 from models.wire import Quality
 
 log = logging.getLogger("edge.sources.mqtt")
 
-_TS_SCALE = {"ns": 1, "us": 1_000, "ms": 1_000_000, "s": 1_000_000_000}
 _CAPTURE = re.compile(r"\{(\d+)\}")
 _ROUTE_CACHE_MAX = 100_000
 
@@ -75,9 +75,12 @@ class _Route:
         if not sub.ts_path or not isinstance(obj, dict) or sub.ts_path.split(".")[0] not in obj:
             return None
         raw_t = _dig(obj, sub.ts_path)
-        if not isinstance(raw_t, int | float) or isinstance(raw_t, bool):
-            raise PayloadError(f"'{sub.ts_path}' is not a number: {raw_t!r:.40}")
-        return int(raw_t * _TS_SCALE[sub.ts_unit])
+        if not isinstance(raw_t, int | float | str) or isinstance(raw_t, bool):
+            raise PayloadError(f"'{sub.ts_path}' is not a time: {raw_t!r:.40}")
+        try:  # a number in the declared unit (auto: by magnitude), or ISO 8601 text
+            return parse_time_ns(raw_t, None if sub.ts_unit == "auto" else sub.ts_unit)
+        except ValueError as exc:
+            raise PayloadError(f"'{sub.ts_path}': {exc}") from None
 
     def parse(self, payload: bytes) -> tuple[float | str, int | None, int]:
         sub = self.sub
