@@ -1,7 +1,9 @@
 """The asset-type catalogue: what points an asset has, their units and ranges, and how the edge
 watches them. Shared by edge (which detectors run) and cloud (what a twin looks like).
 
-Types are YAML files; the built-in ones live in ``models/types/``. A field marked ``personal``
+Types are YAML files; the ones shipped with the platform live in ``models/types/`` (every gateway has them).
+A process may know more: a pack installed beside the cloud registers its type here (``register_type``), and a
+gateway learns the types it does not ship from its configuration (``asset_types``). A field marked ``personal``
 (a driver or patient id) is pseudonymised before it is stored.
 """
 
@@ -102,14 +104,31 @@ def load_type(path: Path | str) -> AssetType:
 
 
 @cache
-def builtin_types() -> dict[str, AssetType]:
+def shipped_types() -> dict[str, AssetType]:
+    """The types in ``models/types/``: what every gateway knows without being told."""
     types = (load_type(p) for p in sorted(TYPES_DIR.glob("*.yaml")))
     return {t.id: t for t in types}
 
 
+_registered: dict[str, AssetType] = {}
+
+
+def register_type(asset_type: AssetType) -> None:
+    """Add a type beside the shipped ones in this process (a pack's ``type.yaml``); again with the same id
+    replaces it. A shipped type cannot be redefined: gateways run the shipped definition."""
+    if asset_type.id in shipped_types():
+        raise ValueError(f"asset type {asset_type.id!r} is shipped with the platform and cannot be redefined")
+    _registered[asset_type.id] = asset_type
+
+
+def builtin_types() -> dict[str, AssetType]:
+    """Every type this process knows without a tenant: the shipped ones and those registered by packs."""
+    return {**shipped_types(), **_registered}
+
+
 def get_type(type_id: str) -> AssetType:
-    try:
-        return builtin_types()[type_id]
-    except KeyError:
+    found = shipped_types().get(type_id) or _registered.get(type_id)
+    if found is None:
         known = ", ".join(sorted(builtin_types()))
-        raise KeyError(f"unknown asset type {type_id!r} (known: {known})") from None
+        raise KeyError(f"unknown asset type {type_id!r} (known: {known})")
+    return found

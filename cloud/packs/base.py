@@ -61,7 +61,7 @@ class Pack:
     sources: ClassVar[tuple[str, ...]] = ()
     not_compared: ClassVar[Mapping[str, str]] = {}
     question: ClassVar[type[BaseModel] | None] = None
-    counters: ClassVar[tuple[str, ...]] = ()
+    counter_names: ClassVar[tuple[str, ...]] = ()
     folder: ClassVar[Path | None] = None
     """Where its panel, README and sample config are; set when it is registered."""
 

@@ -2,16 +2,14 @@
 every asset's data — and so its rule state (excursion counters, trends) — lives with exactly one worker,
 so N workers raise the same alerts as one would on the same input.
 
+The runner only schedules: what a kind of asset's rules are is its pack's (``cloud.packs``).
+
 - An edge alarm (a local rule fired on the gateway) becomes an alert at once, with the gateway's evidence.
-- Cold-chain rules re-assess each refrigerated trailer that received data over its recent history every
-  ``interval_s`` (late data after an outage included: its alarms are marked ``detected_late``).
-- Predictive maintenance re-fits each rotating machine's vibration trend that received data, on the same
-  cycle, and opens (or refreshes the evidence of) its maintenance alert.
-- A trailer whose compressor stopped while it should be cooling gets its calibrated thermal twin run
-  forward: "excursion expected in N min" is one open alert, refreshed while the forecast still crosses
-  the profile's limit and resolved when it no longer does or the real excursion begins.
-- Gateway status messages (birth, last will) are remembered as offline intervals, so a trailer that
-  fell silent and came back warm is told apart as a power loss.
+- Every ``interval_s``, each asset that received data is assessed by the pack of its type over its recent
+  history (late data after an outage included); the runner raises or refreshes the alerts the pack found and
+  resolves those it says the data no longer supports.
+- Gateway status messages (birth, last will) are remembered as offline intervals and lent to the packs, so a
+  trailer that fell silent and came back warm is told apart as a power loss.
 """
 
 from __future__ import annotations
@@ -19,56 +17,49 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Mapping
+from typing import Any
 
 from sqlalchemy import select
 
+from cloud.packs import PACKS, Pack, pack_for
 from cloud.registry import Alert, Asset
-from cloud.rules import local, maintenance
-from cloud.rules.coldchain.profiles import Profile, load_profile
-from cloud.rules.coldchain.reefer import (
-    PREDICTED_RULE,
-    ReeferRuleSettings,
-    assess_trailer,
-    cooling_stopped,
-    load_samples,
-    predict_excursion,
-    profile_limit_c,
-    raise_alarms,
-)
-from cloud.rules.coldchain.reefer import SOURCE as COLDCHAIN_SOURCE
+from cloud.rules import local
 from models.wire import AlarmEvent, GatewayStatus, TelemetryBatch
 
 log = logging.getLogger("cloud.rules")
 NS = 1_000_000_000
-REEFER = "refrigerated-trailer"
-MACHINE = "rotating-machine"
-RULES_ACTOR = "rules:coldchain"
 OFFLINE_KEEP_S = 7 * 24 * 3600
-EDGE_SLACK_S = 1800
-"""Data starting this close after the look-back window's start is taken to continue before it."""
 
 
 class RuleRunner:
-    def __init__(self, platform, *, interval_s: float = 60.0, window_s: float = 24 * 3600,
-                 profile: str | Profile = "who-30-day-refrigerator",
-                 settings: ReeferRuleSettings | None = None) -> None:
+    """``options`` go to the packs by name (the trailer pack reads ``profile`` and ``reefer_settings``)."""
+
+    def __init__(self, platform, *, interval_s: float = 60.0, window_s: float = 24 * 3600, **options: Any) -> None:
         self.platform = platform
         self.interval_s = interval_s
         self.window_s = window_s
-        self.profile = profile if isinstance(profile, Profile) else load_profile(profile)
-        self.settings = settings or ReeferRuleSettings()
-        self.limit_c = profile_limit_c(self.profile, self.settings.forecast_limit_c)
+        self.options: Mapping[str, Any] = options
         self._dirty: set[tuple[str, str]] = set()
         self._types: dict[tuple[str, str], str | None] = {}
         self._gateways: dict[tuple[str, str], str | None] = {}
         self._offline: dict[tuple[str, str], list[list[int | None]]] = {}
-        self._late: dict[tuple[str, str, str, int], bool] = {}
-        self._predicted: set[tuple[str, str]] | None = None  # open predictive alerts (loaded once)
         self._lock = threading.Lock()
         self._stop = threading.Event()
-        self.counters = {"rules_alerts_raised": 0, "rules_assessments": 0, "rules_forecasts": 0,
-                         "rules_alerts_resolved": 0, "rules_forecast_failures": 0}
+        self.counters = {"rules_alerts_raised": 0, "rules_assessments": 0, "rules_alerts_resolved": 0}
+        self._packs: dict[str, Pack] = {}
+        for type_id in PACKS:  # now, so a bad option (an unknown profile) stops start-up
+            self._pack(type_id)
         self._thread = threading.Thread(target=self._run, name="rules", daemon=True)
+
+    def _pack(self, type_id: str | None) -> Pack | None:
+        """This runner's instance of the type's pack (its rule state lives there), or None: no rules."""
+        pack = self._packs.get(type_id) if type_id else None
+        if pack is None and (cls := pack_for(type_id)) is not None:
+            for name in cls.counter_names:
+                self.counters.setdefault(name, 0)
+            pack = self._packs[cls.type_id] = cls(self.platform, self)
+        return pack
 
     def start(self) -> None:
         self._thread.start()
@@ -92,6 +83,10 @@ class RuleRunner:
         with self._lock:
             spans = self._offline.get((tenant, gateway or ""))
             return None if spans is None else [(int(a or 0), b) for a, b in spans]
+
+    def asset_offline(self, tenant: str, asset: str) -> list[tuple[int, int | None]] | None:
+        """When the gateway that speaks for ``asset`` was offline (``RuleContext`` for the packs)."""
+        return self.offline_intervals(tenant, self._gateways.get((tenant, asset)))
 
     # -- ingest hooks (writer thread) -------------------------------------------------------------
     def on_events(self, events: list) -> None:
@@ -122,96 +117,37 @@ class RuleRunner:
 
     # -- periodic assessments ---------------------------------------------------------------------
     def assess_now(self, now_ns: int | None = None) -> int:
-        """Assess every trailer that received data since the last call; ``now_ns`` is when the data is
-        judged available (default: the wall clock; a replay passes its simulated time)."""
+        """Assess every asset that received data since the last call, by its type's pack; ``now_ns`` is when the
+        data is judged available (default: the wall clock; a replay passes its simulated time). The number of
+        alerts newly opened."""
         with self._lock:
             dirty, self._dirty = self._dirty, set()
         now = now_ns or time.time_ns()
         raised = 0
         for tenant, asset in sorted(dirty):
-            kind = self._type(tenant, asset)
-            if kind == MACHINE:
-                raised += self._assess_machine(tenant, asset)
+            pack = self._pack(self._type(tenant, asset))
+            if pack is None:
                 continue
-            if kind != REEFER:
+            out = pack.assess(tenant, asset, now)
+            if out is None:
                 continue
-            since = now - int(self.window_s * NS)
-            samples = load_samples(self.platform.store, tenant, asset, since, now + 1)
-            if "supply_air" not in samples:
-                continue
-            offline = self.offline_intervals(tenant, self._gateways.get((tenant, asset)))
-            # what an auditor's recomputation needs (cloud.rules.explain): the data read, and the rules applied
-            assessed = {"as_of_ns": now, "from_ns": since, "offline": offline,
-                        "profile": self.profile.model_dump(mode="json"), "settings": self.settings.model_dump()}
-            out = assess_trailer(samples, self.profile, self.settings, now_ns=now, offline=offline)
             self.counters["rules_assessments"] += 1
-            # An episode that began at the first sample looked at, when the data reaches back to the window's
-            # edge, was seen whole by an earlier assessment; cut off there it would be a different, shorter
-            # one. (A trailer whose data begins inside the window has nothing earlier: its episodes stand.)
-            first = min(int(series.t_ns[0]) for series in samples.values())
-            cut = first if first - (now - int(self.window_s * NS)) < EDGE_SLACK_S * NS else None
-            alarms = [a for a in out.alarms if cut is None or a.evidence["window"]["start_ns"] > cut]
-            predicted = self._predict(tenant, asset, samples, now)
-            if predicted is not None:
-                alarms = [*alarms, predicted]
-            for a in alarms:  # late or not is decided when an episode is first found, not at each re-assessment
-                key = (tenant, asset, a.rule, a.evidence["window"]["start_ns"])
-                a.evidence["detected_late"] = self._late.setdefault(key, a.evidence["detected_late"])
-                a.evidence.update(source=COLDCHAIN_SOURCE, assessment=assessed)
-            raised += sum(new for _, new in raise_alarms(self.platform.alerts, tenant, asset, alarms))
+            for rule, why in out.resolved:
+                self._resolve(tenant, asset, rule, why, actor=f"rules:{pack.type_id}")
+            for a in out.alarms:
+                _, new = self.platform.alerts.raise_alert(tenant, asset, a.rule, a.severity, a.title, a.evidence,
+                                                          at_ns=a.at_ns)
+                raised += int(new)
         self.counters["rules_alerts_raised"] += raised
-        forget = now - int(2 * self.window_s * NS)
-        self._late = {k: v for k, v in self._late.items() if k[3] >= forget}
         return raised
 
-    def _predict(self, tenant: str, asset: str, samples: dict, now_ns: int):
-        """The predictive alert for a trailer whose cooling stopped, or None — resolving an open one then."""
-        stop = cooling_stopped(samples, self.limit_c, self.settings, now_ns=now_ns)
-        alarm = None
-        if stop is not None:
-            from cloud.simulate import SimulationError, thermal_model  # scipy only for trailers that need it
-
-            self.counters["rules_forecasts"] += 1
-            try:
-                model, _ = thermal_model(self.platform, tenant, asset, stop.last_ns)
-            except SimulationError as exc:
-                self.counters["rules_forecast_failures"] += 1
-                log.warning("rules: no forecast for %s/%s: %s", tenant, asset, exc)
-            else:
-                alarm = predict_excursion(samples, model, stop, self.limit_c, self.settings)
-        if self._predicted is None:  # one query per worker, not one per trailer and assessment
-            with self.platform.registry.session() as s:
-                self._predicted = {(t, a) for t, a in s.execute(select(Alert.tenant, Alert.asset).where(
-                    Alert.rule == PREDICTED_RULE, Alert.state != "resolved"))}
-        if alarm is not None:
-            self._predicted.add((tenant, asset))
-        elif (tenant, asset) in self._predicted:
-            why = "the real excursion began" if self._product_at_limit(samples) else \
-                "the forecast no longer reaches the limit"
-            self._resolve(tenant, asset, PREDICTED_RULE, why)
-            self._predicted.discard((tenant, asset))
-        return alarm
-
-    def _product_at_limit(self, samples: dict) -> bool:
-        series = samples.get(self.settings.product_point)
-        return bool(series is not None and len(series.values) and series.values[-1] is not None
-                    and series.values[-1] >= self.limit_c)
-
-    def _resolve(self, tenant: str, asset: str, rule: str, note: str) -> None:
+    def _resolve(self, tenant: str, asset: str, rule: str, note: str, actor: str) -> None:
         with self.platform.registry.session() as s:
             ids = s.scalars(select(Alert.id).where(Alert.tenant == tenant, Alert.dedup_key == f"{asset}:{rule}",
                                                    Alert.state != "resolved")).all()
         for alert_id in ids:
-            self.platform.alerts.transition(tenant, alert_id, "resolved", RULES_ACTOR, note)
+            self.platform.alerts.transition(tenant, alert_id, "resolved", actor, note)
             self.counters["rules_alerts_resolved"] += 1
-
-    def _assess_machine(self, tenant: str, asset: str) -> int:
-        alert = maintenance.machine_alert(self.platform.store, tenant, asset)
-        self.counters["rules_assessments"] += 1
-        if alert is None:
-            return 0
-        _, new = self.platform.alerts.raise_alert(tenant, **alert)
-        return int(new)
 
     def _run(self) -> None:
         while not self._stop.wait(self.interval_s):
