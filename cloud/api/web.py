@@ -11,6 +11,9 @@ it). The page links them under ``/static/v-<hash of all files>/``, so a browser 
 asks nothing on its next visit (relative imports inherit the prefix; a new release is a new hash); plain
 ``/static/<file>`` still answers, revalidated every time. No build step: the modules are the sources.
 
+Each pack's panel (``cloud/packs/<kind>/panel.js``) is served with them at ``/static/packs/<type id>/panel.js``,
+under the same version, and ``GET /api/v1/packs`` tells the page which kinds have a panel and a what-if.
+
 A process that serves the dashboard and runs ingest (``twin cloud run``) has its latest-values cache hold
 every asset (``LatestCache.hold_all``), so a first fleet page never waits for the store's ``latest`` query.
 """
@@ -24,15 +27,18 @@ import time
 from collections import Counter, defaultdict
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
+from urllib.parse import quote
 
 from fastapi import APIRouter, FastAPI, Query, Request
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 from sqlalchemy import func, select
 from starlette.responses import Response
 
 from cloud.api.auth import Viewer
 from cloud.api.deps import Page, assets_query, encode_cursor
 from cloud.api.params import GatewayFilter, NameCursor, SiteFilter, TypeFilter
+from cloud.packs import PACKS
 from cloud.platform import Platform
 from cloud.registry import Alert, AnomalyRecord, Asset, Gateway
 from cloud.store.latest import LatestCache
@@ -96,9 +102,11 @@ class _WebFile:
         return Response(self.body, media_type=self.media_type, headers=headers)
 
 
-def _read_web(root: Path) -> tuple[_WebFile, dict[str, _WebFile], str]:
-    """index.html (its ``/static/`` links versioned), every other file by path, and the version."""
+def _read_web(root: Path, extra: dict[str, Path] | None = None) -> tuple[_WebFile, dict[str, _WebFile], str]:
+    """index.html (its ``/static/`` links versioned), every other file by path (and ``extra``'s, by the path
+    given), and the version."""
     files = {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+    files.update({name: path.read_bytes() for name, path in sorted((extra or {}).items())})
     digest = hashlib.sha256()
     for name, body in files.items():
         digest.update(name.encode() + b"\0" + hashlib.sha256(body).digest())
@@ -109,7 +117,9 @@ def _read_web(root: Path) -> tuple[_WebFile, dict[str, _WebFile], str]:
 
 def install(app: FastAPI, platform: Platform) -> None:
     app.include_router(get_router(platform))
-    index, files, version = _read_web(WEB_DIR)
+    # keyed as the static route receives a path: decoded (the listing gives it quoted)
+    index, files, version = _read_web(WEB_DIR, {f"packs/{t}/panel.js": panel for t, pack in PACKS.items()
+                                                if (panel := pack.panel()) is not None})
     if platform.ingest is not None and isinstance(platform.store, LatestCache):
         # This process's ingest writes through the cache: it can hold every asset's last values, so the first
         # fleet page of thousands is answered from memory (ingest-only workers and API-only processes do not).
@@ -131,6 +141,19 @@ def install(app: FastAPI, platform: Platform) -> None:
         return index.response(request, WEB_HEADERS["Cache-Control"])
 
 
+def panel_path(type_id: str) -> str:
+    """Where a pack's panel is under ``/static/``, as a URL path (the type id one segment, quoted)."""
+    return f"packs/{quote(type_id, safe='')}/panel.js"
+
+
+class PackOut(BaseModel):
+    type: str
+    panel: str | None = Field(description="its dashboard panel, under /static/ (an ES module)")
+    what_if: dict[str, Any] | None = Field(description="the JSON schema of its what-if question "
+                                                       "(POST /api/v1/assets/{id}/simulate); null: none")
+    sources: list[str] = Field(description="the evidence sources of the alerts its rules raise")
+
+
 def _assets_by_tenant(platform: Platform) -> dict[str, list[str]]:
     out: dict[str, list[str]] = {}
     with platform.registry.session() as s:
@@ -142,6 +165,13 @@ def _assets_by_tenant(platform: Platform) -> dict[str, list[str]]:
 def get_router(platform: Platform) -> APIRouter:
     reg = platform.registry
     r = APIRouter(prefix="/api/v1")
+
+    @r.get("/packs", response_model=Page[PackOut], tags=["twins"])
+    def list_packs(_: Viewer) -> Page[PackOut]:
+        """What each kind of asset this server knows means to the dashboard: its panel and its what-if."""
+        return Page(items=[PackOut(type=t, panel=panel_path(t) if pack.panel() else None,
+                                   what_if=pack.question.model_json_schema() if pack.question else None,
+                                   sources=list(pack.sources)) for t, pack in sorted(PACKS.items())])
 
     @r.get("/twins", response_model=Page[TwinSummary], tags=["twins"])
     def list_twins(request: Request, p: Viewer, site: SiteFilter = None, type: TypeFilter = None,

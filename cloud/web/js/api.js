@@ -79,3 +79,16 @@ export async function assetTypes() {
   types ??= api('/api/v1/asset-types').then((page) => Object.fromEntries(page.items.map((t) => [t.id, t])));
   return types.catch((err) => { types = null; throw err; });
 }
+
+// The packs (what each kind of asset means: its panel, its what-if), by asset type, fetched once per page load.
+let packs;
+export async function assetPacks() {
+  packs ??= api('/api/v1/packs').then((page) => Object.fromEntries(page.items.map((p) => [p.type, p])));
+  return packs.catch((err) => { packs = null; throw err; });
+}
+
+// A pack's panel module (cloud/packs/<kind>/panel.js), served beside the dashboard's own; null when it has none.
+export async function packPanel(pack) {
+  if (!pack?.panel) return null;
+  return import(new URL(`../${pack.panel}`, import.meta.url).href).catch(() => null);
+}

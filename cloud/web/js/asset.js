@@ -1,8 +1,9 @@
 // Asset view: a live chart per point (WebSocket), history on zoom with server-side aggregation,
-// anomalies and alerts on the timeline, the twin's reported and desired state with the delta,
-// and a what-if panel over POST /api/v1/assets/{id}/simulate.
+// anomalies and alerts on the timeline, the twin's reported and desired state with the delta, the panel of
+// the asset's pack (cloud/packs/<kind>/panel.js) and a what-if over POST /api/v1/assets/{id}/simulate with
+// the pack's questions.
 
-import { ApiError, api, assetTypes, canOperate, live, request } from './api.js';
+import { ApiError, api, assetPacks, assetTypes, canOperate, live, packPanel, request } from './api.js';
 import { timeChart } from './charts.js';
 import { describeEvidence } from './evidence.js';
 import {
@@ -16,9 +17,12 @@ const SEVERITY_COLOR = { low: '#65a30d', medium: '#d97706', high: '#dc2626', cri
 
 export async function renderAsset(root, signal, assetId) {
   const path = encodeURIComponent(assetId);
-  const [first, types] = await Promise.all([request(`/api/v1/twins/${path}`, { signal }), assetTypes()]);
+  const [first, types, packs] = await Promise.all([request(`/api/v1/twins/${path}`, { signal }), assetTypes(),
+    assetPacks().catch(() => ({}))]);  // a server without packs: no panel, no what-if questions
   let { data: twin, etag } = first;  // etag: the version a desired-state change is based on (If-Match)
   const type = types[twin.type] || { points: {}, local_rules: [] };
+  const pack = packs[twin.type];
+  const panel = await packPanel(pack);
   const spec = (p) => type.points[p] || {};
   const pointIds = [...new Set([...Object.keys(type.points), ...Object.keys(twin.reported.points)])]
     .filter((p) => spec(p).kind !== 'text');  // text points (ids, states) are in the twin panel, not charted
@@ -73,7 +77,9 @@ export async function renderAsset(root, signal, assetId) {
   const eventsBox = h('section', { class: 'card', id: 'asset-events' });
   const twinBox = h('section', { class: 'card', id: 'twin-state' });
   const whatIfBox = h('section', { class: 'card', id: 'what-if' });
-  root.append(header, toolbar, grid, h('div', { class: 'two' }, twinBox, eventsBox), whatIfBox);
+  const packBox = h('section', { class: 'card', id: 'pack-panel', dataset: { pack: twin.type || '' } });
+  root.append(header, toolbar, ...(panel?.render ? [packBox] : []), grid,
+    h('div', { class: 'two' }, twinBox, eventsBox), whatIfBox);
   for (const p of pointIds) {
     charts[p].chart = timeChart(charts[p].el, {
       series: [{ label: humanize(p), unit: spec(p).unit }], markers: markers(p), syncKey: `asset-${assetId}`,
@@ -210,13 +216,16 @@ export async function renderAsset(root, signal, assetId) {
   }
 
   renderTwin();
-  renderWhatIf(whatIfBox, { path, twin, type, signal });
+  const renderPanel = () => panel?.render?.(packBox, { twin, type, signal });
+  renderPanel();
+  renderWhatIf(whatIfBox, { path, signal, fields: pack?.what_if && panel?.whatIf ? panel.whatIf(type) : null });
   await Promise.all([load(), loadEvents()]);
   const timer = setInterval(async () => {
     try {
       ({ data: twin, etag } = await request(`/api/v1/twins/${path}`, { signal }));
       renderHeader();
       if (!twinBox.contains(document.activeElement)) renderTwin();
+      renderPanel();
       await loadEvents();
     } catch { /* the next tick tries again */ }
   }, 30000);

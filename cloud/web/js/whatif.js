@@ -1,6 +1,7 @@
 // What-if: ask the twin's calibrated model what would happen under other conditions (POST
-// /api/v1/assets/{id}/simulate; nothing is sent to the asset) and draw the answer. A server without the
-// route says so instead.
+// /api/v1/assets/{id}/simulate; nothing is sent to the asset) and draw the answer. The questions are the
+// asset's pack's (its panel's whatIf(type): cloud/packs/<kind>/panel.js); a kind with none says so, and a
+// server without the route says so too.
 //
 // The answer is read leniently: every numeric array as long as a "t_ns" array beside it is a series
 // (supply_c, cargo_c, ...; *_lo / *_hi drawn dashed), "limit_c" a limit line, other scalars facts.
@@ -10,17 +11,6 @@ import { COLORS, timeChart } from './charts.js';
 import { NS, fmtDuration, fmtTime, fmtValue, h, humanize, message } from './dom.js';
 
 const UNAVAILABLE = new Set([404, 405, 501]);
-const HORIZON = { name: 'horizon_h', label: 'Horizon', options: [1, 2, 6, 12, 24].map((n) => [n, `${n} h`]), value: 6 };
-const FORMS = {  // the questions each kind of model answers (cloud/api/simulate.py)
-  'refrigerated-trailer': (type) => [HORIZON,
-    { name: 'setpoint_c', label: 'Setpoint °C', placeholder: 'as now', step: 0.5 },
-    { name: 'door_open_min', label: 'Door open (min)', value: 0, min: 0 },
-    { name: 'ambient_offset_c', label: 'Ambient ± °C', value: 0, step: 0.5 },
-    { name: 'compressor_off', label: 'Compressor off', checkbox: true },
-    { name: 'limit_c', label: 'Limit °C', step: 0.5,
-      value: (type.local_rules || []).find((r) => r.point === 'supply_air' && r.above != null)?.above ?? 8 }],
-  'rotating-machine': () => [{ name: 'postpone_days', label: 'Postpone maintenance (days)', value: 7, min: 0 }],
-};
 
 function forecastSeries(answer) {
   const out = [];
@@ -63,8 +53,12 @@ function field(f) {
   return h('label', { class: f.checkbox ? 'check' : '' }, f.checkbox ? [input, ` ${f.label}`] : [f.label, input]);
 }
 
-export function renderWhatIf(box, { path, twin, type, signal }) {
-  const fields = (FORMS[twin.type] || (() => [HORIZON]))(type);
+export function renderWhatIf(box, { path, fields, signal }) {
+  if (!fields) {
+    box.dataset.outcome = 'none';
+    box.replaceChildren(h('h2', {}, 'What if…'), h('p', { class: 'muted' }, 'This kind of asset has no what-if model.'));
+    return;
+  }
   const out = h('div', { id: 'whatif-result' });
   let chart = null;
   signal.addEventListener('abort', () => chart?.destroy());
