@@ -265,7 +265,7 @@ def test_state_survives_a_restart_bit_for_bit(tmp_path):
     x = signal("spiky", n, 5)
     x[3000:] += 40  # a level shift after the restart
     t = T0 + np.arange(n, dtype=np.int64) * MIN5
-    whole_s, whole_f, whole = run_kernel(t, x, tick=500)
+    whole = run_kernel(t, x, tick=500)[2]
     first = build_detectors([[{"kind": "novelty"}]])
     first.update(np.zeros(2000, np.int64), t[:2000], x[:2000])
     first.save(tmp_path / "state.npz")
@@ -318,7 +318,7 @@ def test_a_level_shift_fires_once_then_becomes_normal():
     t = T0 + np.arange(n, dtype=np.int64) * MIN5
     x = 10.0 + bounded(rng, n, 1.0)
     x[3000:] += 15.0
-    scores, flags, d = run_kernel(t, x)
+    scores, flags, _ = run_kernel(t, x)
     fired = np.flatnonzero(flags)
     assert fired.tolist() and fired[0] == 3000
     # the forecasters take the new level in within a few hundred samples; the regime channel's long run

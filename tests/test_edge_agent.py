@@ -105,7 +105,7 @@ def test_desired_config_changes_what_the_detector_flags_and_reports_the_version(
     reported = Listener(mosquitto.url, topics.config_reported("acme", agent.cfg.gateway))
     steady = [4.0 + 0.1 * ((i % 5) - 2) for i in range(100)]
     t = _feed(agent, "supply_air", steady)
-    t = _feed(agent, "supply_air", [4.5], t)  # about 3.5 sigma: under the type's threshold of 6
+    t = _feed(agent, "supply_air", [4.5], t)  # about 3.5 sigma: no news to the type's novelty detector
     assert agent.counts["anomalies"] == 0
 
     desired = DesiredConfig(version=3, config={"assets": [{"id": "trailer-001", "type": "refrigerated-trailer",
@@ -116,7 +116,7 @@ def test_desired_config_changes_what_the_detector_flags_and_reports_the_version(
     assert [(r.version, r.applied) for r in wait_until(lambda: _reports(reported), what="a report")] == [(3, True)]
     assert agent.cfg.version == 3
 
-    t = _feed(agent, "supply_air", steady[:10], t)
+    t = _feed(agent, "supply_air", steady[:40], t)  # a new kind starts cold: 30 samples of warm-up
     _feed(agent, "supply_air", [4.5], t)
     assert agent.counts["anomalies"] == 1
     reported.close()
@@ -216,7 +216,7 @@ def test_sigterm_flushes_saves_detector_state_and_a_restart_continues_learning(t
     edge.wait_log("source sensors: connected")
     from simulators.devices import Reading, publish_readings
 
-    steady = [Reading("trailer-001", "supply_air", T0 + i * S, 4.0 + 0.1 * (i % 3)) for i in range(60)]
+    steady = [Reading("trailer-001", "supply_air", T0 + i * S, 4.0 + 0.1 * (i % 3)) for i in range(400)]
     publish_readings(mosquitto.url, steady)
     time.sleep(0.5)
     assert edge.stop() == 0
@@ -230,9 +230,9 @@ def test_sigterm_flushes_saves_detector_state_and_a_restart_continues_learning(t
     edge2.wait_log("detector state restored")
     edge2.wait_log("source sensors: connected")
     events = Listener(mosquitto.url, topics.events("acme", "gw-e2e"))
-    publish_readings(mosquitto.url, [Reading("trailer-001", "supply_air", T0 + 61 * S, 20.0)])
+    publish_readings(mosquitto.url, [Reading("trailer-001", "supply_air", T0 + 401 * S, 20.0)])
     got = wait_until(lambda: [decode_event(p) for p in events.payloads()], what="an anomaly after restart")
-    assert got[0].start_ns == T0 + 61 * S
+    assert got[0].start_ns == T0 + 401 * S
     events.close()
     edge2.stop()
 

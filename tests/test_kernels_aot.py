@@ -134,16 +134,16 @@ def test_the_agent_on_a_build_flags_a_spike_without_loading_llvm(build, tmp_path
         edge.wait_log("source sensors: connected")
         assert "detector kernels compiled ahead of time" in edge.log()
         t0 = 1_767_225_600 * S
-        values = [4.0 + 0.05 * math.sin(i / 3) for i in range(120)]
-        values[100] = 30.0
+        values = [4.0 + 0.05 * math.sin(i / 3) for i in range(420)]
+        values[400] = 30.0  # after 300 samples of history, when the default detector judges levels
         publish_readings(mosquitto.url, [Reading("trailer-001", "supply_air", t0 + i * S, v)
                                          for i, v in enumerate(values)])
         anomalies = wait_until(lambda: [e for e in map(decode_event, events.payloads())
                                         if isinstance(e, AnomalyEvent)], timeout=30, what="the spike's event")
         assert [(e.point, e.start_ns, e.peak_value, e.detectors) for e in anomalies] == [
-            ("supply_air", t0 + 100 * S, 30.0, ["ewma_z"])]
+            ("supply_air", t0 + 400 * S, 30.0, ["novelty"])]
         counters = wait_until(lambda: [c for c in (decode(p, GatewayStatus).counters for p in status.payloads())
-                                       if c.get("samples_in", 0) >= 120], timeout=30, what="status counters")
+                                       if c.get("samples_in", 0) >= 420], timeout=30, what="status counters")
         assert counters[-1]["kernels_ahead_of_time"] == 1
         maps = Path(f"/proc/{edge.proc.pid}/maps").read_text()
         assert "llvmlite" not in maps and "numba" not in maps
