@@ -1,0 +1,358 @@
+"""The shipment service: creates shipments, custody legs and batches, quarantines what was on board when an
+excursion is recorded, takes QA's signed decisions, writes every change to the audit trail with the state before
+and after, and tells the origin and destination sites (after the commit). The live rules reach it through
+:func:`attach`: a newly opened product-excursion alert quarantines what was in the container."""
+
+from __future__ import annotations
+
+import json
+import logging
+import secrets
+import time
+from collections.abc import Callable
+from typing import Any
+
+from sqlalchemy import or_, select
+from sqlalchemy.orm import Session
+
+from cloud.registry import (
+    Asset,
+    Batch,
+    BatchDecision,
+    BatchExcursion,
+    CustodyLeg,
+    Excursion,
+    Registry,
+    Shipment,
+    SigningKey,
+    Site,
+)
+from cloud.rules.coldchain import iso, shipped_profiles
+from cloud.shipments import queries as q
+from cloud.shipments.records import (
+    DEFAULT_POINT,
+    MEANINGS,
+    SYSTEM_ACTOR,
+    USABLE,
+    Note,
+    ShipmentConflict,
+    ShipmentInvalid,
+    batch_dict,
+    decision_dict,
+    excursion_dict,
+    is_excursion_rule,
+    leg_dict,
+    notification_topic,
+    on_board,
+    overlaps,
+    shipment_dict,
+)
+from cloud.shipments.report import ShipmentReport, build_report
+from cloud.shipments.signing import (
+    SIGNATURE_VERSION,
+    decision_out,
+    sign_record,
+    signed_batch,
+    signed_excursion,
+    verified,
+)
+from cloud.store import TimeSeriesStore
+
+log = logging.getLogger("cloud.shipments")
+
+
+class ShipmentService:
+    """Shipments, custody, batches, quarantine and signed decisions of every tenant, on one registry and store."""
+
+    def __init__(self, registry: Registry, store: TimeSeriesStore,
+                 publish: Callable[[str, bytes], object] | None = None) -> None:
+        self.registry = registry
+        self.store = store
+        self.publish = publish
+
+    # -- shipments, legs, batches -----------------------------------------------------------------------
+
+    def create_shipment(self, tenant: str, actor: str, *, profile: str, origin_site: str, destination_site: str,
+                        shipment_id: str | None = None, reference: str = "") -> dict[str, Any]:
+        if profile not in shipped_profiles():
+            raise ShipmentInvalid(f"profile: {profile!r} is not a shipped profile ({', '.join(shipped_profiles())})")
+        sid = shipment_id or f"shp-{secrets.token_hex(6)}"
+        reg = self.registry
+        with reg.session() as s:
+            for field, site in (("origin_site", origin_site), ("destination_site", destination_site)):
+                if s.get(Site, (tenant, site)) is None:
+                    raise ShipmentInvalid(f"{field}: no site {site!r} in this tenant; create the site first")
+            if s.get(Shipment, (tenant, sid)) is not None:
+                raise ShipmentConflict(f"shipment {sid!r} exists")
+            sh = Shipment(tenant=tenant, id=sid, profile=profile, origin_site=origin_site,
+                          destination_site=destination_site, reference=reference, created_ns=time.time_ns(),
+                          created_by=actor)
+            s.add(sh)
+            out = shipment_dict(sh)
+            reg.audit(s, tenant, actor, "shipment.create", f"shipment:{sid}", after=out)
+        return out
+
+    def list_shipments(self, tenant: str, after: str | None = None, limit: int = 100) -> tuple[list[dict], str | None]:
+        """A page of shipments by id; the second value is the id to continue after (None: the end)."""
+        with self.registry.session() as s:
+            q = select(Shipment).where(Shipment.tenant == tenant)
+            if after is not None:
+                q = q.where(Shipment.id > after)
+            rows = list(s.scalars(q.order_by(Shipment.id).limit(limit + 1)))
+        more = len(rows) > limit
+        rows = rows[:limit]
+        return [shipment_dict(x) for x in rows], rows[-1].id if more else None
+
+    def get_shipment(self, tenant: str, shipment_id: str) -> dict[str, Any]:
+        with self.registry.session() as s:
+            sh = q.shipment(s, tenant, shipment_id)
+            return {**shipment_dict(sh), "legs": [leg_dict(x) for x in q.legs(s, tenant, shipment_id)],
+                    "batches": [batch_dict(b) for b in q.batches(s, tenant, shipment_id)]}
+
+    def add_leg(self, tenant: str, actor: str, shipment_id: str, asset: str, from_ns: int, to_ns: int | None = None,
+                point: str = DEFAULT_POINT) -> dict[str, Any]:
+        """Add a custody leg. A shipment is in one container at a time: a leg overlapping another is refused,
+        except that the open current leg ends where a later leg begins (the hand-over). An excursion already
+        recorded in that container during the leg quarantines the batches on board (custody is often
+        entered after the fact)."""
+        if to_ns is not None and to_ns <= from_ns:
+            raise ShipmentInvalid(f"to: {iso(to_ns)} is not after from {iso(from_ns)}")
+        reg, notes = self.registry, []
+        with reg.session() as s:
+            q.shipment(s, tenant, shipment_id, lock=True)
+            if s.get(Asset, (tenant, asset)) is None:
+                raise ShipmentInvalid(f"asset: no asset {asset!r} in this tenant")
+            for other in q.legs(s, tenant, shipment_id):
+                if other.to_ns is None and other.from_ns < from_ns:
+                    before = leg_dict(other)
+                    other.to_ns = from_ns
+                    reg.audit(s, tenant, actor, "custody.close", f"shipment:{shipment_id}",
+                              reason=f"handed over to {asset}", before=before, after=leg_dict(other))
+                elif overlaps(other.from_ns, other.to_ns, from_ns, to_ns):
+                    end = iso(other.to_ns) if other.to_ns is not None else "now"
+                    raise ShipmentConflict(f"the shipment is in {other.asset} from {iso(other.from_ns)} to {end} "
+                                           f"(leg {other.id}); a shipment is in one container at a time")
+            leg = CustodyLeg(tenant=tenant, shipment=shipment_id, asset=asset, point=point, from_ns=from_ns,
+                             to_ns=to_ns)
+            s.add(leg)
+            s.flush()
+            out = leg_dict(leg)
+            reg.audit(s, tenant, actor, "custody.add", f"shipment:{shipment_id}", after=out)
+            for exc in q.excursions_during(s, tenant, asset, from_ns, to_ns):
+                notes += self._sweep(s, exc, actor)
+        self._send(notes)
+        return out
+
+    def add_batch(self, tenant: str, actor: str, shipment_id: str, *, lot: str, product: str, quantity: float,
+                  unit: str = "", loaded_ns: int | None = None, unloaded_ns: int | None = None) -> dict[str, Any]:
+        """Put a lot on a shipment, on board over [loaded, unloaded) (None: the whole shipment). An excursion
+        already recorded on one of the shipment's legs while it was on board quarantines it at once."""
+        if loaded_ns is not None and unloaded_ns is not None and unloaded_ns <= loaded_ns:
+            raise ShipmentInvalid(f"unloaded: {iso(unloaded_ns)} is not after loaded {iso(loaded_ns)}")
+        reg, notes = self.registry, []
+        with reg.session() as s:
+            q.shipment(s, tenant, shipment_id, lock=True)
+            if s.get(Batch, (tenant, lot)) is not None:
+                raise ShipmentConflict(f"batch {lot!r} exists; a lot rides in one shipment")
+            b = Batch(tenant=tenant, lot=lot, shipment=shipment_id, product=product, quantity=quantity, unit=unit,
+                      loaded_ns=loaded_ns, unloaded_ns=unloaded_ns, state="available", version=0,
+                      updated_ns=time.time_ns())
+            s.add(b)
+            s.flush()
+            reg.audit(s, tenant, actor, "batch.create", f"batch:{lot}", after=batch_dict(b))
+            for leg in q.legs(s, tenant, shipment_id):
+                for exc in q.excursions_during(s, tenant, leg.asset, leg.from_ns, leg.to_ns):
+                    notes += self._sweep(s, exc, actor)
+            out = batch_dict(b)
+        self._send(notes)
+        return out
+
+    def get_batch(self, tenant: str, lot: str) -> dict[str, Any]:
+        """The batch with the excursions it went through and every decision on it (signatures re-verified)."""
+        with self.registry.session() as s:
+            b = q.batch(s, tenant, lot)
+            key = s.get(SigningKey, tenant)
+            return {**batch_dict(b), "excursions": [excursion_dict(e) for e in q.batch_excursions(s, tenant, lot)],
+                    "decisions": [decision_out(d, key) for d in q.decisions(s, tenant, [lot])]}
+
+    # -- excursions and quarantine ----------------------------------------------------------------------
+
+    def quarantine_for_excursion(self, tenant: str, asset: str, start_ns: int, end_ns: int, reason: str,
+                                 alert_id: int | None = None, actor: str = SYSTEM_ACTOR) -> list[str]:
+        """Record that ``asset`` was out of range over [start_ns, end_ns] and quarantine every batch that was
+        on board it meanwhile (and no other); returns the lots newly quarantined. The live rules call this.
+
+        Idempotent per alert: called again for the same ``alert_id`` (the excursion went on) it widens the
+        recorded window and quarantines only batches not yet tied to it, so a lot released after review is
+        not quarantined again by the same excursion.
+        """
+        if end_ns < start_ns:
+            raise ShipmentInvalid(f"excursion ends ({iso(end_ns)}) before it starts ({iso(start_ns)})")
+        reg, now = self.registry, time.time_ns()
+        with reg.session() as s:
+            exc = None
+            if alert_id is not None:
+                exc = s.scalar(select(Excursion).where(Excursion.tenant == tenant, Excursion.alert_id == alert_id)
+                               .with_for_update())
+            if exc is None:
+                exc = Excursion(tenant=tenant, asset=asset, start_ns=start_ns, end_ns=end_ns, reason=reason,
+                                alert_id=alert_id, recorded_ns=now, recorded_by=actor)
+                s.add(exc)
+                s.flush()
+                reg.audit(s, tenant, actor, "excursion.record", f"excursion:{exc.id}", reason=reason,
+                          after=excursion_dict(exc))
+            elif start_ns < exc.start_ns or end_ns > exc.end_ns:
+                before = excursion_dict(exc)
+                exc.start_ns, exc.end_ns = min(exc.start_ns, start_ns), max(exc.end_ns, end_ns)
+                reg.audit(s, tenant, actor, "excursion.extend", f"excursion:{exc.id}", reason=reason,
+                          before=before, after=excursion_dict(exc))
+            notes = self._sweep(s, exc, actor)
+        self._send(notes)
+        return sorted(lot for n in notes for lot in n.body["lots"])
+
+    def on_alert_event(self, tenant: str, event: dict[str, Any]) -> None:
+        """Notifier listener: a newly opened product-excursion alert quarantines what was in the container.
+
+        Runs on the notifier's thread before the alert's own MQTT and webhook delivery, so it never raises.
+        """
+        alert = event.get("alert") or {}
+        if event.get("event") != "alert.opened" or not is_excursion_rule(str(alert.get("rule", ""))):
+            return
+        try:
+            window = (alert.get("evidence") or {}).get("window") or {}
+            start = int(window.get("start_ns") or alert["opened_ns"])
+            end = max(int(window.get("end_ns") or alert["last_seen_ns"]), start)
+            self.quarantine_for_excursion(tenant, alert["asset"], start, end, alert.get("title") or alert["rule"],
+                                          alert_id=alert["id"], actor=f"rule:{alert['rule']}")
+        except Exception:
+            log.exception("quarantine for alert %s failed", alert.get("id"))
+
+    def _sweep(self, s: Session, exc: Excursion, actor: str) -> list[Note]:
+        """Tie every batch that was on board ``exc.asset`` during ``exc`` to it; quarantine the usable ones."""
+        reg, now = self.registry, time.time_ns()
+        legs = s.scalars(select(CustodyLeg).where(
+            CustodyLeg.tenant == exc.tenant, CustodyLeg.asset == exc.asset, CustodyLeg.from_ns <= exc.end_ns,
+            or_(CustodyLeg.to_ns.is_(None), CustodyLeg.to_ns > exc.start_ns)).order_by(CustodyLeg.id)).all()
+        why = f"excursion {exc.id} in {exc.asset} {iso(exc.start_ns)} to {iso(exc.end_ns)}: {exc.reason}"
+        newly: dict[str, list[str]] = {}
+        for leg in legs:
+            for b in q.batches(s, exc.tenant, leg.shipment, lock=True):
+                if not on_board(b, leg, exc.start_ns, exc.end_ns) or \
+                        s.get(BatchExcursion, (exc.tenant, b.lot, exc.id)) is not None:
+                    continue
+                s.add(BatchExcursion(tenant=exc.tenant, lot=b.lot, excursion_id=exc.id))
+                s.flush()
+                if b.state in USABLE:
+                    before = batch_dict(b)
+                    b.state, b.version, b.updated_ns = "quarantined", b.version + 1, now
+                    reg.audit(s, exc.tenant, actor, "batch.quarantine", f"batch:{b.lot}", reason=why, before=before,
+                              after={**batch_dict(b), "excursion_id": exc.id})
+                    newly.setdefault(leg.shipment, []).append(b.lot)
+        notes = []
+        for shipment_id, lots in newly.items():
+            sh = q.shipment(s, exc.tenant, shipment_id)
+            notes.append(Note(exc.tenant, sh.origin_site, sh.destination_site, {
+                "event": "batches.quarantined", "tenant": exc.tenant, "shipment": shipment_id, "lots": sorted(lots),
+                "origin_site": sh.origin_site, "destination_site": sh.destination_site,
+                "excursion": excursion_dict(exc), "t_ns": now}))
+        return notes
+
+    # -- quality decisions ------------------------------------------------------------------------------
+
+    def decide(self, tenant: str, lot: str, meaning: str, reason: str, actor: str) -> dict[str, Any]:
+        """Release or reject a quarantined batch, signed by ``actor``. The signed record binds the signer,
+        the time, the meaning and the reason to the batch's state at signing (its version and the
+        excursions behind the quarantine) and to the previous decision's signature on this lot."""
+        if meaning not in MEANINGS:
+            raise ShipmentInvalid(f"meaning: {meaning!r} is not one of {', '.join(MEANINGS)}")
+        reason = reason.strip()
+        if not reason:
+            raise ShipmentInvalid("reason: required; say why the batch is " + meaning)
+        reg, now = self.registry, time.time_ns()
+        with reg.session() as s:
+            b = q.batch(s, tenant, lot, lock=True)
+            if b.state != "quarantined":
+                raise ShipmentConflict(f"batch {lot} is {b.state}; only a quarantined batch can be {meaning}")
+            previous = q.decisions(s, tenant, [lot])
+            key_id, secret = self._signing_key(s, tenant, actor)
+            record = {"v": SIGNATURE_VERSION, "kind": "batch-decision", "tenant": tenant, "lot": lot,
+                      "meaning": meaning, "reason": reason, "signer": actor, "signed_at": iso(now), "key_id": key_id,
+                      "batch": signed_batch(b),
+                      "excursions": [signed_excursion(e) for e in q.batch_excursions(s, tenant, lot)],
+                      "previous_signature": previous[-1].signature if previous else None}
+            digest, signature = sign_record(secret, record)
+            d = BatchDecision(tenant=tenant, lot=lot, meaning=meaning, reason=reason, signer=actor, signed_ns=now,
+                              record=record, digest=digest, signature=signature, key_id=key_id)
+            s.add(d)
+            before = batch_dict(b)
+            b.state, b.version, b.updated_ns = meaning, b.version + 1, now
+            s.flush()
+            reg.audit(s, tenant, actor, MEANINGS[meaning], f"batch:{lot}",
+                      reason=reason, before=before,
+                      after={**batch_dict(b), "decision_id": d.id, "meaning": meaning, "signature": signature})
+            out = decision_dict(d)
+            sh = q.shipment(s, tenant, b.shipment)
+            note = Note(tenant, sh.origin_site, sh.destination_site, {
+                "event": f"batch.{meaning}", "tenant": tenant, "shipment": b.shipment, "lots": [lot],
+                "origin_site": sh.origin_site, "destination_site": sh.destination_site, "reason": reason,
+                "signer": actor, "signature": signature, "t_ns": now})
+        self._send([note])
+        return out
+
+    def verify(self, tenant: str, decision: dict[str, Any]) -> bool:
+        """Does the decision's signature recompute from its record, and does the record say what the
+        decision's columns say? False for any edit of either."""
+        with self.registry.session() as s:
+            key = s.get(SigningKey, tenant)
+        return verified(decision, key)
+
+    def _signing_key(self, s: Session, tenant: str, actor: str) -> tuple[str, str]:
+        key = s.get(SigningKey, tenant)
+        if key is None:
+            new_id = secrets.token_hex(8)
+            self.registry.insert_ignore(s, SigningKey, [{"tenant": tenant, "id": new_id,
+                                                         "secret": secrets.token_urlsafe(48),
+                                                         "created_ns": time.time_ns()}])
+            key = s.get(SigningKey, tenant)
+            if key.id == new_id:  # not a concurrent first signer's key
+                self.registry.audit(s, tenant, actor, "signing_key.create", f"signing_key:{new_id}",
+                                    after={"id": new_id})
+        return key.id, key.secret
+
+    # -- the report -------------------------------------------------------------------------------------
+
+    def report(self, tenant: str, shipment_id: str, now_ns: int | None = None) -> ShipmentReport:
+        """The shipment's record: custody, temperatures from the store judged against its profile (MKT,
+        alarms, verdict) for the shipment and for each batch's time on board, excursions, signed decisions
+        (re-verified) and the audit trail. An open leg is read up to ``now_ns``."""
+        return build_report(self.registry, self.store, tenant, shipment_id, now_ns)
+
+    def _send(self, notes: list[Note]) -> None:
+        """Tell the distribution centre and the store; after the commit, so nobody hears of a change that
+        was rolled back. A broker that is down costs the message, not the record (it is in the audit)."""
+        if self.publish is None:
+            return
+        for n in notes:
+            body = json.dumps({"v": "v1", "kind": "notification", **n.body}, separators=(",", ":")).encode()
+            for topic in (notification_topic(n.tenant, "dc", n.origin_site),
+                          notification_topic(n.tenant, "store", n.destination_site)):
+                try:
+                    if self.publish(topic, body) is False:
+                        log.warning("notification to %s not sent: broker not connected", topic)
+                except Exception:
+                    log.exception("notification to %s failed", topic)
+
+
+def attach(platform) -> ShipmentService:
+    """The platform's shipment service, listening to its alerts; created on the first call, the same one
+    after (several apps may be built on one platform)."""
+    for listener in platform.notifier.listeners:
+        service = getattr(listener, "__self__", None)
+        if isinstance(service, ShipmentService) and service.registry is platform.registry:
+            return service
+    link = platform.link
+    service = ShipmentService(platform.registry, platform.store,
+                              publish=(lambda topic, body: link.publish(topic, body)) if link is not None else None)
+    platform.notifier.listeners.append(service.on_alert_event)
+    return service
+
