@@ -18,6 +18,7 @@ from cloud.packs.base import Alarm, Assessment, NotRecomputable, Pack, RuleConte
 from cloud.packs.refrigerated_trailer import ReeferPack
 from cloud.packs.rotating_machine import MachinePack
 from cloud.packs.turbofan import TurbofanPack
+from cloud.packs.vessel import VesselPack
 from models.catalogue import builtin_types, load_type, register_type
 
 __all__ = ["PACKS", "Alarm", "Assessment", "NotRecomputable", "Pack", "PackError", "RuleContext",
@@ -39,7 +40,7 @@ def register(pack: type[Pack], folder: Path | None = None) -> type[Pack]:
     return pack
 
 
-for _pack in (ReeferPack, MachinePack, TurbofanPack):
+for _pack in (ReeferPack, MachinePack, TurbofanPack, VesselPack):
     register(_pack)
 
 
