@@ -5,6 +5,11 @@ Two callers change it: an operator (``PUT /api/v1/gateways/{id}/config``) and th
 versions only grow and stay above what the gateway already runs (so it never ignores a push), the whole
 configuration is published retained (a restarting gateway gets everything from one message), the audit keeps
 before and after.
+
+Asset types travel with it: every type its assets name that gateways do not ship (a tenant's own, defined
+through ``POST /api/v1/asset-types``, or a pack's installed beside the cloud) is put in ``asset_types`` with its
+definition as it is at the push, so the gateway validates and runs it like a shipped one. A type nobody knows is
+left for the gateway to refuse: its report names it.
 """
 
 from __future__ import annotations
@@ -12,8 +17,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from cloud.registry import Gateway
+from sqlalchemy import select
+
+from cloud.registry import AssetTypeRecord, Gateway
 from models import topics
+from models.catalogue import builtin_types, shipped_types
 from models.wire import DesiredConfig, encode
 
 Config = dict[str, Any]
@@ -45,7 +53,7 @@ def push_desired_config(platform, tenant: str, gateway: str, change: Callable[[C
         if if_version is not None and current != if_version:
             raise ConfigVersionConflict(current, if_version)
         before = dict(g.desired_config or {})
-        config = change(before)
+        config = with_asset_types(s, tenant, change(before))
         version = max(current, g.config_version or 0) + 1
         g.desired_config, g.desired_version = config, version
         platform.registry.audit(s, tenant, actor, action, f"gateway:{gateway}", reason=reason,
@@ -55,6 +63,24 @@ def push_desired_config(platform, tenant: str, gateway: str, change: Callable[[C
     if not platform.link.publish(topics.config_desired(tenant, gateway), encode(msg), retain=True):
         raise BrokerUnavailable("stored, but not yet published: the broker is unreachable")
     return version
+
+
+def with_asset_types(session, tenant: str, config: Config) -> Config:
+    """``config`` with ``asset_types``: the definitions of the types its assets name that gateways do not ship
+    (none: no ``asset_types``). A configuration that names no assets keeps what it had."""
+    assets = config.get("assets")
+    if not isinstance(assets, list):
+        return config
+    named = {a.get("type") for a in assets if isinstance(a, dict) and isinstance(a.get("type"), str)}
+    wanted = sorted(named - set(shipped_types()))
+    known = {t: builtin_types()[t].model_dump(mode="json") for t in wanted if t in builtin_types()}
+    own = [t for t in wanted if t not in known]
+    if own:
+        rows = session.scalars(select(AssetTypeRecord).where(AssetTypeRecord.tenant == tenant,
+                                                             AssetTypeRecord.id.in_(own)))
+        known.update({r.id: r.definition for r in rows})
+    out = {k: v for k, v in config.items() if k != "asset_types"}
+    return {**out, "asset_types": known} if known else out
 
 
 def replaced_keeping_baselines(new: Config) -> Callable[[Config], Config]:

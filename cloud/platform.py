@@ -12,6 +12,7 @@ from cloud.alerts import AlertService, Notifier
 from cloud.ingest import Ingest
 from cloud.link import CloudLink
 from cloud.live import LiveHub
+from cloud.packs import load_pack_dirs
 from cloud.registry import Gateway, Registry
 from cloud.rules.runner import RuleRunner
 from cloud.settings import CloudSettings
@@ -39,6 +40,7 @@ class Platform:
 
     @classmethod
     def open(cls, settings: CloudSettings, with_ingest: bool = False, with_link: bool = False) -> Platform:
+        load_pack_dirs(settings.pack_dirs)  # before anything asks what a kind of asset means
         registry = Registry(settings.database_url)
         registry.create_schema()
         if settings.bootstrap_api_key:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from typing import Annotated, Literal
 
 from pydantic import Field, field_validator, model_validator
@@ -80,6 +81,9 @@ class CloudSettings(BaseSettings):
     # Rules (run in each ingest worker on the data it wrote)
     rules_interval_s: float = 60.0
     coldchain_profile: str = "who-30-day-refrigerator"  # for trailers whose shipments name none
+    # Packs beyond the shipped ones (cloud/packs/README.md): their folders, separated by "," or the OS path
+    # separator, or a JSON list. Each is loaded at start-up; one that cannot be stops it, naming the folder.
+    pack_dirs: Annotated[list[str], NoDecode] = []
 
     # Alert webhooks (cloud/webhooks.py). Loopback, private, link-local, multicast, unspecified, reserved and
     # cloud-metadata addresses are refused (after DNS, at registration and at every delivery) unless listed
@@ -100,6 +104,13 @@ class CloudSettings(BaseSettings):
     api_key_cache_s: float = 5.0  # how long a looked-up key is trusted; a revocation takes effect within it
     bootstrap_api_key: str | None = None
     bootstrap_tenant: str = "demo"
+
+    @field_validator("pack_dirs", mode="before")
+    @classmethod
+    def _pack_dirs(cls, value: object) -> object:
+        if isinstance(value, str):
+            value = json.loads(value) if value.lstrip().startswith("[") else re.split(f"[,{os.pathsep}]", value)
+        return [str(v).strip() for v in value if str(v).strip()] if isinstance(value, list) else value
 
     @field_validator("webhook_allow", mode="before")
     @classmethod

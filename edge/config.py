@@ -7,14 +7,26 @@ gateway that half-starts in a trailer is worse than one that refuses and says so
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
+from contextvars import ContextVar
 from pathlib import Path
+from types import MappingProxyType
 from typing import Annotated, Literal
 from urllib.parse import urlparse
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
-from models.catalogue import AssetType, DetectorSpec, LocalRule, get_type
+from models.catalogue import AssetType, DetectorSpec, LocalRule, builtin_types, get_type
 
 _ID = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$"
 
@@ -202,25 +214,39 @@ class OpcUaSource(_Strict):
 Source = Annotated[MqttSource | OpcUaSource, Field(discriminator="type")]
 
 
+_CONFIG_TYPES: ContextVar[Mapping[str, AssetType]] = ContextVar("config_asset_types", default=MappingProxyType({}))
+"""The ``asset_types`` of the configuration whose assets are being validated."""
+
+
 class AssetConfig(_Strict):
+    """An asset of a built-in type, or of one the configuration defines (``asset_types``)."""
+
     id: Annotated[str, Field(pattern=_ID)]
     type: str
     detectors: dict[str, list[DetectorSpec]] = Field(
         default_factory=dict, description="Per-point overrides of the asset type's detectors."
     )
+    _definition: AssetType | None = PrivateAttr(None)
 
     @field_validator("type")
     @classmethod
     def _known_type(cls, v: str) -> str:
+        if v in _CONFIG_TYPES.get():
+            return v
         try:
             get_type(v)
         except KeyError as exc:
             raise ValueError(exc.args[0]) from None
         return v
 
+    @model_validator(mode="after")
+    def _resolve_type(self) -> AssetConfig:
+        self._definition = _CONFIG_TYPES.get().get(self.type)
+        return self
+
     @property
     def asset_type(self) -> AssetType:
-        return get_type(self.type)
+        return self._definition or get_type(self.type)
 
 
 class MspcBaselineConfig(_Strict):
@@ -271,6 +297,9 @@ class GatewayConfig(_Strict):
     status_interval_s: float = Field(default=10.0, gt=0)
     compress: bool = True
     max_inflight: int = Field(default=64, ge=1, le=1000)
+    asset_types: dict[str, AssetType] = Field(
+        default_factory=dict, description="Types beyond the built-in catalogue, by id, that assets may name: defined "
+        "in the cloud (a tenant's own, or a pack's the gateway does not ship) and sent in the desired configuration.")
     assets: list[AssetConfig] = Field(min_length=1)
     sources: list[Source] = Field(min_length=1)
     local_rules: list[LocalRule] = Field(default_factory=list)
@@ -278,6 +307,26 @@ class GatewayConfig(_Strict):
         default=None, description="HMAC key for personal points; without it their values are dropped, never sent")
     baselines: dict[str, MspcBaselineConfig] = Field(
         default_factory=dict, description="Per asset id, a multivariate baseline the cloud fitted (the mspc detector).")
+
+    @field_validator("asset_types")
+    @classmethod
+    def _types_keyed_by_id(cls, types: dict[str, AssetType]) -> dict[str, AssetType]:
+        for key, t in types.items():
+            if t.id != key:
+                raise ValueError(f"{key}: its id is {t.id!r}; a type is listed under its own id")
+            if key in builtin_types():
+                raise ValueError(f"{key}: a built-in type; this gateway runs its own definition of it")
+        return types
+
+    @field_validator("assets", mode="wrap")
+    @classmethod
+    def _assets_see_the_types(cls, value: object, handler, info: ValidationInfo) -> list[AssetConfig]:
+        """Assets are validated knowing this configuration's ``asset_types`` (validated before them)."""
+        token = _CONFIG_TYPES.set(info.data.get("asset_types", {}))
+        try:
+            return handler(value)
+        finally:
+            _CONFIG_TYPES.reset(token)
 
     @model_validator(mode="after")
     def _baselines_name_known_points(self) -> GatewayConfig:

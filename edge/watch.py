@@ -17,6 +17,7 @@ from edge.detect import KINDS, Ensemble, EventTracker, build_detectors
 from edge.detect.base import constructor_params, load_npz, save_npz
 from edge.detect.events import AnomalyEvent
 from edge.detect.multivariate import Mspc, MspcBaseline, MspcGroup
+from edge.detect.novelty import Novelty
 from models.wire import Quality
 
 EVENT_MIN_SAMPLES = 1
@@ -78,6 +79,34 @@ class PointWatch:
                                        cooldown_s=EVENT_COOLDOWN_S, release=EVENT_RELEASE)
         self.ensemble = new
 
+    def carry_from(self, old: PointWatch) -> None:
+        """Take what ``old`` (another point layout: assets added, removed or retyped) learned about each (asset,
+        point) this watch also has, where the same detector kind runs on it; new points start cold, and events
+        in progress start over. Parameters stay this watch's."""
+        rows = {p: i for i, p in enumerate(old.points)}
+        take = np.array([rows.get(p, -1) for p in self.points], np.int64)
+        keep = take >= 0
+        prev = {d.name: d for d in old.ensemble.detectors}
+        n_old, n_new = len(old.points), len(self.points)
+        for det in self.ensemble.detectors:
+            fresh = det.state()
+            if det.name not in prev or not fresh:
+                continue
+            learned = prev[det.name].state()
+            params = _parameter_keys(det)
+            carried = {}
+            for key, arr in fresh.items():
+                was = learned.get(key)
+                if key in params or was is None or arr.ndim == 0 or arr.shape[0] != n_new \
+                        or was.shape != (n_old, *arr.shape[1:]):
+                    carried[key] = arr
+                    continue
+                out = arr.copy()
+                out[keep] = was[take[keep]]
+                carried[key] = out
+            det.load_state(carried)
+        self.ensemble._refresh_scale()
+
     def process(self, tick: Tick) -> list[AnomalyEvent]:
         ok = tick.quality == Quality.GOOD
         score, mask = self.ensemble.update(tick.idx, tick.t_ns, tick.x, ok)
@@ -110,6 +139,13 @@ class PointWatch:
             self.events.load_state(evt)
 
 
+def _parameter_keys(det) -> set[str]:
+    """The state arrays that are parameters (the configuration's), not what was learned: the constructor's
+    keywords, a kernel detector's ``params``, and ``prm``, where novelty packs its parameters."""
+    keys = set(constructor_params(type(det))) | set(getattr(det, "params", ()))
+    return keys | {"prm"} if isinstance(det, Novelty) else keys
+
+
 def _carry_learned(old: Ensemble, new: Ensemble) -> None:
     """Copy each detector's learned arrays from ``old`` into ``new`` where the kind exists in both."""
     prev = {d.name: d for d in old.detectors}
@@ -118,7 +154,7 @@ def _carry_learned(old: Ensemble, new: Ensemble) -> None:
             continue
         fresh = det.state()
         carried = dict(prev[det.name].state())
-        for p in constructor_params(type(det)):
+        for p in _parameter_keys(det):
             if p in fresh:
                 carried[p] = fresh[p]
         det.load_state(carried)

@@ -25,7 +25,8 @@ def _local(platform, alert: dict) -> dict | None:
     ev = alert["evidence"]
     with platform.registry.session() as s:
         a = s.get(Asset, (alert["tenant"], alert["asset"]))
-    rule = local.rule_for(a.type if a else None, alert["rule"])
+        definition = local.type_definition(s, alert["tenant"], a.type if a else None)
+    rule = local.rule_for(definition, alert["rule"])
     if rule is None or "fired_ns" not in ev:
         raise NotRecomputable(f"no local rule {alert['rule']!r} for this asset's type, or no fired_ns in the evidence")
     return local.recompute(platform.store, alert["tenant"], alert["asset"], rule, ev["start_ns"], ev["fired_ns"])

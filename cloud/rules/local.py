@@ -1,29 +1,42 @@
 """Local rules (a threshold held for a time, evaluated on the gateway): their alarms become alerts in
-the cloud, and an auditor can have the cloud recompute any such alert from the stored samples."""
+the cloud, and an auditor can have the cloud recompute any such alert from the stored samples. The rules are
+the asset type's: a shipped or pack type's, or a tenant's own (``type_definition``)."""
 
 from __future__ import annotations
 
 from typing import Any
 
+from pydantic import ValidationError
+from sqlalchemy.orm import Session
+
 from cloud.alerts import AlertService
+from cloud.registry import AssetTypeRecord
 from cloud.store import TimeSeriesStore
-from models.catalogue import LocalRule, get_type
+from models.catalogue import AssetType, LocalRule, builtin_types
 from models.wire import AlarmEvent
 
 SOURCE = "edge-local-rule"
 
 
-def rule_for(asset_type: str | None, name: str) -> LocalRule | None:
-    if not asset_type:
+def type_definition(session: Session, tenant: str, type_id: str | None) -> AssetType | None:
+    """The type as the tenant's gateways run it: the catalogue's (shipped or a pack's), else the tenant's own."""
+    if not type_id:
         return None
+    if (found := builtin_types().get(type_id)) is not None:
+        return found
+    row = session.get(AssetTypeRecord, (tenant, type_id))
     try:
-        t = get_type(asset_type)
-    except KeyError:
-        return None
-    return next((r for r in t.local_rules if r.name == name), None)
+        return None if row is None else AssetType.model_validate(row.definition)
+    except ValidationError:
+        return None  # stored before the catalogue's shape changed: its rules are unknown, not an error here
 
 
-def alert_from_alarm(alerts: AlertService, ev: AlarmEvent, asset_type: str | None) -> tuple[int, bool]:
+def rule_for(asset_type: str | AssetType | None, name: str) -> LocalRule | None:
+    t = builtin_types().get(asset_type) if isinstance(asset_type, str) else asset_type
+    return None if t is None else next((r for r in t.local_rules if r.name == name), None)
+
+
+def alert_from_alarm(alerts: AlertService, ev: AlarmEvent, asset_type: str | AssetType | None) -> tuple[int, bool]:
     """The gateway's alarm, as an alert with the evidence the gateway gave and the rule it applied."""
     rule = rule_for(asset_type, ev.rule)
     evidence: dict[str, Any] = {"source": SOURCE, "gateway": ev.gateway, "event_id": ev.event_id,

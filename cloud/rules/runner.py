@@ -92,7 +92,9 @@ class RuleRunner:
     def on_events(self, events: list) -> None:
         for ev in events:
             if isinstance(ev, AlarmEvent):
-                _, new = local.alert_from_alarm(self.platform.alerts, ev, self._type(ev.tenant, ev.asset))
+                with self.platform.registry.session() as s:  # a tenant's type may have changed: read each time
+                    definition = local.type_definition(s, ev.tenant, self._type(ev.tenant, ev.asset))
+                _, new = local.alert_from_alarm(self.platform.alerts, ev, definition)
                 self.counters["rules_alerts_raised"] += int(new)
 
     def on_written(self, batches: list[TelemetryBatch]) -> None:
