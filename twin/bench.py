@@ -2,8 +2,11 @@
 machine and the date in ``docs/bench/<name>.json`` and regenerates ``docs/benchmarks.md`` from all of
 them, so the document always says where each number came from. Ratios are measured in one run.
 
-The benchmarks start real servers the same way the tests do (``tests/harness``), so they run from a
-checkout of the repository, not from an installed wheel.
+The benchmarks start real servers the way the tests do, from the installed rig (``simulators.rig``: the
+Mosquitto, InfluxDB and PostgreSQL binaries on free loopback ports), so they run from an install as from a
+checkout. Figures go to the checkout's ``docs/`` when ``twin`` runs from one, else to ``./docs`` (or wherever
+``TWIN_BENCH_DOCS`` says); data sets are looked for beside the checkout (``../shared/data``), else in
+``./shared/data``, or wherever ``--data`` says.
 """
 
 from __future__ import annotations
@@ -25,10 +28,14 @@ from rich.markup import escape
 from rich.table import Table
 
 ROOT = Path(__file__).resolve().parents[1]
-DOCS = ROOT / "docs"
+"""Where the packages are: the checkout's root, or site-packages in an install."""
+CHECKOUT = ROOT if (ROOT / "pyproject.toml").is_file() and (ROOT / "twin").is_dir() else None
+"""The repository when ``twin`` runs from one (an editable install); None from an install."""
+DOCS = Path(os.environ.get("TWIN_BENCH_DOCS") or (CHECKOUT or Path.cwd()) / "docs")
 RESULTS = DOCS / "bench"
-DEFAULT_NAB = ROOT.parent / "shared" / "data" / "NAB"
-DEFAULT_NAB_SCORE = ROOT.parent / "shared" / "tools" / "nab-score"
+SHARED = (CHECKOUT.parent if CHECKOUT else Path.cwd()) / "shared"
+DEFAULT_NAB = SHARED / "data" / "NAB"
+DEFAULT_NAB_SCORE = SHARED / "tools" / "nab-score"
 console = Console()
 
 app = typer.Typer(help="Benchmarks; figures go to docs/benchmarks.md with the command, machine and date.",
@@ -107,24 +114,25 @@ def _edge_venv() -> Path:
     venv's (scipy there is imported by numba when present)."""
     import subprocess
 
-    venv = ROOT / ".venv-edge"
+    if CHECKOUT is None:
+        raise typer.BadParameter("--edge-venv installs the checkout's assettwin[edge]: run from a checkout, or pass "
+                                 "--no-edge-venv to run the agent from this install", param_hint="--edge-venv")
+    venv = CHECKOUT / ".venv-edge"
     python = venv / "bin" / "python"
     if not (venv / ".edge-installed").exists():
         console.print(f"creating {venv} with assettwin[edge] only …")
         subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
         subprocess.run([str(python), "-m", "pip", "install", "-q", "--disable-pip-version-check", "-e",
-                        f"{ROOT}[edge]"], check=True)
+                        f"{CHECKOUT}[edge]"], check=True)
         (venv / ".edge-installed").touch()
     return python
 
 
 def _harness():
-    """The real-server harness of the tests (Mosquitto, InfluxDB + v2 front, PostgreSQL)."""
-    if str(ROOT) not in sys.path:
-        sys.path.insert(0, str(ROOT))
-    import tests.harness as harness
+    """The real servers the benchmarks run on (Mosquitto, InfluxDB + v2 front, PostgreSQL), as the tests do."""
+    import simulators.rig as rig
 
-    return harness
+    return rig
 
 
 @app.command()
@@ -172,7 +180,7 @@ def _detector_rows(f: dict) -> list[Row]:
 
 @app.command()
 def skab(json_out: Path | None = typer.Option(None, "--json"),
-         data: Path = typer.Option(ROOT.parent / "shared" / "data" / "SKAB", help="the SKAB data set")) -> None:
+         data: Path = typer.Option(SHARED / "data" / "SKAB", help="the SKAB data set")) -> None:
     """Detection quality on SKAB (fit on each file's first 400 rows, score the rest), beside the leaderboard."""
     from edge.detect import skab as skab_mod
 
@@ -382,8 +390,10 @@ def _checkout(revision: str) -> Iterator[Path]:
     import subprocess
     import tempfile
 
+    if CHECKOUT is None:
+        raise typer.BadParameter("a git revision needs a checkout of the repository", param_hint="--baseline")
     with tempfile.TemporaryDirectory(prefix="twin-baseline-") as tmp:
-        archive = subprocess.run(["git", "archive", "--format=tar", revision], cwd=ROOT, check=True,
+        archive = subprocess.run(["git", "archive", "--format=tar", revision], cwd=CHECKOUT, check=True,
                                  capture_output=True).stdout
         subprocess.run(["tar", "-x", "-C", tmp], input=archive, check=True)
         yield Path(tmp)
@@ -456,7 +466,7 @@ def vibration(json_out: Path | None = typer.Option(None, "--json"),
            notes, json_out)
 
 
-DEFAULT_CMAPSS = ROOT.parent / "shared" / "data" / "CMAPSS"
+DEFAULT_CMAPSS = SHARED / "data" / "CMAPSS"
 
 
 @app.command()
@@ -486,7 +496,7 @@ def pdm(json_out: Path | None = typer.Option(None, "--json"),
 def all_() -> None:
     """Every benchmark, then docs/benchmarks.md."""
     _run_all([("detectors", lambda: detectors(None, 10_000_000)),
-              ("skab", lambda: skab(None, ROOT.parent / "shared" / "data" / "SKAB")),
+              ("skab", lambda: skab(None, SHARED / "data" / "SKAB")),
               ("nab", lambda: nab(None, DEFAULT_NAB, DEFAULT_NAB_SCORE, None, None, False, True)),
               ("quality", lambda: quality(None, [ROOT / "simulators" / "scenarios" / "trailer-faults.yaml",
                                                  ROOT / "simulators" / "scenarios" / "trailer-normal-week.yaml"])),

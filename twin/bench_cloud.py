@@ -1,11 +1,11 @@
-"""Cloud benchmarks against real servers started with the test harness: ingest throughput beside raw
-InfluxDB ``/write``, API latency under concurrent clients, and end-to-end latency sensor → API.
+"""Cloud benchmarks against real servers started by the rig (``simulators.rig``, as the tests do): ingest
+throughput beside raw InfluxDB ``/write``, API latency under concurrent clients, and end-to-end latency sensor → API.
 
 Every figure that is compared with another is measured in the same run, on the same servers: the
 machine is shared and noisy, absolute numbers move between runs, ratios much less.
 
 Paths. Debian's InfluxDB 1.6 has no ``/api/v2/write``; the platform (influxdb-client) writes through the
-harness's TEST-ONLY v2 front, a Python HTTP proxy. Here that front runs in a process of its own (as it
+rig's test- and bench-only v2 front, a Python HTTP proxy. Here that front runs in a process of its own (as it
 would be a separate hop in any deployment), so the bench's own client and poller do not share its GIL.
 Raw ``/write`` is measured both directly on influxd and through that front; the platform is compared
 with raw through the same front, the path it actually uses.
@@ -105,9 +105,9 @@ class Servers:
 
 def _twin_process(argv: list[str], log_path: Path, env: dict[str, str], root: Path | None = None
                   ) -> subprocess.Popen:
-    """``python -m twin …`` from ``root`` (default: this checkout; another tree benchmarks other code)."""
+    """``python -m twin …`` of this Python (installed or this checkout), or from ``root``: the directory that
+    holds another tree's packages (a baseline checkout), which ``-m`` then imports first."""
     log = open(log_path, "ab")  # noqa: SIM115 - handed to the child
-    root = root or Path(__file__).resolve().parents[1]
     try:
         return subprocess.Popen([sys.executable, "-m", "twin", *argv], stdout=log, stderr=subprocess.STDOUT,
                                 cwd=root, env={**os.environ, "TWIN_LOG_FORMAT": "json", "PYTHONUNBUFFERED": "1",
@@ -501,7 +501,7 @@ def run_api_bench(harness, *, clients: int = 50, duration_s: float = 10.0, rate_
                   root: Path | None = None, api_workers: int = 1) -> dict[str, Any]:
     """One API replica (``twin cloud run``, one process unless ``api_workers`` > 1) with a day of 1 Hz data
     for one point. ``root``: run the replica from another checkout (a baseline measured in the same run)."""
-    from tests.harness.servers import free_port
+    from simulators.rig.servers import free_port
 
     asset, point = "trailer-0001", "supply_air"
     work = Path(tempfile.mkdtemp(prefix="twin-bench-api-"))
@@ -686,7 +686,7 @@ def run_e2e_bench(harness, *, trailers: int = 20, duration_s: float = 30.0, prob
     the API first returned it minus the time the sensor stamped on it (same clock: one machine)."""
     import threading
 
-    from tests.harness.processes import CloudProcess, EdgeProcess, gateway_config
+    from simulators.rig.processes import CloudProcess, EdgeProcess, gateway_config
 
     assets = [f"trailer-{i:03d}" for i in range(1, trailers + 1)]
     probe = assets[0]
