@@ -51,11 +51,20 @@ def mspc_group(cfg: GatewayConfig, points: list[tuple[str, str]]) -> MspcGroup:
     return MspcGroup(len(points), members)
 
 
+def event_names(ens: Ensemble) -> list[str]:
+    """The event tracker's bit names: the ensemble's detectors, then ``novelty``'s channels (``novelty.record``...),
+    so an event says which channel saw it."""
+    names = list(ens.names)
+    if Novelty.name in names:
+        names += [f"{Novelty.name}.{c}" for c in Novelty.CHANNELS]
+    return names
+
+
 class PointWatch:
     def __init__(self, cfg: GatewayConfig, points: list[tuple[str, str]]) -> None:
         self.points = points
         self.ensemble = self._build(cfg)
-        self.events = EventTracker(len(points), self.ensemble.names, min_samples=EVENT_MIN_SAMPLES,
+        self.events = EventTracker(len(points), event_names(self.ensemble), min_samples=EVENT_MIN_SAMPLES,
                                    cooldown_s=EVENT_COOLDOWN_S, release=EVENT_RELEASE)
 
     def _build(self, cfg: GatewayConfig) -> Ensemble:
@@ -75,7 +84,7 @@ class PointWatch:
         new = self._build(cfg)
         _carry_learned(self.ensemble, new)
         if new.names != self.ensemble.names:
-            self.events = EventTracker(len(points), new.names, min_samples=EVENT_MIN_SAMPLES,
+            self.events = EventTracker(len(points), event_names(new), min_samples=EVENT_MIN_SAMPLES,
                                        cooldown_s=EVENT_COOLDOWN_S, release=EVENT_RELEASE)
         self.ensemble = new
 
@@ -112,6 +121,10 @@ class PointWatch:
         score, mask = self.ensemble.update(tick.idx, tick.t_ns, tick.x, ok)
         if not mask.any() and not self.events.phase.any():
             return []  # nothing flagged and no event in progress: the common tick costs nothing more
+        names = self.ensemble.names
+        if Novelty.name in names and mask.any():  # the channels behind novelty's flags, as bits after the detectors
+            novelty = self.ensemble.detectors[names.index(Novelty.name)]
+            mask = mask | (novelty.why_bits(mask.shape[0]) << len(names))
         return self.events.update(tick.idx, tick.t_ns, tick.x, ok, score, mask)
 
     def save(self, path: Path) -> None:
@@ -135,7 +148,7 @@ class PointWatch:
         saved = Ensemble([kinds[n](len(self.points)) for n in names])
         saved.load_state(ens)
         _carry_learned(saved, self.ensemble)  # learned state from disk, parameters from the configuration
-        if [str(n) for n in evt["names"]] == self.ensemble.names:  # else events in progress start over
+        if [str(n) for n in evt["names"]] == event_names(self.ensemble):  # else events in progress start over
             self.events.load_state(evt)
 
 

@@ -141,7 +141,7 @@ def test_the_agent_on_a_build_flags_a_spike_without_loading_llvm(build, tmp_path
         anomalies = wait_until(lambda: [e for e in map(decode_event, events.payloads())
                                         if isinstance(e, AnomalyEvent)], timeout=30, what="the spike's event")
         assert [(e.point, e.start_ns, e.peak_value, e.detectors) for e in anomalies] == [
-            ("supply_air", t0 + 400 * S, 30.0, ["novelty"])]
+            ("supply_air", t0 + 400 * S, 30.0, ["novelty", "novelty.record", "novelty.residual"])]
         counters = wait_until(lambda: [c for c in (decode(p, GatewayStatus).counters for p in status.payloads())
                                        if c.get("samples_in", 0) >= 420], timeout=30, what="status counters")
         assert counters[-1]["kernels_ahead_of_time"] == 1

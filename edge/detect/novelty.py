@@ -453,6 +453,10 @@ class Novelty(Detector):
     def learn(self, idx, t_ns, x, ok) -> None:
         self._run(idx, t_ns, x, ok, True)
 
+    def why_bits(self, n: int) -> np.ndarray:
+        """For the last tick's first ``n`` samples: a bit per channel that fired (``CHANNELS`` order), a copy."""
+        return self._why[:n].copy()
+
     def why(self, n: int) -> list[tuple[str, ...]]:
         """For the last tick's first ``n`` samples: the channels that fired (empty where none did)."""
         return [tuple(name for j, name in enumerate(self.CHANNELS) if bits >> j & 1) for bits in self._why[:n]]
