@@ -86,26 +86,36 @@ def test_known_samples_arrive_exactly_once_with_equal_values(platform, mosquitto
             assert v == expected, f"{asset}/{point} values differ"
 
 
-def test_injected_spike_comes_back_as_an_anomaly_event(platform, mosquitto):
+def test_injected_spike_comes_back_as_an_anomaly_event_and_an_alert(platform, mosquitto):
     cloud, _ = platform
     t0 = T0 + 10**14
-    steady = [4.0 + 0.05 * math.sin(i / 3) for i in range(300)]
-    values = [*steady[:200], 30.0, *steady[200:]]
+    steady = [4.0 + 0.05 * math.sin(i / 3) for i in range(400)]
+    values = [*steady[:300], 30.0, *steady[300:]]  # after 300 samples: the default judges levels from then
     readings = [Reading("trailer-002", "supply_air", t0 + i * 10**9, v) for i, v in enumerate(values)]
     publish_readings(mosquitto.url, readings)
-    spike_t = t0 + 200 * 10**9
+    spike_t = t0 + 300 * 10**9
 
     with cloud.client() as api:
-        def events_so_far():
+        def closed_events():
             r = api.get("/api/v1/assets/trailer-002/anomalies")
-            return r.status_code == 200 and r.json()["items"]
+            return r.status_code == 200 and [e for e in r.json()["items"] if e["end_ns"] is not None]
 
-        events = wait_until(events_so_far, timeout=30, what="the spike's anomaly event")
+        events = wait_until(closed_events, timeout=30, what="the spike's anomaly event, closed")
+
+        def anomaly_alerts():
+            r = api.get("/api/v1/alerts", params={"asset": "trailer-002"})
+            return r.status_code == 200 and [a for a in r.json()["items"] if a["rule"] == "anomaly:supply_air"]
+
+        [alert] = wait_until(anomaly_alerts, timeout=30, what="the anomaly's alert")
     assert len(events) == 1
     ev = events[0]
     assert (ev["point"], ev["start_ns"], ev["peak_value"]) == ("supply_air", spike_t, 30.0)
-    assert ev["detectors"] == ["ewma_z"] and 0.5 <= ev["peak_score"] <= 1.0
-    assert ev["end_ns"] == spike_t  # closed by the next normal sample
+    assert ev["detectors"][0] == "novelty" and "novelty.record" in ev["detectors"] and 0.5 <= ev["peak_score"] <= 1.0
+    # held while the next sample is still news (the last value was 30), closed by the one after
+    assert spike_t <= ev["end_ns"] <= spike_t + 2 * 10**9
+    assert (alert["severity"], alert["state"]) == ("low", "open")
+    assert alert["evidence"]["source"] == "edge-anomaly" and alert["evidence"]["start_ns"] == spike_t
+    assert alert["evidence"]["detectors"] == ev["detectors"]
 
 
 def _publish_raw(url: str, topic: str, payloads: list[bytes]) -> None:

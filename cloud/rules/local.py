@@ -13,9 +13,10 @@ from cloud.alerts import AlertService
 from cloud.registry import AssetTypeRecord
 from cloud.store import TimeSeriesStore
 from models.catalogue import AssetType, LocalRule, builtin_types
-from models.wire import AlarmEvent
+from models.wire import AlarmEvent, AnomalyEvent
 
 SOURCE = "edge-local-rule"
+ANOMALY_SOURCE = "edge-anomaly"
 
 
 def type_definition(session: Session, tenant: str, type_id: str | None) -> AssetType | None:
@@ -48,6 +49,20 @@ def alert_from_alarm(alerts: AlertService, ev: AlarmEvent, asset_type: str | Ass
     title = f"{point} {cmp} {ev.evidence.get('limit', '?')} for {ev.evidence.get('for_s', '?')} s"
     return alerts.raise_alert(ev.tenant, ev.asset, ev.rule, ev.severity, title, evidence,
                               at_ns=int(ev.evidence.get("fired_ns", ev.start_ns)))
+
+
+def alert_from_anomaly(alerts: AlertService, ev: AnomalyEvent) -> tuple[int, bool]:
+    """The gateway's anomaly event, as a low-severity alert per point (one open alert per point's anomalies:
+    a later event, or the close of this one, refreshes it). The evidence is the event: when, how strong,
+    which detectors and channels saw it."""
+    evidence: dict[str, Any] = {"source": ANOMALY_SOURCE, "gateway": ev.gateway, "event_id": ev.event_id,
+                                "point": ev.point, "start_ns": ev.start_ns, "end_ns": ev.end_ns,
+                                "peak_score": ev.peak_score, "peak_value": ev.peak_value,
+                                "detectors": list(ev.detectors)}
+    seen = ", ".join(d.split(".", 1)[1] for d in ev.detectors if "." in d) or ", ".join(ev.detectors)
+    title = f"unusual {ev.point} ({seen}), score {ev.peak_score:.2f}"
+    return alerts.raise_alert(ev.tenant, ev.asset, f"anomaly:{ev.point}", "low", title, evidence,
+                              at_ns=ev.start_ns)
 
 
 def recompute(store: TimeSeriesStore, tenant: str, asset: str, rule: LocalRule, start_ns: int,

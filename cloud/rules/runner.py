@@ -25,7 +25,7 @@ from sqlalchemy import select
 from cloud.packs import PACKS, Pack, pack_for
 from cloud.registry import Alert, Asset
 from cloud.rules import local
-from models.wire import AlarmEvent, GatewayStatus, TelemetryBatch
+from models.wire import AlarmEvent, AnomalyEvent, GatewayStatus, TelemetryBatch
 
 log = logging.getLogger("cloud.rules")
 NS = 1_000_000_000
@@ -95,6 +95,9 @@ class RuleRunner:
                 with self.platform.registry.session() as s:  # a tenant's type may have changed: read each time
                     definition = local.type_definition(s, ev.tenant, self._type(ev.tenant, ev.asset))
                 _, new = local.alert_from_alarm(self.platform.alerts, ev, definition)
+                self.counters["rules_alerts_raised"] += int(new)
+            elif isinstance(ev, AnomalyEvent):
+                _, new = local.alert_from_anomaly(self.platform.alerts, ev)
                 self.counters["rules_alerts_raised"] += int(new)
 
     def on_written(self, batches: list[TelemetryBatch]) -> None:
