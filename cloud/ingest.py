@@ -16,6 +16,13 @@ written: a gateway clock a year fast would otherwise pin its assets' latest valu
 What cannot be used is dead-lettered with the reason and the raw payload, counted, logged, and
 acknowledged — a malformed message must never block the ones behind it or crash the worker.
 
+Why one module of some 850 lines: it is one pipeline whose correctness is an ordering — a message is acknowledged
+only after the store write and the registry transaction that records it — and every step (classify, dedupe,
+refuse the future, write store, write registry, track sequences) reads and writes the same group on the two
+threads below. Split across files, that ordering and the group's invariants would have no single place to be read.
+What stands alone lives elsewhere already: the wire (``models.wire``), stores (``cloud.store``), pseudonyms
+(``cloud.pii``), the broker connection (``cloud.mqttconn``).
+
 Two threads behind paho's network thread, so decoding the next messages overlaps writing the last ones:
 
 - the *preparer* decodes and validates what arrived into a group, drops duplicates, and encodes the
