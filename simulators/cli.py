@@ -91,6 +91,22 @@ def machines(
               lambda result: f"{len(result.ground_truth['assets'])} assets")
 
 
+@app.command()
+def vessels(
+    scenario: Annotated[Path, typer.Argument(help="scenario YAML with a vessels: list and their faults",
+                                             exists=True, dir_okay=False)],
+    broker: Broker = None,
+    out: Annotated[Path | None, typer.Option(help="where ground_truth.json goes "
+                                                  "(default artifacts/sim/NAME)")] = None,
+    publish: Annotated[bool, typer.Option(help="send the samples; --no-publish only writes files")] = True,
+) -> None:
+    """Simulate ships over voyages (main engine and shaft line) with injected faults."""
+    from simulators.vessel import load_vessel_scenario, run_vessel_scenario
+
+    _simulate(load_vessel_scenario, run_vessel_scenario, scenario, broker, out, publish,
+              lambda result: f"{len(result.runs)} vessels")
+
+
 def _simulate(load, run, scenario: Path, broker: str | None, out: Path | None, publish: bool, what) -> None:
     """Load a scenario file (a clear error naming it), run it with a progress bar, say what it made."""
     try:

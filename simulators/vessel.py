@@ -419,6 +419,7 @@ class Vessel:
                       "cylinder_offset_k": [round(float(x), 3) for x in self.cylinder_offset_k],
                       "hull_fouling_0": self.hull_fouling_0, "tc_fouling_0": self.tc_fouling_0},
             "faults": [{"asset": self.asset_id, "kind": f.kind, "start_ns": f.start_ns, "end_ns": f.end_ns,
+                        **({"failure_ns": f.end_ns} if f.kind == "shaft_bearing_wear" else {}),
                         "params": f.params()} for f in self.faults],
             "events": [{"asset": self.asset_id, "kind": s.kind, "start_ns": t0_ns + round(s.start_s * _NS),
                         "end_ns": t0_ns + round(s.end_s * _NS),

@@ -29,6 +29,7 @@ from cloud.rules.maintenance import SeverityClass, TrendFit
 from models.catalogue import get_type
 
 TYPE_ID = "vessel"
+REREAD_DAYS = 1
 _DAY_NS = 86_400 * 10**9
 
 
@@ -66,6 +67,10 @@ class VesselPack(Pack):
     def __init__(self, platform: Any, rules: Any = None, config: VesselConfig | None = None) -> None:
         super().__init__(platform, rules)
         self.config = config or default_config()
+        self._every = round(self.config.steady.bin_s * 1e9)
+        self._windows: dict[tuple[str, str], Windows] = {}  # each vessel's steady history (rule state, per worker)
+        self._full: dict[tuple[str, str], int] = {}  # where each vessel's last full read ended
+        self._judged: dict[tuple[str, str], int] = {}  # the last 10-minute bin each vessel was judged up to
 
     # --- reading -------------------------------------------------------------------------------------
 
@@ -74,24 +79,49 @@ class VesselPack(Pack):
         times = [int(t) for p, (t, _) in latest.items() if p == "me_shaft_power" or p.startswith("shaft_vib_")]
         return max(times) if times else None
 
-    def windows(self, tenant: str, asset: str, as_of_ns: int) -> Windows:
-        """Steady windows over the longest history any rule reads, ending with the window holding ``as_of_ns``."""
+    def windows(self, tenant: str, asset: str, as_of_ns: int, *, cached: bool = False) -> Windows:
+        """Steady windows over the longest history any rule reads, up to the 10-minute mean holding ``as_of_ns``.
+
+        ``cached``: read again only the last ``REREAD_DAYS`` (what a worker assessing every few minutes can
+        afford: a full read is every point over 21 days) and keep the steady windows found before that, until
+        ``REREAD_DAYS`` of data time have passed since the last full read; data arriving later than that for
+        older times waits for the next full read."""
         cfg = self.config
-        every = round(cfg.steady.bin_s * 1e9)
-        days = max(cfg.performance.history_days, cfg.shaft.history_days)
-        points = list(get_type(TYPE_ID).points)
+        every = self._every
+        span = cfg.steady.window_bins * every
         end = (as_of_ns // every + 1) * every
-        bins = read_bins(self.platform.store, tenant, asset, points, end - round(days * _DAY_NS), end, every)
-        return steady_windows(bins, cfg.engine, cfg.steady)
+        start = end - round(max(cfg.performance.history_days, cfg.shaft.history_days) * _DAY_NS)
+        since = (end - REREAD_DAYS * _DAY_NS) // span * span
+        points = list(get_type(TYPE_ID).points)
+        key = (tenant, asset)
+        old, full = self._windows.get(key), self._full.get(key)
+        if cached and old is not None and full is not None and since < full <= end \
+                and end - full < REREAD_DAYS * _DAY_NS:
+            fresh = steady_windows(read_bins(self.platform.store, tenant, asset, points, since, end, every),
+                                   cfg.engine, cfg.steady)
+            w = old.ending_in(start, since).then(fresh)
+        else:
+            w = steady_windows(read_bins(self.platform.store, tenant, asset, points, start, end, every),
+                               cfg.engine, cfg.steady)
+            if cached:
+                self._full[key] = end
+        if cached:
+            self._windows[key] = w
+        return w
 
     # --- the interface -------------------------------------------------------------------------------
 
     def assess(self, tenant: str, asset: str, now_ns: int) -> Assessment | None:
+        """None while no new 10-minute mean has completed since the last assessment (nothing new to judge)."""
         newest = self.newest_ns(tenant, asset)
         if newest is None:
             return None
         as_of = min(newest, now_ns)
-        w = self.windows(tenant, asset, as_of)
+        key = (tenant, asset)
+        if self._judged.get(key) == as_of // self._every:
+            return None
+        self._judged[key] = as_of // self._every
+        w = self.windows(tenant, asset, as_of, cached=True)
         assessment, forecast = assess_windows(w, self.config, asset, int(w.t_ns[-1]) if len(w) else as_of)
         self._keep_forecast(tenant, asset, forecast)
         return assessment

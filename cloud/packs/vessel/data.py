@@ -125,6 +125,7 @@ class Bins:
     values: dict[str, np.ndarray]
 
 
+
 def grid(start_ns: int, end_ns: int, every_ns: int) -> np.ndarray:
     """Bin starts aligned to the epoch (as InfluxDB groups by time) covering [start_ns, end_ns)."""
     first = start_ns // every_ns * every_ns
@@ -181,10 +182,26 @@ class Windows:
     def take(self, keep: np.ndarray) -> Windows:
         return Windows(self.t_ns[keep], self.load[keep], self.speed[keep], {k: v[keep] for k, v in self.values.items()})
 
+    def ending_in(self, after_ns: int, until_ns: int) -> Windows:
+        """The windows whose end is in (after_ns, until_ns]."""
+        return self.take((self.t_ns > after_ns) & (self.t_ns <= until_ns))
+
+    def then(self, later: Windows) -> Windows:
+        """These windows followed by ``later``'s."""
+        return Windows(np.concatenate([self.t_ns, later.t_ns]), np.concatenate([self.load, later.load]),
+                       np.concatenate([self.speed, later.speed]),
+                       {p: np.concatenate([v, later.values.get(p, np.full(len(later), np.nan))])
+                        for p, v in self.values.items()})
+
 
 def steady_windows(bins: Bins, engine: EngineSpec, steady: SteadySpec) -> Windows:
-    """The steady windows of ``bins`` (see the module docstring); windows are aligned to ``window_bins`` bins."""
+    """The steady windows of ``bins`` (see the module docstring). Windows are aligned to the epoch (whole hours
+    by default), so the same hour is the same window whatever range was read; partial ones are left out."""
     k = steady.window_bins
+    span = k * bins.every_ns
+    skip = int((-(bins.t_ns[0] % span) % span) // bins.every_ns) if len(bins.t_ns) else 0
+    if skip:
+        bins = Bins(bins.t_ns[skip:], bins.every_ns, {p: v[skip:] for p, v in bins.values.items()})
     n = len(bins.t_ns) // k * k
     empty = np.zeros(0)
     if n == 0 or POWER not in bins.values or SPEED not in bins.values:

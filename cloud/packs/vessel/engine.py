@@ -95,7 +95,7 @@ def cylinder_alarms(w: Windows, cfg: VesselConfig, now_ns: int) -> tuple[list[Al
                  "cylinder_c": _r(temps[row, i]), "mean_c": _r(float(np.mean(temps[:, i]))),
                  "deviation_k": _r(dev[row, i]), "cylinders_c": [_r(x) for x in temps[:, i]]} for i in held]},
             "thresholds": {"medium_k": spec.medium_k, "high_k": spec.high_k, "hold_windows": spec.hold_windows,
-                           "resolve_k": spec.resolve_k, "steady": cfg.steady.model_dump()},
+                           "resolve_k": spec.resolve_k, "steady": cfg.steady.model_dump(mode="json")},
         }
         title = (f"cylinder {n} exhaust {abs(float(d[-1])):.0f} K {'above' if hot else 'below'} the mean of the "
                  f"cylinders at {100 * float(w.load[last]):.0f} % load: check its fuel injector")
@@ -208,6 +208,6 @@ def performance(w: Windows, cfg: VesselConfig, now_ns: int) -> tuple[Alarm | Non
                                      "scavenge_drop_pct": _r(devs["scavenge_drop_pct"][keep][i])}
                                     for i in range(max(0, len(t) - 6), len(t))]},
         "trends": {"exhaust_rise_k": exh, "scavenge_drop_pct": scav},
-        "thresholds": {**spec.model_dump(), "shop_test": cfg.shop_test.model_dump()},
+        "thresholds": {**spec.model_dump(mode="json"), "shop_test": cfg.shop_test.model_dump(mode="json")},
     }
     return Alarm(PERFORMANCE_RULE, severity, title, evidence, now_ns), summary
