@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta, timezone
 from decimal import Decimal
+from pathlib import Path
 
 import pytest
 from hypothesis import example, given
@@ -172,3 +173,18 @@ def test_a_gateway_declares_its_devices_unit():
         route._timestamp({"t": 1e300})
     with pytest.raises(PayloadError, match="'t' is not a time"):
         route._timestamp({"t": [1]})
+
+
+ROOT = Path(__file__).resolve().parents[1]
+PARSER_PENDING = {
+    "cloud/rules/coldchain/excursions.py": "parse_timestamp_ns reads any number as seconds; it moves with the "
+                                           "cold-chain rules into their pack (issue 18, item 1), then calls "
+                                           "models.timestamps.parse_time_ns",
+}
+
+
+def test_no_other_module_parses_iso_8601_text():
+    """``datetime.fromisoformat`` is models.timestamps' alone: a second reader of times is how four came to be."""
+    found = sorted(p.relative_to(ROOT).as_posix() for package in ("cloud", "edge", "models", "simulators", "twin")
+                   for p in (ROOT / package).rglob("*.py") if "fromisoformat(" in p.read_text())
+    assert found == sorted(["models/timestamps.py", *PARSER_PENDING])
