@@ -291,6 +291,16 @@ def test_what_if_panel_draws_the_models_answer(tab, stack):
     page.locator("#what-if").screenshot(path=str(ARTIFACTS / "what-if.png"))
 
 
+def test_the_asset_page_shows_the_panel_of_its_pack(tab, stack):
+    t = tab("viewer")
+    page = t.open("asset/trailer-003")
+    page.wait_for_selector('#pack-panel[data-pack="refrigerated-trailer"] #pack-facts')
+    assert page.inner_text("#pack-panel h2") == "Cold chain"  # cloud/packs/refrigerated_trailer/panel.js
+    facts = page.inner_text("#pack-facts")
+    assert "limit 8.00 °C" in facts and "Compressor" in facts, facts
+    assert page.locator("#what-if input[name=compressor_off]").count() == 1  # the pack's what-if questions
+
+
 def test_operator_acknowledges_an_alert_through_the_ui(tab, stack):
     now = time.time_ns()
     alert_id, _ = stack.platform.alerts.raise_alert(
