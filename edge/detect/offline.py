@@ -1,9 +1,10 @@
 """Offline scoring of a CSV file with the same kernels a gateway runs: for backtests and for tuning.
 
 Input: a ``timestamp`` column (ISO 8601, e.g. ``2024-05-01T12:00:00Z`` — naive times are UTC — or an epoch
-number in s, ms, us or ns by its magnitude, ``models.timestamps``) and one or more numeric columns; every numeric column is one point. A column
-with any non-numeric value is copied through but not scored; an empty cell is a missing sample. Rows are
-scored in file order as one stream (the kernels handle unsorted, duplicate and gapped timestamps).
+number in s, ms, us or ns by its magnitude, ``models.timestamps``) and one or more numeric columns; every
+numeric column is one point. A column with any non-numeric value is copied through but not scored; an empty
+cell is a missing sample. Rows are scored in file order as one stream (the kernels handle unsorted, duplicate
+and gapped timestamps).
 
 Output: the input columns unchanged, plus ``score`` (the row's highest combined score, 0 to 1, see
 ``ensemble.py``) and ``anomaly`` (1 when any detector on any column fired on that row: with the default
