@@ -14,6 +14,7 @@ left for the gateway to refuse: its report names it.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from typing import Any
 
@@ -25,6 +26,7 @@ from models.catalogue import builtin_types, shipped_types
 from models.wire import DesiredConfig, encode
 
 Config = dict[str, Any]
+log = logging.getLogger("cloud.gateway_config")
 
 
 class ConfigVersionConflict(RuntimeError):
@@ -81,6 +83,26 @@ def with_asset_types(session, tenant: str, config: Config) -> Config:
         known.update({r.id: r.definition for r in rows})
     out = {k: v for k, v in config.items() if k != "asset_types"}
     return {**out, "asset_types": known} if known else out
+
+
+def push_type_change(platform, tenant: str, type_id: str, *, actor: str) -> list[str]:
+    """After a tenant's type was defined again: push the desired configuration again, with the new definition, to
+    each gateway whose assets name it; the gateways pushed to. One the broker cannot reach now gets it with its
+    next push (logged)."""
+    with platform.registry.session() as s:
+        gateways = [g.id for g in s.scalars(select(Gateway).where(Gateway.tenant == tenant))
+                    if any(isinstance(a, dict) and a.get("type") == type_id
+                           for a in (g.desired_config or {}).get("assets") or [])]
+    pushed = []
+    for gateway in gateways:
+        try:
+            push_desired_config(platform, tenant, gateway, lambda current: current, actor=actor,
+                                action="gateway.config.asset_type", reason=f"asset type {type_id} defined again")
+        except (BrokerUnavailable, LookupError) as exc:
+            log.warning("asset type %s not pushed to gateway %s/%s: %s", type_id, tenant, gateway, exc)
+        else:
+            pushed.append(gateway)
+    return pushed
 
 
 def replaced_keeping_baselines(new: Config) -> Callable[[Config], Config]:

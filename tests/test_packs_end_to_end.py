@@ -162,3 +162,20 @@ def test_a_toy_pack_from_a_test_folder_is_picked_up_end_to_end(cloud, gateway):
         resolved = wait_until(lambda: (a := api.get(f"/api/v1/alerts/{alert['id']}").json())["state"] == "resolved"
                               and a, what="the alert resolved")
         assert resolved["state"] == "resolved"
+
+
+def test_a_type_defined_again_reaches_the_gateways_running_it(cloud, gateway):
+    meter = {"id": "acme-meter", "name": "Meter", "points": {"energy_kwh": {"unit": "kWh"}}}
+    with cloud.client() as api:
+        assert api.post("/api/v1/asset-types", json=meter).status_code == 201
+        first = gateway.push(api, {"assets": [TRAILER, {"id": "meter-1", "type": "acme-meter"}]})
+        assert first["applied"] is True
+        again = {**meter, "points": {**meter["points"], "power_kw": {"unit": "kW"}}}
+        assert api.post("/api/v1/asset-types", json=again).status_code == 201
+        report = wait_until(lambda: ((r := api.get(f"/api/v1/gateways/{gateway.id}").json()["config_report"])
+                                     ["version"] > first["version"]) and r, what="the new definition pushed")
+        assert (report["version"], report["applied"], report["reason"]) == (first["version"] + 1, True, "")
+        gateway.process.wait_log("meter-1 (acme-meter): 8 points")
+        t0 = time.time_ns() - 10 * S
+        gateway.publish([Reading("meter-1", "power_kw", t0, 7.5)])
+        assert wait_until(lambda: _telemetry(api, "meter-1", "power_kw", t0)[1], what="the new point") == [7.5]

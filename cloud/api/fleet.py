@@ -22,6 +22,7 @@ from cloud.api.params import (
     TypeFilter,
 )
 from cloud.api.problems import Problem
+from cloud.gateway_config import push_type_change
 from cloud.registry import Asset, AssetTypeRecord, DeadLetter, Gateway, Site, Tenant
 from models.catalogue import AssetType, builtin_types
 
@@ -152,6 +153,7 @@ def get_router(platform) -> APIRouter:
             reg.upsert(s, AssetTypeRecord, [{"tenant": p.tenant, "id": body.id, "definition": body.model_dump()}],
                        keys=("tenant", "id"))
             reg.audit(s, p.tenant, p.actor, "asset_type.put", f"asset_type:{body.id}", after=body.model_dump())
+        push_type_change(platform, p.tenant, body.id, actor=p.actor)  # gateways running it get the new definition
         return body.model_dump()
 
     @r.get("/assets", response_model=Page[AssetOut], tags=["fleet"])
