@@ -263,7 +263,7 @@ def test_what_if_panel_draws_the_models_answer(tab, stack):
     page = t.page
     t0 = time.time_ns()
     steps = [t0 + i * 600 * S for i in range(37)]
-    answer = {  # the shape cloud/simulate.py answers for a trailer
+    answer = {  # the shape the trailer pack's what-if answers (cloud/packs/refrigerated_trailer/whatif.py)
         "asset": "trailer-002", "kind": "reefer-thermal", "limit_c": 8.0, "horizon_s": 21600.0,
         "scenario": {"compressor_off": True, "door_open_s": 0.0, "ambient_offset_c": 0.0, "setpoint_c": None},
         "t_ns": steps, "supply_c": [4.0 + 0.2 * i for i in range(37)],
