@@ -28,7 +28,7 @@ from sqlalchemy import select
 
 from cloud.packs.base import Alarm, Assessment, NotRecomputable, Pack, RuleContext, SimulationError
 from cloud.registry import Alert
-from cloud.rules.coldchain import reefer
+from cloud.rules.coldchain import predict, reefer
 from cloud.rules.coldchain.profiles import Profile, ProfileError, load_profile, parse_profile
 
 log = logging.getLogger("cloud.packs.refrigerated_trailer")
@@ -67,7 +67,7 @@ class ReeferPack(Pack):
         profile = options.get("profile") or DEFAULT_PROFILE
         self.profile = profile if isinstance(profile, Profile) else load_profile(profile)
         self.settings: reefer.ReeferRuleSettings = options.get("reefer_settings") or reefer.ReeferRuleSettings()
-        self.limit_c = reefer.profile_limit_c(self.profile, self.settings.forecast_limit_c)
+        self.limit_c = predict.profile_limit_c(self.profile, self.settings.forecast_limit_c)
         self._late: dict[tuple[str, str, str, int], bool] = {}
         self._predicted: set[tuple[str, str]] | None = None  # open predictive alerts (loaded once)
 
@@ -102,7 +102,7 @@ class ReeferPack(Pack):
                  now_ns: int) -> tuple[reefer.LiveAlarm | None, list[tuple[str, str]]]:
         """The predictive alert for a trailer whose cooling stopped, or None — and resolving an open one then."""
         assert self.rules is not None
-        stop = reefer.cooling_stopped(samples, self.limit_c, self.settings, now_ns=now_ns)
+        stop = predict.cooling_stopped(samples, self.limit_c, self.settings, now_ns=now_ns)
         alarm = None
         if stop is not None:
             from cloud.packs.refrigerated_trailer.whatif import thermal_model  # scipy only for trailers needing it
@@ -114,7 +114,7 @@ class ReeferPack(Pack):
                 self.rules.counters["rules_forecast_failures"] += 1
                 log.warning("rules: no forecast for %s/%s: %s", tenant, asset, exc)
             else:
-                alarm = reefer.predict_excursion(samples, model, stop, self.limit_c, self.settings)
+                alarm = predict.predict_excursion(samples, model, stop, self.limit_c, self.settings)
         if self._predicted is None:  # one query per worker, not one per trailer and assessment
             with self.platform.registry.session() as s:
                 self._predicted = {(t, a) for t, a in s.execute(select(Alert.tenant, Alert.asset).where(
@@ -180,8 +180,8 @@ def _predicted_again(samples: dict, ev: dict, profile: Profile, settings: reefer
 
     if "thermal_model" not in ev:
         raise NotRecomputable("the evidence keeps no thermal model: raised before predictive alerts recorded it")
-    limit_c = reefer.profile_limit_c(profile, settings.forecast_limit_c)
-    stop = reefer.cooling_stopped(samples, limit_c, settings, now_ns=as_of)
+    limit_c = predict.profile_limit_c(profile, settings.forecast_limit_c)
+    stop = predict.cooling_stopped(samples, limit_c, settings, now_ns=as_of)
     if stop is None:
         return None
-    return reefer.predict_excursion(samples, ThermalModel.from_dict(ev["thermal_model"]), stop, limit_c, settings)
+    return predict.predict_excursion(samples, ThermalModel.from_dict(ev["thermal_model"]), stop, limit_c, settings)

@@ -22,6 +22,7 @@ import numpy as np
 
 from cloud.rules.coldchain.mkt import WindowMkt, hold_durations_ns, mkt_c, rolling_mkt, time_weighted_mean_c
 from cloud.rules.coldchain.profiles import SEVERITIES, Boundary, Profile, format_duration
+from models.timestamps import parse_time_ns
 
 _NS = 1_000_000_000
 _MKT_TOLERANCE_C = 1e-9  # rounding noise must not turn "MKT equals the limit" into a failure
@@ -39,24 +40,9 @@ def iso(t_ns: int) -> str:
 
 
 def parse_timestamp_ns(text: str) -> int:
-    """ISO 8601 (no zone = UTC) or epoch seconds, to integer nanoseconds."""
-    s = text.strip()
-    try:
-        seconds = float(s)
-    except ValueError:
-        pass
-    else:
-        if not math.isfinite(seconds):
-            raise ValueError(f"{text!r} is not a time")
-        return round(seconds * _NS) if "." in s or "e" in s.lower() else int(s) * _NS
-    try:
-        dt = datetime.fromisoformat(s)
-    except ValueError:
-        raise ValueError(f"{text!r} is neither ISO 8601 nor epoch seconds") from None
-    if dt.tzinfo is None:
-        dt = dt.replace(tzinfo=UTC)
-    whole = int(dt.replace(microsecond=0).timestamp())
-    return whole * _NS + dt.microsecond * 1000
+    """A logger export's time: ISO 8601 (no zone = UTC) or an epoch number by its magnitude, read by the
+    platform's one rule (``models.timestamps.parse_time_ns``) so a CSV and the API never disagree."""
+    return parse_time_ns(text)
 
 
 def read_readings_csv(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
