@@ -263,6 +263,7 @@ class ApiKey(Base):
     tenant: Mapped[str] = mapped_column(String(64), ForeignKey("tenants.id"))
     role: Mapped[str] = mapped_column(String(16))
     name: Mapped[str] = mapped_column(String(200), default="")
+    grantee: Mapped[str | None] = mapped_column(String(64), nullable=True)  # a customer key's organisation (sharing)
     revoked: Mapped[bool] = mapped_column(Boolean, default=False)
     created_ns: Mapped[int] = mapped_column(BigInteger, default=0)
 
@@ -491,3 +492,6 @@ def _sqlite_pragmas(dbapi_conn, _record) -> None:
     # commit; the registry's writes are small and few, so the cost is one fsync per transaction.
     cur.execute("PRAGMA synchronous=FULL")
     cur.close()
+
+
+from cloud import sharing as _sharing  # noqa: E402,F401  (its table, kept beside its queries, is part of the schema)

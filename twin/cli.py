@@ -144,13 +144,21 @@ def cloud_ingest() -> None:
 
 @keys_app.command("create")
 def keys_create(tenant: str = typer.Option(...), role: str = typer.Option("viewer"),
-                name: str = typer.Option("")) -> None:
+                name: str = typer.Option(""),
+                grantee: str | None = typer.Option(None, help="--role customer: the organisation it speaks for")
+                ) -> None:
     """Create an API key; the key is printed once and only its hash is stored."""
     from cloud.registry import Registry
     from cloud.settings import CloudSettings
+    from cloud.sharing import CUSTOMER, issue_customer_key
 
+    if (role == CUSTOMER) != (grantee is not None):
+        raise typer.BadParameter("give --grantee with --role customer, and only then", param_hint="--grantee")
     reg = Registry(CloudSettings().database_url)
     reg.create_schema()
+    if grantee is not None:
+        typer.echo(issue_customer_key(reg, tenant, grantee, "cli", name)[1])
+        return
     typer.echo(reg.create_api_key(tenant, role, name))
 
 

@@ -18,6 +18,7 @@ from cloud.api import (
     live,
     problems,
     security,
+    sharing,
     shipments,
     simulate,
     subjects,
@@ -37,7 +38,7 @@ def create_app(platform: Platform) -> FastAPI:
     app.state.revocations = live.Revocations(platform.registry, max(0.5, platform.settings.api_key_cache_s))
     problems.install(app)
     security.install(app, platform.settings)
-    for module in (fleet, data, twins, alerts, keys, simulate, baseline, shipments, subjects, live):
+    for module in (fleet, data, twins, alerts, keys, simulate, baseline, shipments, subjects, sharing, live):
         app.include_router(module.get_router(platform))
     try:  # the web dashboard, when its module is present
         from cloud.api import web

@@ -1,4 +1,6 @@
-"""API keys: ``Authorization: Bearer <key>`` or ``X-API-Key``; every key has a role and a tenant."""
+"""API keys: ``Authorization: Bearer <key>`` or ``X-API-Key``; every key has a role and a tenant. Staff routes
+depend on ``principal`` (``Viewer``, ``Operator``, ``Admin``), which answers a customer key 404; the grantee's view
+(``cloud.api.sharing``) depends on ``customer``."""
 
 from __future__ import annotations
 
@@ -12,6 +14,7 @@ from cloud.api.problems import Problem
 from cloud.api.security import LOOKED_UP, MISS, presented_key
 from cloud.pii import may_read
 from cloud.registry import ROLES
+from cloud.sharing import CUSTOMER
 
 
 @dataclass(frozen=True)
@@ -20,6 +23,7 @@ class Principal:
     tenant: str
     role: str
     name: str = ""
+    grantee: str | None = None  # a customer key's organisation
 
     @property
     def actor(self) -> str:
@@ -35,10 +39,10 @@ class Principal:
         return may_read(self.role)
 
 
-async def principal(request: Request, authorization: str | None = Header(default=None),
-                    x_api_key: str | None = Header(default=None)) -> Principal:
+async def authenticated(request: Request, authorization: str | None = Header(default=None),
+                        x_api_key: str | None = Header(default=None)) -> Principal:
     """The key the rate limiter charged (``cloud.api.security``), looked up there; async, so a cached key costs no
-    trip through the thread pool."""
+    trip through the thread pool. Any role: routes depend on ``principal`` (staff) or ``customer``."""
     key = presented_key(authorization, x_api_key)
     if authorization and key is None:
         raise Problem(401, "Unauthorized", "Authorization header must be 'Bearer <api key>'")
@@ -51,7 +55,25 @@ async def principal(request: Request, authorization: str | None = Header(default
         found = await run_in_threadpool(state.key_cache.get, key, state.platform.registry.lookup_key)
     if found is None:
         raise Problem(401, "Unauthorized", "unknown or revoked API key")
-    return Principal(found.id, found.tenant, found.role, found.name)
+    return Principal(found.id, found.tenant, found.role, found.name, found.grantee)
+
+
+NOT_FOUND = "no such resource"
+
+
+async def principal(p: Principal = Depends(authenticated)) -> Principal:
+    """A staff key (viewer and up). A customer key is answered 404, as an asset of another tenant is: to it, the
+    rest of the API does not exist (``cloud.sharing``)."""
+    if p.role == CUSTOMER:
+        raise Problem(404, "Not found", NOT_FOUND)
+    return p
+
+
+async def customer(p: Principal = Depends(authenticated)) -> Principal:
+    """A customer key (a grantee's); any other key is answered 404: these routes are a grantee's view."""
+    if p.role != CUSTOMER or not p.grantee:
+        raise Problem(404, "Not found", NOT_FOUND)
+    return p
 
 
 def require(role: str):
@@ -66,3 +88,4 @@ def require(role: str):
 Viewer = Annotated[Principal, Depends(principal)]
 Operator = Annotated[Principal, Depends(require("operator"))]
 Admin = Annotated[Principal, Depends(require("admin"))]
+Customer = Annotated[Principal, Depends(customer)]

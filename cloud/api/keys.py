@@ -24,6 +24,7 @@ class KeyOut(BaseModel):
     name: str
     revoked: bool
     created_ns: int
+    grantee: str | None = None  # a customer key's organisation (cloud.api.sharing)
 
 
 class RevokeIn(Body):
@@ -53,7 +54,7 @@ def get_router(platform) -> APIRouter:
         with reg.session() as s:
             rows = s.scalars(select(ApiKey).where(ApiKey.tenant == p.tenant).order_by(ApiKey.created_ns))
             return Page(items=[KeyOut(id=k.id, role=k.role, name=k.name, revoked=k.revoked,
-                                      created_ns=k.created_ns) for k in rows])
+                                      created_ns=k.created_ns, grantee=k.grantee) for k in rows])
 
     @r.post("/keys/{key_id}/revoke", tags=["keys"])
     def revoke_key(key_id: KeyId, p: Admin, request: Request, body: RevokeIn | None = None) -> dict[str, str]:

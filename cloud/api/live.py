@@ -24,10 +24,13 @@ from starlette.concurrency import run_in_threadpool
 from cloud.api.security import MISS, socket_key
 from cloud.live import LiveClient
 from cloud.registry import ApiKey, Registry
+from cloud.sharing import CUSTOMER
 
 log = logging.getLogger("cloud.api.live")
 CLOSE_UNAUTHORIZED = 4401
 """4000 + HTTP 401: no valid key (unknown, missing, or revoked while the socket was open; the reason says which)."""
+CLOSE_NOT_FOUND = 4404
+"""4000 + HTTP 404: a customer key, to which only its shared assets' view exists (``cloud.api.sharing``)."""
 
 
 class Revocations:
@@ -95,6 +98,9 @@ def get_router(platform) -> APIRouter:
         await ws.accept()  # then closed with a code a browser can read (a refused handshake reaches it as 1006)
         if found is None:
             await ws.close(code=CLOSE_UNAUTHORIZED, reason="unknown, revoked or missing API key")
+            return
+        if found.role == CUSTOMER:  # a grantee's key: not a route of its view (cloud.sharing)
+            await ws.close(code=CLOSE_NOT_FOUND, reason="not found")
             return
         client = LiveClient(tenant=found.tenant, loop=asyncio.get_running_loop())
         platform.live.add(client)
