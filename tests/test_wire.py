@@ -74,5 +74,5 @@ def test_the_refrigerated_trailer_type_is_in_the_catalogue():
                              "driver_id"}
     assert (t.points["driver_id"].kind, t.points["driver_id"].personal) == ("text", True)
     assert t.points["supply_air"].unit == "degC"
-    assert t.points["supply_air"].detectors[0].kind == "ewma_z"
+    assert t.points["supply_air"].detectors[0].kind == "novelty"
     assert {r.name for r in t.local_rules} >= {"supply-air-high", "door-open-long"}
