@@ -1,22 +1,27 @@
 """InfluxDB set-up for the platform (``twin influx init``): what the time series need before the first write.
 
 It owns the storage layout around measurement ``telemetry``: the raw data with its retention, a
-1-minute roll-up kept longer (mean as ``value``, plus ``value_min``, ``value_max`` and the worst
-``quality`` of the window), and the InfluxQL names the platform and Grafana read through ``/query``:
-database ``assettwin``, retention policies ``autogen`` (raw, the default) and ``downsampled_1m``.
+1-minute roll-up kept longer and a 1-hour roll-up kept longest (per window: mean as ``value``, plus
+``value_sum``, ``value_count``, ``value_min``, ``value_max``, ``value_last`` and the worst ``quality``; sums and
+counts make coarser windows exact), and the InfluxQL names the platform and Grafana read through ``/query``:
+database ``assettwin``, retention policies ``autogen`` (raw, the default), ``downsampled_1m`` and
+``downsampled_1h``. The API reads raw data while it is kept and the roll-ups beyond (``cloud/store/rollup.py``).
 
 Two servers, two paths, chosen from the ``X-Influxdb-Version`` header of ``/ping``:
 
 - InfluxDB 2.x (and Cloud): the management API through ``influxdb-client``: organisation, buckets with
   retention rules, the DBRP (v1) mappings without which InfluxQL ``/query`` finds no database, a Flux
-  task for the roll-up, and two scoped tokens (ingest: write; read-only: API and Grafana).
+  task per roll-up, and two scoped tokens (ingest: write, and the roll-ups its housekeeping backfills;
+  read-only: API and Grafana).
 - InfluxDB 1.x (Debian ships 1.6.7; 1.8 adds the v2 write API but no management API): InfluxQL
-  ``CREATE DATABASE``, ``CREATE/ALTER RETENTION POLICY`` and a ``CONTINUOUS QUERY`` for the roll-up.
-  1.x has no tokens: its users are managed with ``CREATE USER``/``GRANT``, which this does not touch.
+  ``CREATE DATABASE``, ``CREATE/ALTER RETENTION POLICY`` and a ``CONTINUOUS QUERY`` per roll-up (the hourly
+  one made from the minutes). 1.x has no tokens: its users are managed with ``CREATE USER``/``GRANT``, which
+  this does not touch.
 
-Every step looks before it acts, so running it again changes nothing and says so. The roll-up covers
-data that arrives up to two minutes late; samples a gateway replays after a longer outage reach the
-raw data only, until ``backfill_statement`` (1.x) or the equivalent Flux is run for that period.
+Every step looks before it acts, so running it again changes nothing and says so. The database's roll-ups
+cover data that arrives up to a window late; what a gateway replays after a longer outage is rolled up by
+the platform (ingest marks the windows it touched, housekeeping rolls them up again: ``InfluxStore.maintain``),
+and ``twin influx backfill`` does it by hand for a period on 1.x.
 """
 
 from __future__ import annotations
@@ -42,14 +47,13 @@ from influxdb_client.rest import ApiException
 from urllib3.exceptions import HTTPError as Urllib3Error
 
 from cloud.store.influx import MEASUREMENT
+from cloud.store.rollup import LATE_WINDOWS
+from cloud.store.rollup import ROLLUP_FIELDS as ROLLUP_FIELDS  # ``value`` is the mean: raw queries read roll-ups
 
 RAW_FIELDS = ("value", "quality")
 """Fields of measurement ``telemetry`` as ingest writes them."""
-ROLLUP_FIELDS = ("value", "value_min", "value_max", "quality")
-"""Fields of the roll-up: ``value`` is the window mean, so a query written for raw data reads both."""
-LATE_WINDOWS = 2
-"""How many windows each roll-up run recomputes: data arriving up to (LATE_WINDOWS - 1) windows late counts."""
 TASK_NAME = "assettwin telemetry rollup"
+COARSE_TASK_NAME = "assettwin telemetry rollup (coarse)"
 INGEST_TOKEN = "assettwin ingest: write raw telemetry"
 READ_TOKEN = "assettwin read-only: API and Grafana"
 
@@ -106,6 +110,9 @@ class InitSpec:
     retention_s: int = 30 * 86_400
     rollup_retention_s: int = 400 * 86_400
     rollup_every_s: int = 60
+    coarse_retention_s: int = 1825 * 86_400
+    coarse_every_s: int = 3600
+    """The coarse roll-up, made from the fine one: its window (0: none) and how long it is kept."""
 
     def __post_init__(self) -> None:
         db, _, rp = self.bucket.partition("/")
@@ -118,6 +125,10 @@ class InitSpec:
             raise ValueError("the roll-up window must be at least 1 s")
         if self.rollup_policy == self.raw_policy:
             raise ValueError(f"retention policy {self.raw_policy!r} is reserved for the roll-up")
+        if self.coarse_every_s and (self.coarse_every_s <= self.rollup_every_s
+                                    or self.coarse_every_s % self.rollup_every_s):
+            raise ValueError(f"the coarse roll-up window ({format_duration(self.coarse_every_s)}) must be a "
+                             f"multiple of the roll-up window ({format_duration(self.rollup_every_s)}), and longer")
 
     @property
     def raw_policy(self) -> str:
@@ -130,6 +141,14 @@ class InitSpec:
     @property
     def rollup_bucket(self) -> str:
         return f"{self.database}/{self.rollup_policy}"
+
+    @property
+    def coarse_policy(self) -> str | None:
+        return f"downsampled_{format_duration(self.coarse_every_s)}" if self.coarse_every_s else None
+
+    @property
+    def coarse_bucket(self) -> str | None:
+        return f"{self.database}/{self.coarse_policy}" if self.coarse_every_s else None
 
 
 Outcome = Literal["created", "changed", "unchanged"]
@@ -163,29 +182,58 @@ def _ql_str(v: str) -> str:
     return "'" + v.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
+def _rp_measurement(spec: InitSpec, policy: str) -> str:
+    return f"{_ql_ident(spec.database)}.{_ql_ident(policy)}.{_ql_ident(MEASUREMENT)}"
+
+
 def rollup_select(spec: InitSpec, where: str = "") -> str:
     """The InfluxQL ``SELECT … INTO`` behind the roll-up: the continuous query's body, and a backfill."""
-    src = f"{_ql_ident(spec.database)}.{_ql_ident(spec.raw_policy)}.{_ql_ident(MEASUREMENT)}"
-    dst = f"{_ql_ident(spec.database)}.{_ql_ident(spec.rollup_policy)}.{_ql_ident(MEASUREMENT)}"
-    return (f'SELECT mean("value") AS "value", min("value") AS "value_min", max("value") AS "value_max", '
-            f'max("quality") AS "quality" INTO {dst} FROM {src}{f" WHERE {where}" if where else ""} '
+    return (f'SELECT mean("value") AS "value", sum("value") AS "value_sum", count("value") AS "value_count", '
+            f'min("value") AS "value_min", max("value") AS "value_max", last("value") AS "value_last", '
+            f'max("quality") AS "quality" INTO {_rp_measurement(spec, spec.rollup_policy)} '
+            f'FROM {_rp_measurement(spec, spec.raw_policy)}{f" WHERE {where}" if where else ""} '
             f"GROUP BY time({format_duration(spec.rollup_every_s)}), *")
 
 
-def continuous_query_name(spec: InitSpec) -> str:
-    return f"{MEASUREMENT}_{format_duration(spec.rollup_every_s)}"
+def coarse_select(spec: InitSpec, where: str = "") -> str:
+    """The coarse roll-up made from the fine one: sums and counts add up, so its mean is exact."""
+    if spec.coarse_policy is None:
+        raise ValueError("this layout has no coarse roll-up")
+    return (f'SELECT sum("value_sum") / sum("value_count") AS "value", sum("value_sum") AS "value_sum", '
+            f'sum("value_count") AS "value_count", min("value_min") AS "value_min", '
+            f'max("value_max") AS "value_max", last("value_last") AS "value_last", max("quality") AS "quality" '
+            f'INTO {_rp_measurement(spec, spec.coarse_policy)} FROM {_rp_measurement(spec, spec.rollup_policy)}'
+            f'{f" WHERE {where}" if where else ""} GROUP BY time({format_duration(spec.coarse_every_s)}), *')
+
+
+def continuous_query_name(spec: InitSpec, every_s: int | None = None) -> str:
+    return f"{MEASUREMENT}_{format_duration(every_s or spec.rollup_every_s)}"
+
+
+def _cq(spec: InitSpec, every_s: int, body: str) -> str:
+    every, span = format_duration(every_s), format_duration(every_s * LATE_WINDOWS)
+    return (f"CREATE CONTINUOUS QUERY {_ql_ident(continuous_query_name(spec, every_s))} ON "
+            f"{_ql_ident(spec.database)} RESAMPLE EVERY {every} FOR {span} BEGIN {body} END")
 
 
 def continuous_query(spec: InitSpec) -> str:
-    every = format_duration(spec.rollup_every_s)
-    span = format_duration(spec.rollup_every_s * LATE_WINDOWS)
-    return (f"CREATE CONTINUOUS QUERY {_ql_ident(continuous_query_name(spec))} ON {_ql_ident(spec.database)} "
-            f"RESAMPLE EVERY {every} FOR {span} BEGIN {rollup_select(spec)} END")
+    return _cq(spec, spec.rollup_every_s, rollup_select(spec))
+
+
+def coarse_continuous_query(spec: InitSpec) -> str:
+    """Runs at the end of each coarse window over the last two: the second run sees every fine window."""
+    return _cq(spec, spec.coarse_every_s, coarse_select(spec))
 
 
 def backfill_statement(spec: InitSpec, start: str, end: str) -> str:
     """Recompute the roll-up for a period (RFC 3339 times), e.g. after gateways replayed an outage."""
     return rollup_select(spec, f"time >= {_ql_str(start)} AND time < {_ql_str(end)}")
+
+
+def backfill_statements(spec: InitSpec, start: str, end: str) -> list[str]:
+    """Every roll-up for a period, finest first (the coarse one is made from the fine one)."""
+    where = f"time >= {_ql_str(start)} AND time < {_ql_str(end)}"
+    return [rollup_select(spec, where), *([coarse_select(spec, where)] if spec.coarse_policy else [])]
 
 
 def _flux_str(v: str) -> str:
@@ -219,9 +267,54 @@ def flux_task(spec: InitSpec) -> str:
         'qualities = raw |> filter(fn: (r) => r._field == "quality")',
         "",
         *rollup("values", "mean"),
+        *rollup("values", "sum", "value_sum"),
+        *rollup("values", "count", "value_count"),
         *rollup("values", "min", "value_min"),
         *rollup("values", "max", "value_max"),
+        *rollup("values", "last", "value_last"),
         *rollup("qualities", "max"),
+        "",
+    ])
+
+
+def flux_coarse_task(spec: InitSpec) -> str:
+    """The 2.x coarse roll-up task, made from the fine roll-up like the 1.x continuous query: sums, counts, the
+    mean as their ratio, extremes, the last value and the worst quality. Runs a minute into each window, after
+    the fine task rolled up the window's last minute, over the last two windows."""
+    if spec.coarse_bucket is None:
+        raise ValueError("this layout has no coarse roll-up")
+    every = format_duration(spec.coarse_every_s)
+    span = format_duration(spec.coarse_every_s * LATE_WINDOWS)
+    to = f"    |> to(bucket: {_flux_str(spec.coarse_bucket)}, org: {_flux_str(spec.org)})"
+    window = f'    |> aggregateWindow(every: {every}, fn: {{fn}}, createEmpty: false, timeSrc: "_start")'
+
+    def rollup(field_name: str, fn: str) -> list[str]:
+        return ["minutes", f"    |> filter(fn: (r) => r._field == {_flux_str(field_name)})",
+                window.format(fn=fn), to]
+
+    return "\n".join([
+        f"option task = {{name: {_flux_str(COARSE_TASK_NAME)}, every: {every}, offset: 1m}}",
+        "",
+        "minutes =",
+        f"    from(bucket: {_flux_str(spec.rollup_bucket)})",
+        f"        |> range(start: -{span})",
+        f"        |> filter(fn: (r) => r._measurement == {_flux_str(MEASUREMENT)})",
+        "sums =",
+        "    minutes",
+        '        |> filter(fn: (r) => r._field == "value_sum" or r._field == "value_count")',
+        f'        |> aggregateWindow(every: {every}, fn: sum, createEmpty: false, timeSrc: "_start")',
+        "",
+        f"sums {to.strip()}",
+        "sums",
+        '    |> pivot(rowKey: ["_time"], columnKey: ["_field"], valueColumn: "_value")',
+        '    |> filter(fn: (r) => r.value_count > 0)',
+        '    |> map(fn: (r) => ({r with _field: "value", _value: r.value_sum / float(v: r.value_count)}))',
+        '    |> drop(columns: ["value_sum", "value_count"])',
+        to,
+        *rollup("value_min", "min"),
+        *rollup("value_max", "max"),
+        *rollup("value_last", "last"),
+        *rollup("quality", "max"),
         "",
     ])
 
@@ -288,7 +381,12 @@ class _V1:
             self._database(spec, report)
             self._policy(spec, report, spec.raw_policy, spec.retention_s, default=True)
             self._policy(spec, report, spec.rollup_policy, spec.rollup_retention_s, default=False)
-            self._continuous_query(spec, report)
+            self._continuous_query(spec, report, continuous_query_name(spec), continuous_query(spec),
+                                   f"{spec.raw_policy} → {spec.rollup_policy}")
+            if spec.coarse_policy is not None:
+                self._policy(spec, report, spec.coarse_policy, spec.coarse_retention_s, default=False)
+                self._continuous_query(spec, report, continuous_query_name(spec, spec.coarse_every_s),
+                                       coarse_continuous_query(spec), f"{spec.rollup_policy} → {spec.coarse_policy}")
         finally:
             self._http.close()
         return report
@@ -321,9 +419,8 @@ class _V1:
         else:
             report.add("unchanged", what)
 
-    def _continuous_query(self, spec: InitSpec, report: InitReport) -> None:
-        name, wanted = continuous_query_name(spec), continuous_query(spec)
-        what = f"continuous query {name!r} on {spec.database!r} ({spec.raw_policy} → {spec.rollup_policy})"
+    def _continuous_query(self, spec: InitSpec, report: InitReport, name: str, wanted: str, route: str) -> None:
+        what = f"continuous query {name!r} on {spec.database!r} ({route})"
         existing = {row[0]: row[1] for s in self.query("SHOW CONTINUOUS QUERIES") if s.get("name") == spec.database
                     for row in s.get("values") or []}
         if name not in existing:
@@ -356,10 +453,19 @@ class _V2:
             rollup = self._bucket(spec.rollup_bucket, spec.rollup_retention_s, org_id, report)
             self._dbrp(spec.database, spec.raw_policy, raw.id, org_id, report, default=True)
             self._dbrp(spec.database, spec.rollup_policy, rollup.id, org_id, report, default=False)
-            self._task(spec, org_id, report)
-            if tokens:
-                self._token(INGEST_TOKEN, org_id, report, [("write", raw.id), ("read", raw.id)])
-                self._token(READ_TOKEN, org_id, report, [("read", raw.id), ("read", rollup.id)])
+            self._task(TASK_NAME, flux_task(spec), f"{spec.bucket} → {spec.rollup_bucket}", spec.rollup_every_s,
+                       org_id, report)
+            rollups = [rollup.id]
+            if spec.coarse_bucket is not None and spec.coarse_policy is not None:
+                coarse = self._bucket(spec.coarse_bucket, spec.coarse_retention_s, org_id, report)
+                self._dbrp(spec.database, spec.coarse_policy, coarse.id, org_id, report, default=False)
+                self._task(COARSE_TASK_NAME, flux_coarse_task(spec), f"{spec.rollup_bucket} → {spec.coarse_bucket}",
+                           spec.coarse_every_s, org_id, report)
+                rollups.append(coarse.id)
+            if tokens:  # ingest's housekeeping reads and writes the roll-ups to backfill late data
+                self._token(INGEST_TOKEN, org_id, report, [("write", raw.id), ("read", raw.id),
+                                                           *[(a, b) for b in rollups for a in ("write", "read")]])
+                self._token(READ_TOKEN, org_id, report, [("read", raw.id), *[("read", b) for b in rollups]])
         except ApiException as exc:
             raise InfluxAdminError(f"InfluxDB at {self.url} refused a management call: HTTP {exc.status} "
                                    f"{exc.body or exc.reason} (the token must be an operator or all-access token)"
@@ -421,11 +527,10 @@ class _V2:
                                  default=default))
         report.add("changed" if mappings else "created", what)
 
-    def _task(self, spec: InitSpec, org_id: str, report: InitReport) -> None:
+    def _task(self, name: str, flux: str, route: str, every_s: int, org_id: str, report: InitReport) -> None:
         api = self.client.tasks_api()
-        flux = flux_task(spec)
-        what = f"task {TASK_NAME!r} ({spec.bucket} → {spec.rollup_bucket} every {format_duration(spec.rollup_every_s)})"
-        found = api.find_tasks(name=TASK_NAME, org_id=org_id)
+        what = f"task {name!r} ({route} every {format_duration(every_s)})"
+        found = api.find_tasks(name=name, org_id=org_id)
         if not found:
             api.create_task(task_create_request=TaskCreateRequest(
                 flux=flux, org_id=org_id, status="active", description="assettwin roll-up (twin influx init)"))

@@ -27,7 +27,10 @@ from cloud.influx_admin import (
     InfluxAdminError,
     InitSpec,
     backfill_statement,
+    backfill_statements,
+    coarse_continuous_query,
     continuous_query,
+    flux_coarse_task,
     flux_task,
     format_duration,
     init,
@@ -84,14 +87,19 @@ def _continuous_queries(influxdb, db: str) -> dict[str, str]:
     return {row[0]: row[1] for s in series if s["name"] == db for row in s.get("values") or []}
 
 
-def test_init_on_1x_sets_retention_rollup_policy_and_continuous_query(influxdb, influx_db):
+def test_init_on_1x_sets_retention_rollup_policies_and_continuous_queries(influxdb, influx_db):
     report = init(influxdb.raw_url, "", _spec(influx_db))
 
     assert report.path == "1.x" and report.server.startswith("InfluxDB 1.")
-    assert _policies(influxdb, influx_db) == {"autogen": ("720h0m0s", True), "downsampled_1m": ("9600h0m0s", False)}
-    cq = _continuous_queries(influxdb, influx_db)["telemetry_1m"]
-    assert f"INTO {influx_db}.downsampled_1m.telemetry FROM {influx_db}.autogen.telemetry" in cq
-    assert "RESAMPLE EVERY 1m FOR 2m" in cq and "GROUP BY time(1m), *" in cq
+    assert _policies(influxdb, influx_db) == {"autogen": ("720h0m0s", True), "downsampled_1m": ("9600h0m0s", False),
+                                              "downsampled_1h": ("43800h0m0s", False)}
+    cqs = _continuous_queries(influxdb, influx_db)
+    assert f"INTO {influx_db}.downsampled_1m.telemetry FROM {influx_db}.autogen.telemetry" in cqs["telemetry_1m"]
+    assert "RESAMPLE EVERY 1m FOR 2m" in cqs["telemetry_1m"] and "GROUP BY time(1m), *" in cqs["telemetry_1m"]
+    # the hourly roll-up is made from the minutes: sums and counts add up, so its mean is exact
+    assert f"INTO {influx_db}.downsampled_1h.telemetry FROM {influx_db}.downsampled_1m.telemetry" in cqs["telemetry_1h"]
+    assert "sum(value_sum) / sum(value_count) AS value" in cqs["telemetry_1h"]
+    assert "RESAMPLE EVERY 1h FOR 2h" in cqs["telemetry_1h"] and "GROUP BY time(1h), *" in cqs["telemetry_1h"]
 
 
 def test_second_init_changes_nothing_and_says_so(influxdb, influx_db):
@@ -101,7 +109,7 @@ def test_second_init_changes_nothing_and_says_so(influxdb, influx_db):
     again = init(influxdb.raw_url, "", _spec(influx_db))
 
     assert again.no_op, again.steps
-    assert [outcome for outcome, _ in again.steps] == ["unchanged"] * 4
+    assert [outcome for outcome, _ in again.steps] == ["unchanged"] * 6
     assert (_policies(influxdb, influx_db), _continuous_queries(influxdb, influx_db)) == before
 
 
@@ -110,7 +118,7 @@ def test_init_creates_a_missing_database(influxdb):
     try:
         report = init(influxdb.raw_url, "", _spec(db))
         assert ("created", f"database {db!r}") in report.steps
-        assert set(_policies(influxdb, db)) == {"autogen", "downsampled_1m"}
+        assert set(_policies(influxdb, db)) == {"autogen", "downsampled_1m", "downsampled_1h"}
     finally:
         influxdb.drop_database(db)
 
@@ -122,7 +130,7 @@ def test_init_changes_only_the_retention_that_differs(influxdb, influx_db):
 
     assert report.of("changed") == [
         f"retention policy 'autogen' on {influx_db!r} (10d, default), was 30d, default"]
-    assert len(report.of("unchanged")) == 3
+    assert len(report.of("unchanged")) == 5
     assert _policies(influxdb, influx_db)["autogen"] == ("240h0m0s", True)
 
 
@@ -155,11 +163,31 @@ def test_rollup_keeps_mean_min_max_and_worst_quality_per_minute(influxdb, influx
     start, end = (dt.datetime.fromtimestamp(t, dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ") for t in (t0, t0 + 120))
     influxdb.query(backfill_statement(spec, start, end), db=influx_db, method="POST")
 
-    body = influxdb.query('SELECT "value", "value_min", "value_max", "quality" FROM "downsampled_1m"."telemetry" '
+    body = influxdb.query('SELECT "value", "value_sum", "value_count", "value_min", "value_max", "value_last", '
+                          '"quality" FROM "downsampled_1m"."telemetry" '
                           "WHERE tenant = 'acme' AND asset = 'trailer-001' AND point = 'supply_air'", db=influx_db,
                           epoch="s")
     rows = body["results"][0]["series"][0]["values"]
-    assert rows == [[t0, 5.0, 3.0, 7.0, 1], [t0 + 60, 9.0, 9.0, 9.0, 2]]
+    assert rows == [[t0, 5.0, 30.0, 6, 3.0, 7.0, 5.0, 1], [t0 + 60, 9.0, 9.0, 1, 9.0, 9.0, 9.0, 2]]
+
+
+def test_hourly_rollup_is_exact_from_the_minutes(influxdb, influx_db):
+    """Uneven minutes (1 sample, then 3): the hour's mean is the samples' mean, not the mean of the minutes'."""
+    spec = _spec(influx_db)
+    init(influxdb.raw_url, "", spec)
+    t0 = int(time.time()) // 3600 * 3600 - 7200
+    samples = [(t0, 10.0, 0), (t0 + 60, 1.0, 0), (t0 + 70, 2.0, 3), (t0 + 80, 3.0, 0), (t0 + 3000, -4.0, 1)]
+    lines = [f"telemetry,asset=a1,point=p,tenant=acme value={v},quality={q}i {t}" for t, v, q in samples]
+    r = httpx.post(f"{influxdb.raw_url}/write", params={"db": influx_db, "precision": "s"}, content="\n".join(lines),
+                   timeout=10)
+    assert r.status_code == 204, r.text
+    start, end = (dt.datetime.fromtimestamp(t, dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ") for t in (t0, t0 + 3600))
+    for q in backfill_statements(spec, start, end):
+        influxdb.query(q, db=influx_db, method="POST")
+
+    body = influxdb.query('SELECT "value", "value_sum", "value_count", "value_min", "value_max", "value_last", '
+                          '"quality" FROM "downsampled_1h"."telemetry"', db=influx_db, epoch="s")
+    assert body["results"][0]["series"][0]["values"] == [[t0, 12.0 / 5, 12.0, 5, -4.0, 10.0, -4.0, 3]]
 
 
 def test_twin_influx_init_prints_the_path_it_took_and_a_no_op(influxdb, influx_db):
@@ -226,16 +254,34 @@ def test_both_rollups_write_the_same_fields():
     assert "every: 1m" in flux and "range(start: -2m)" in flux
 
 
+def test_both_coarse_rollups_write_the_same_fields_from_the_fine_one():
+    spec = InitSpec()
+    assert set(re.findall(r'AS "(\w+)"', coarse_continuous_query(spec))) == set(ROLLUP_FIELDS)
+    flux = flux_coarse_task(spec)
+    task_fields = set(re.findall(r'r\._field == "(\w+)"', flux)) | {"value"}  # the mean: sum over count
+    assert task_fields == set(ROLLUP_FIELDS)
+    assert 'from(bucket: "assettwin/downsampled_1m")' in flux and 'to(bucket: "assettwin/downsampled_1h"' in flux
+    assert "every: 1h" in flux and "range(start: -2h)" in flux and "r.value_sum / float(v: r.value_count)" in flux
+
+
+def test_a_coarse_window_that_is_not_made_of_whole_fine_windows_is_refused():
+    with pytest.raises(ValueError, match="multiple of the roll-up window"):
+        InitSpec(rollup_every_s=60, coarse_every_s=90)
+    assert InitSpec(coarse_every_s=0).coarse_policy is None  # no coarse roll-up at all
+
+
 def test_rollup_task_compiles_as_flux(flux_check):
     valid, _ = flux_check(flux_task(InitSpec()))
+    assert valid
+    valid, _ = flux_check(flux_coarse_task(InitSpec()))
     assert valid
 
 
 def test_rollup_task_is_written_in_the_flux_formatters_layout(flux_check):
     """A server that stores tasks formatted must not make a re-run of init look like a change."""
     for spec in (InitSpec(), InitSpec(org="acme", bucket="fleet/raw", database="fleet", rollup_every_s=300)):
-        source = flux_task(spec)
-        assert flux_check(source) == (True, source)
+        for source in (flux_task(spec), flux_coarse_task(spec)):
+            assert flux_check(source) == (True, source)
 
 
 def test_the_flux_compiler_rejects_a_broken_task(flux_check):
@@ -261,5 +307,8 @@ def test_twin_influx_backfill_rolls_up_a_past_period(influxdb, influx_db):
 
     assert out.returncode == 0, out.stderr
     assert f"rolled up 8 points into {influx_db}/downsampled_1m" in out.stdout  # 4 minutes x 2 points
+    assert f"rolled up 2 points into {influx_db}/downsampled_1h" in out.stdout  # 1 hour x 2 points
     body = influxdb.query('SELECT count("value") FROM "downsampled_1m"."telemetry"', db=influx_db)
     assert body["results"][0]["series"][0]["values"][0][1] == 8
+    body = influxdb.query('SELECT sum("value_count") FROM "downsampled_1h"."telemetry" GROUP BY "point"', db=influx_db)
+    assert [s["values"][0][1] for s in body["results"][0]["series"]] == [6, 6]

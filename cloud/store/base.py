@@ -15,10 +15,13 @@ In InfluxDB that is measurement ``text``, tags ``tenant``, ``asset``, ``point`` 
 
 from __future__ import annotations
 
+import time
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, NamedTuple
+
+from cloud.store.rollup import RAW_FOREVER, Resolution, Span, plan
 
 Agg = Literal["mean", "min", "max", "last", "count"]
 AGGS: tuple[str, ...] = ("mean", "min", "max", "last", "count")
@@ -106,11 +109,13 @@ class SubjectHit:
 
 @dataclass
 class Series:
-    """A read result: parallel arrays in time order."""
+    """A read result: parallel arrays in time order; ``spans``: which resolution served which part (``read``,
+    ``read_windows``)."""
 
     t_ns: list[int]
     values: list[float | None]
     quality: list[int] | None = None
+    spans: list[Span] = field(default_factory=list)
 
 
 class TimeSeriesStore(ABC):
@@ -136,6 +141,61 @@ class TimeSeriesStore(ABC):
     def query_window(self, tenant: str, asset: str, point: str, start_ns: int, end_ns: int,
                      every_ns: int, agg: Agg) -> Series:
         """One value per ``every_ns`` window (aligned to epoch) that has data."""
+
+    # -- reads over any range: raw where it is kept, roll-ups beyond ----------------------------------
+    def resolutions(self) -> tuple[Resolution, ...]:
+        """Raw first, then the roll-ups this store keeps, with their retention (``cloud.store.rollup``)."""
+        return (RAW_FOREVER,)
+
+    def query_rollup_range(self, resolution: Resolution, tenant: str, asset: str, point: str, start_ns: int,
+                           end_ns: int, limit: int = 10_000) -> Series:
+        """A roll-up's windows with start <= window start < end as samples: the window's mean, its worst quality."""
+        raise NotImplementedError(f"{type(self).__name__} keeps no roll-up {resolution.name}")
+
+    def query_rollup_window(self, resolution: Resolution, tenant: str, asset: str, point: str, start_ns: int,
+                            end_ns: int, every_ns: int, agg: Agg) -> Series:
+        """``query_window`` answered from a roll-up: exact when ``every_ns`` is a multiple of its window."""
+        raise NotImplementedError(f"{type(self).__name__} keeps no roll-up {resolution.name}")
+
+    def read(self, tenant: str, asset: str, point: str, start_ns: int, end_ns: int, limit: int = 10_000,
+             now_ns: int | None = None) -> Series:
+        """Samples from start to end, oldest first, at most ``limit``: raw where raw is still kept, the finest
+        roll-up's windows (mean, worst quality) beyond; ``spans`` says which came from where."""
+        spans = plan(self.resolutions(), start_ns, end_ns, time.time_ns() if now_ns is None else now_ns)
+        out = Series([], [], [], spans)
+        for sp in spans:
+            left = limit - len(out.t_ns)
+            if left <= 0:
+                break
+            if sp.resolution.raw:
+                part = self.query_range(tenant, asset, point, sp.start_ns, sp.end_ns, left)
+            else:
+                part = self.query_rollup_range(sp.resolution, tenant, asset, point, sp.start_ns, sp.end_ns, left)
+            out.t_ns += part.t_ns
+            out.values += part.values
+            out.quality += part.quality if part.quality is not None else [0] * len(part.t_ns)
+        return out
+
+    def read_windows(self, tenant: str, asset: str, point: str, start_ns: int, end_ns: int, every_ns: int,
+                     agg: Agg, now_ns: int | None = None) -> Series:
+        """One value per window of ``every_ns`` that has data, each from the coarsest resolution that answers it
+        exactly (a roll-up whose window divides ``every_ns``), else the finest one kept; ``spans`` says which."""
+        spans = plan(self.resolutions(), start_ns, end_ns, time.time_ns() if now_ns is None else now_ns, every_ns)
+        out = Series([], [], None, spans)
+        for sp in spans:
+            if sp.resolution.raw:
+                part = self.query_window(tenant, asset, point, sp.start_ns, sp.end_ns, sp.every_ns, agg)
+            else:
+                part = self.query_rollup_window(sp.resolution, tenant, asset, point, sp.start_ns, sp.end_ns,
+                                                sp.every_ns, agg)
+            out.t_ns += part.t_ns
+            out.values += part.values
+        return out
+
+    def maintain(self, now_ns: int | None = None) -> dict[str, int]:
+        """Scheduled upkeep (``cloud/housekeeping.py``): roll up what arrived too late for the database's own
+        roll-up, expire what the database does not expire itself. Counts of what was done, by name."""
+        return {}
 
     @abstractmethod
     def latest(self, tenant: str, asset: str) -> dict[str, tuple[int, float | None]]:

@@ -39,6 +39,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from cloud.store.base import Agg, Rows, Series, SubjectHit, TextSeries, TimeSeriesStore
+from cloud.store.rollup import Resolution
 
 _MAX_ENTRIES = 200_000
 _SERVE_STALE_TTLS = 5  # an entry up to this many TTLs old is answered while it is refreshed; older, read first
@@ -279,6 +280,18 @@ class LatestCache(TimeSeriesStore):
 
     def query_text(self, tenant, asset, point, start_ns, end_ns, limit=10_000) -> TextSeries:
         return self.store.query_text(tenant, asset, point, start_ns, end_ns, limit)
+
+    def resolutions(self) -> tuple[Resolution, ...]:
+        return self.store.resolutions()
+
+    def query_rollup_range(self, resolution, tenant, asset, point, start_ns, end_ns, limit=10_000) -> Series:
+        return self.store.query_rollup_range(resolution, tenant, asset, point, start_ns, end_ns, limit)
+
+    def query_rollup_window(self, resolution, tenant, asset, point, start_ns, end_ns, every_ns, agg: Agg) -> Series:
+        return self.store.query_rollup_window(resolution, tenant, asset, point, start_ns, end_ns, every_ns, agg)
+
+    def maintain(self, now_ns: int | None = None) -> dict[str, int]:
+        return self.store.maintain(now_ns)
 
     def find_subject(self, tenant: str, subject: str) -> list[SubjectHit]:
         return self.store.find_subject(tenant, subject)
