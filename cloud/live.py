@@ -74,6 +74,10 @@ class LiveHub:
             self._send(tenant, s.asset, {"type": "telemetry", "asset": s.asset, "point": s.point,
                                          "t_ns": s.t_ns, "values": s.values})
 
+    def on_command(self, tenant: str, command: dict) -> None:
+        """A command issued or moved forward in its lifecycle (``cloud.commands``)."""
+        self._send(tenant, command.get("asset", ""), {"type": "command", "command": command})
+
     def on_alert(self, tenant: str, event: dict) -> None:
         alert = event.get("alert", {})
         self._send(tenant, alert.get("asset", ""), {"type": event.get("event", "alert"), "alert": alert})

@@ -9,6 +9,7 @@ import time
 from dataclasses import dataclass, field
 
 from cloud.alerts import AlertService, Notifier
+from cloud.commands import CommandService
 from cloud.ingest import Ingest
 from cloud.link import CloudLink
 from cloud.live import LiveHub
@@ -36,6 +37,7 @@ class Platform:
     ingest: Ingest | None = None
     link: CloudLink | None = None
     rules: RuleRunner | None = None
+    commands: CommandService | None = None
     extra_counters: dict[str, int] = field(default_factory=dict)
 
     @classmethod
@@ -48,15 +50,19 @@ class Platform:
         store = open_store(settings)
         live = LiveHub()
         link = None
+        commands = CommandService(registry, lambda t, b, retain: link is not None and link.publish(t, b, retain=retain),
+                                  live.on_command)
         if with_link:
             link = CloudLink(settings, {
                 topics.ingest_filter("telemetry", shared=False): live.on_telemetry,
                 topics.ingest_filter("config/reported", shared=False): lambda t, p: _on_reported(registry, t, p),
+                topics.ingest_filter("commands/reported", shared=False): commands.on_report,
             })
         notifier = Notifier(registry, publish=(lambda t, b: link.publish(t, b)) if link else None,
                             settings=settings)
         alerts = AlertService(registry, notifier)
-        p = cls(settings, store, registry, TwinService(registry, store), alerts, notifier, live, link=link)
+        p = cls(settings, store, registry, TwinService(registry, store), alerts, notifier, live, link=link,
+                commands=commands)
         notifier.listeners.append(live.on_alert)
         from cloud.shipments import attach
 
@@ -70,6 +76,8 @@ class Platform:
     def start(self) -> None:
         if self.link is not None:
             self.link.start()
+            if self.commands is not None:
+                self.commands.start()  # expires what nobody confirmed in time; only where gateways can be reached
         if self.ingest is not None:
             self.ingest.start()
         if self.rules is not None:
@@ -81,6 +89,8 @@ class Platform:
         if self.ingest is not None:
             self.ingest.stop()
         self.notifier.close()  # after the rules (their last alerts are handed on), before the link they use
+        if self.commands is not None:
+            self.commands.stop()
         if self.link is not None:
             self.link.stop()
         self.store.close()

@@ -117,6 +117,32 @@ class Twin(Base):
     updated_ns: Mapped[int] = mapped_column(BigInteger, default=0)
 
 
+class CommandRecord(Base):
+    """A command to a device through its gateway (``cloud/commands.py``): pending → delivered → succeeded | failed
+    | expired, who issued it and why; ``evidence`` keeps what the decision rested on (a forecast)."""
+
+    __tablename__ = "commands"
+    tenant: Mapped[str] = mapped_column(String(64), primary_key=True)
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    asset: Mapped[str] = mapped_column(String(128))
+    gateway: Mapped[str] = mapped_column(String(64))
+    action: Mapped[str] = mapped_column(String(16))
+    args: Mapped[dict] = mapped_column(JSON, default=dict)
+    state: Mapped[str] = mapped_column(String(16), default="pending")
+    reason: Mapped[str] = mapped_column(Text, default="")
+    value: Mapped[Any] = mapped_column(JSON, nullable=True)
+    issued_by: Mapped[str] = mapped_column(String(200))
+    why: Mapped[str] = mapped_column(Text, default="")
+    confirmed: Mapped[bool] = mapped_column(Boolean, default=False)
+    evidence: Mapped[dict] = mapped_column(JSON, default=dict)
+    issued_ns: Mapped[int] = mapped_column(BigInteger)
+    expires_ns: Mapped[int] = mapped_column(BigInteger)
+    delivered_ns: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    finished_ns: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    __table_args__ = (Index("commands_outstanding", "tenant", "gateway", "state"),
+                      Index("commands_asset", "tenant", "asset", "issued_ns"))
+
+
 class Alert(Base):
     """open → acknowledged → resolved; one open alert per (asset, rule): ``dedup_key``."""
 

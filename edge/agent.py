@@ -20,6 +20,7 @@ import numpy as np
 import orjson
 
 from edge import kernels
+from edge.actuators import Actuator
 from edge.buffer import SampleBuffer, Tick
 from edge.config import GatewayConfig, MqttSource, parse_config
 from edge.detect.events import AnomalyEvent as DetectedEvent
@@ -34,6 +35,7 @@ from models.pii import pseudonym
 from models.wire import (
     AlarmEvent,
     AnomalyEvent,
+    CommandReport,
     DesiredConfig,
     ReportedConfig,
     WireError,
@@ -80,6 +82,9 @@ class EdgeAgent:
                        "config_rejected": 0, "personal_dropped": 0, "bad_payloads": 0}
         self.uplink = Uplink(cfg, self.outbox, self.counters, on_desired=self.apply_desired)
         self.sources = build_sources(cfg)
+        self.actuator = Actuator(cfg, lambda: self.sources, self._report_command,
+                                 lambda: self.uplink.publish_status("online"))
+        self.uplink.on_commands = self.actuator.on_queue
         self._telemetry_topic = topics.telemetry(cfg.tenant, cfg.gateway)
         self._events_topic = topics.events(cfg.tenant, cfg.gateway)
         self._stop = threading.Event()
@@ -107,6 +112,8 @@ class EdgeAgent:
             self.counts["unmapped"] += 1
             return
         self.buffer.append(i, t_ns, value, quality)
+        if self.actuator.awaited:  # empty but while a write waits for the device to confirm it
+            self.actuator.observe(asset, point, value)
 
     def _sink_text(self, asset: str, point: str, t_ns: int, value: str) -> None:
         """Text points are few and slow (an id when a driver badges in): a list, not a numpy buffer. A
@@ -214,6 +221,7 @@ class EdgeAgent:
     # -- health -----------------------------------------------------------------------------
     def counters(self) -> dict[str, int]:
         out = dict(self.counts)
+        out.update(self.actuator.counts)
         for s in self.sources:
             for k, v in s.counters().items():
                 out[k] = out.get(k, 0) + v
@@ -221,6 +229,11 @@ class EdgeAgent:
         out.update(self.uplink.stats)
         out["kernels_ahead_of_time"] = int(kernels.ahead_of_time())
         return out
+
+    # -- commands ------------------------------------------------------------------------------
+    def _report_command(self, report: CommandReport) -> None:
+        """QoS 1 on the uplink; one lost while offline is sent again when the retained queue comes back."""
+        self.uplink.client.publish(topics.commands_reported(self.cfg.tenant, self.cfg.gateway), encode(report), qos=1)
 
     # -- remote configuration ----------------------------------------------------------------
     def apply_desired(self, payload: bytes) -> None:
@@ -289,6 +302,7 @@ class EdgeAgent:
         self.rules = rules
         self.cfg = new
         self.uplink.cfg = new
+        self.actuator.cfg = new
 
     def _save_desired(self, payload: bytes) -> None:
         """Keep the applied desired configuration for the next start; without it a restart would run the file's
@@ -326,6 +340,7 @@ class EdgeAgent:
         self.uplink.start()
         for s in self.sources:
             s.start(self.sink)
+        self.actuator.start()  # a queue that came with the uplink's first connect waits in its inbox
 
     def run(self) -> None:
         """Tick until ``stop()``; then flush and save state."""
@@ -345,6 +360,7 @@ class EdgeAgent:
         self._stop.set()
 
     def shutdown(self, flush_s: float = 5.0) -> None:
+        self.actuator.stop()
         for s in self.sources:
             s.stop()
         self.tick()

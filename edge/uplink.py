@@ -55,6 +55,8 @@ class Uplink:
         self.outbox = outbox
         self._counters = counters
         self._on_desired = on_desired
+        self.on_commands: Callable[[bytes], None] | None = None
+        self._commands_topic = topics.commands(cfg.tenant, cfg.gateway)
         self._status_topic = topics.status(cfg.tenant, cfg.gateway)
         self._desired_topic = topics.config_desired(cfg.tenant, cfg.gateway)
         self._committed_topic = topics.committed(cfg.tenant, cfg.gateway)
@@ -142,7 +144,7 @@ class Uplink:
         if self._connects > 1:
             self.stats["reconnects"] += 1
         log.info("uplink: connected to %s", self.cfg.uplink.url)
-        client.subscribe([(self._desired_topic, 1), (self._committed_topic, 1)])
+        client.subscribe([(self._desired_topic, 1), (self._committed_topic, 1), (self._commands_topic, 1)])
         self._connected.set()
         self.publish_status("online")
         self._wake.set()
@@ -176,6 +178,8 @@ class Uplink:
             self._wake.set()
         elif msg.topic == self._desired_topic and self._on_desired is not None and msg.payload:
             self._on_desired(msg.payload)
+        elif msg.topic == self._commands_topic and self.on_commands is not None and msg.payload:
+            self.on_commands(msg.payload)
 
     # -- the drain loop ----------------------------------------------------------------------
     def _settle_acks(self) -> None:

@@ -82,6 +82,81 @@ class LocalRule(BaseModel):
         return out
 
 
+OpcUaDataType = Literal["Double", "Float", "Int16", "Int32", "Int64", "UInt16", "UInt32", "Boolean", "String"]
+
+
+class OpcUaWrite(BaseModel):
+    """How a value is written over OPC-UA: a Write of the Value attribute with this data type (a server refuses a
+    Double sent to an Int16 node: BadTypeMismatch). ``node``: a NodeId or browse path template (``{asset}`` is the
+    asset id; ``nsu=<uri>;`` keeps it independent of the server's namespace numbering); none: the node the gateway's
+    OPC-UA source reads the confirming point from."""
+
+    model_config = ConfigDict(extra="forbid")
+    data_type: OpcUaDataType = "Double"
+    node: str | None = None
+
+
+class MqttWrite(BaseModel):
+    """How a value is written over MQTT: a publish to the device's ``topic`` (``{asset}`` is the asset id) with
+    ``payload`` as the body, ``{value}`` replaced by the value as JSON. The device confirms by reporting the point."""
+
+    model_config = ConfigDict(extra="forbid")
+    topic: str = Field(min_length=1)
+    payload: str = '{"v": {value}}'
+    qos: Literal[0, 1, 2] = 1
+
+
+class WritableSpec(BaseModel):
+    """A property the cloud may set on a device (desired state). ``point``: the reported point that confirms it
+    (default: the property's own name); ``tolerance``: how close the reported value must come to count as applied.
+    ``opcua`` and ``mqtt`` say how it is written through each kind of source; a gateway uses the one whose source
+    serves the asset. ``confirm_s``: how long the device has to report the value back."""
+
+    model_config = ConfigDict(extra="forbid")
+    type: Literal["number", "integer", "boolean"] = "number"
+    unit: str
+    range: tuple[float, float] | None = None
+    description: str = ""
+    point: str | None = None
+    tolerance: float = Field(default=1e-6, ge=0)
+    confirm_s: float = Field(default=15.0, gt=0, le=600)
+    opcua: OpcUaWrite | None = None
+    mqtt: MqttWrite | None = None
+
+    @model_validator(mode="after")
+    def _one_way_at_least(self) -> WritableSpec:
+        if self.opcua is None and self.mqtt is None:
+            raise ValueError("a writable property says how it is written: opcua, mqtt or both")
+        return self
+
+    def check(self, value: object) -> float:
+        """The value as the device takes it; ValueError saying why it is not acceptable (type, range)."""
+        if isinstance(value, bool):
+            if self.type != "boolean":
+                raise ValueError(f"expected a {self.type}, got a boolean")
+            return float(value)
+        if not isinstance(value, int | float) or value != value:
+            raise ValueError(f"expected a {self.type}, got {type(value).__name__}")
+        if self.type == "integer" and float(value) != int(value):
+            raise ValueError(f"expected an integer, got {value}")
+        if self.type == "boolean" and value not in (0, 1):
+            raise ValueError(f"expected a boolean (0 or 1), got {value}")
+        if self.range is not None and not self.range[0] <= value <= self.range[1]:
+            raise ValueError(f"{value} {self.unit} is outside {self.range[0]:g}..{self.range[1]:g} {self.unit}")
+        return float(value)
+
+
+class CommandSpec(BaseModel):
+    """An action that is not state (start a defrost, reset an alarm): a fixed value written over OPC-UA or a
+    publish over MQTT; it succeeds when the device accepts it (Write status Good, broker PUBACK)."""
+
+    model_config = ConfigDict(extra="forbid")
+    description: str = ""
+    value: float | str | bool = 1
+    opcua: OpcUaWrite | None = None
+    mqtt: MqttWrite | None = None
+
+
 class AssetType(BaseModel):
     model_config = ConfigDict(extra="forbid")
     id: str
@@ -89,12 +164,17 @@ class AssetType(BaseModel):
     description: str = ""
     points: dict[str, PointSpec]
     local_rules: list[LocalRule] = Field(default_factory=list)
+    writable: dict[str, WritableSpec] = Field(default_factory=dict)
+    commands: dict[str, CommandSpec] = Field(default_factory=dict)
 
     @model_validator(mode="after")
     def _rules_name_points(self) -> AssetType:
         for rule in self.local_rules:
             if rule.point not in self.points:
                 raise ValueError(f"rule {rule.name}: unknown point {rule.point!r}")
+        for name, w in self.writable.items():
+            if (w.point or name) not in self.points:
+                raise ValueError(f"writable {name}: unknown point {w.point or name!r} to confirm it")
         return self
 
 

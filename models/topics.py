@@ -9,9 +9,10 @@ from __future__ import annotations
 from typing import Literal, NamedTuple
 
 PREFIX = "twin/v1"
-Kind = Literal["telemetry", "events", "status", "config/desired", "config/reported", "commands", "committed"]
+Kind = Literal["telemetry", "events", "status", "config/desired", "config/reported", "commands", "commands/reported",
+               "committed"]
 KINDS: tuple[str, ...] = ("telemetry", "events", "status", "config/desired", "config/reported", "commands",
-                          "committed")
+                          "commands/reported", "committed")
 INGEST_SHARE_GROUP = "ingest"
 
 
@@ -40,6 +41,17 @@ def config_desired(tenant: str, gateway: str) -> str:
 
 def config_reported(tenant: str, gateway: str) -> str:
     return topic(tenant, gateway, "config/reported")
+
+
+def commands(tenant: str, gateway: str) -> str:
+    """The gateway's outstanding commands, retained (``models.wire.CommandQueue``): a gateway that was offline
+    gets every one still within its TTL from the one message when it connects."""
+    return topic(tenant, gateway, "commands")
+
+
+def commands_reported(tenant: str, gateway: str) -> str:
+    """What a gateway did with a command (``models.wire.CommandReport``)."""
+    return topic(tenant, gateway, "commands/reported")
 
 
 def committed(tenant: str, gateway: str) -> str:

@@ -206,6 +206,45 @@ class ReportedConfig(_Msg):
     reason: str = ""
 
 
+CommandState = Literal["pending", "delivered", "succeeded", "failed", "expired"]
+TERMINAL_STATES: frozenset[str] = frozenset({"succeeded", "failed", "expired"})
+
+
+class Command(_Msg):
+    """One thing the cloud asks of a device through its gateway: ``set`` a writable property (``args``:
+    ``property``, ``value``), a command the asset type declares (``args.name``), or ``rebirth`` (the gateway
+    announces itself again). ``id`` makes a redelivery harmless; past ``expires_ns`` it is not run."""
+
+    kind: Literal["command"] = "command"
+    id: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")
+    asset: Name
+    action: Literal["set", "command", "rebirth"]
+    args: dict[str, float | int | bool | str] = Field(default_factory=dict)
+    issued_ns: TimeNs
+    expires_ns: TimeNs
+
+
+class CommandQueue(_Msg):
+    """Every command still outstanding for one gateway, retained on its ``commands`` topic."""
+
+    kind: Literal["commands"] = "commands"
+    commands: list[Command] = Field(default_factory=list, max_length=1000)
+
+
+class CommandReport(_Msg):
+    """A gateway on one command: delivered (it has it), then succeeded, failed or expired with the reason;
+    ``value``: what the device reported back (OPC-UA: read after the write; MQTT: the device's report)."""
+
+    kind: Literal["command_report"] = "command_report"
+    gateway: Id
+    id: str = Field(min_length=1, max_length=64)
+    asset: Name
+    state: Literal["delivered", "succeeded", "failed", "expired"]
+    reason: str = Field(default="", max_length=2000)
+    value: float | str | None = None
+    t_ns: TimeNs = 0
+
+
 M = TypeVar("M", bound=_Msg)
 
 

@@ -41,6 +41,7 @@ from typing import Annotated, Any, Literal
 
 import typer
 from asyncua import Server, ua
+from asyncua.common.callback import CallbackType
 from asyncua.crypto import cert_gen
 from asyncua.crypto.permission_rules import User, UserRole
 from asyncua.server.user_managers import UserManager
@@ -180,6 +181,8 @@ class SimOpcUaServer:
         self._tasks: set[asyncio.Task[None]] = set()
         self.nodes_present = threading.Event()
         """Set while the asset nodes exist (cleared by ``restart(absent_s>0)`` until they are back)."""
+        self.writes: list[tuple[str, object, str]] = []
+        """Every Write a client sent, in order: (NodeId string, value, the status the server answered)."""
 
     # -- addresses -------------------------------------------------------------------------------------------
 
@@ -241,6 +244,16 @@ class SimOpcUaServer:
         """End a ``restart(absent_s=…)`` window now: the asset nodes appear, with their retained values."""
         self._call(self._restore_nodes())
 
+    def value(self, asset: str, point: str) -> object:
+        """The node's current value, as a client would read it."""
+        server = self._server
+        assert server is not None
+
+        async def read() -> object:  # on the server's loop, like every other access to its address space
+            return server.read_attribute_value(ua.NodeId(f"{asset}.{point}", self._ns)).Value.Value
+
+        return self._call(read())
+
     def set_value(self, asset: str, point: str, value: float | None, status: str | int = "Good",
                   source_ts_ns: int | None = None) -> None:
         """Write a point with a status and a source timestamp (now when not given)."""
@@ -275,7 +288,18 @@ class SimOpcUaServer:
             await server.load_certificate(str(self.cert_file))
             await server.load_private_key(str(self.key_file))
         self._ns = await server.register_namespace(NAMESPACE_URI)
+        server.subscribe_server_callback(CallbackType.PostWrite, self._log_writes)
         return server
+
+    def _log_writes(self, event: Any, _dispatcher: Any) -> None:
+        """The write log: what clients asked of the PLC and what it answered (tests prove nothing else came)."""
+        if not event.is_external:
+            return  # the simulator building its own address space
+        for wv, status in zip(event.request_params.NodesToWrite, event.response_params, strict=False):
+            if wv.AttributeId != ua.AttributeIds.Value:
+                continue
+            value = wv.Value.Value.Value if wv.Value is not None and wv.Value.Value is not None else None
+            self.writes.append((wv.NodeId.to_string(), value, status.name))
 
     async def _add_assets(self, server: Server) -> None:
         ns, objects = self._ns, server.nodes.objects

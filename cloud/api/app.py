@@ -12,6 +12,7 @@ from fastapi.responses import PlainTextResponse
 from cloud.api import (
     alerts,
     baseline,
+    commands,
     data,
     fleet,
     keys,
@@ -38,7 +39,8 @@ def create_app(platform: Platform) -> FastAPI:
     app.state.revocations = live.Revocations(platform.registry, max(0.5, platform.settings.api_key_cache_s))
     problems.install(app)
     security.install(app, platform.settings)
-    for module in (fleet, data, twins, alerts, keys, simulate, baseline, shipments, subjects, sharing, live):
+    for module in (fleet, data, twins, alerts, keys, simulate, baseline, shipments, subjects, sharing, live,
+                   commands):
         app.include_router(module.get_router(platform))
     try:  # the web dashboard, when its module is present
         from cloud.api import web

@@ -10,8 +10,9 @@ from fastapi import APIRouter, Header, Response
 from pydantic import BaseModel, Field
 
 from cloud.api.auth import Operator, Principal, Viewer
-from cloud.api.params import AssetId, Body, GatewayId
+from cloud.api.params import AssetId, Body, GatewayId, invalid
 from cloud.api.problems import Problem
+from cloud.commands import InvalidCommand, NoGateway, RateLimited, check_set
 from cloud.gateway_config import (
     BrokerUnavailable,
     ConfigVersionConflict,
@@ -82,6 +83,17 @@ def get_router(platform) -> APIRouter:
     def put_desired(asset: AssetId, body: DesiredIn, p: Operator, response: Response,
                     if_match: str | None = Header(default=None)) -> TwinOut:
         expected = _if_match(if_match)
+        commands = platform.commands
+        try:
+            atype, _ = commands.asset_type(p.tenant, asset)
+        except LookupError:
+            atype = None  # an asset of a type nobody knows: its desired state stays in the cloud
+        for prop, value in body.desired.items():  # a writable property: what its device can take, or nothing
+            if atype is not None and prop in atype.writable:
+                try:
+                    check_set(atype, prop, value, field=prop)
+                except InvalidCommand as exc:
+                    invalid(f"desired.{prop}", str(exc), "body")
         try:
             twins.put_desired(p.tenant, asset, body.desired, expected, p.actor, body.reason)
         except NotFound as exc:
@@ -90,6 +102,11 @@ def get_router(platform) -> APIRouter:
             raise Problem(412, "Precondition failed", f"{exc}; you sent If-Match {expected}: read it again",
                           current_version=exc.current) from None
         st = twins.state(p.tenant, asset)
+        if atype is not None and atype.writable:
+            try:  # desired values the device does not report yet go to it, as set commands
+                commands.sets_for_delta(p.tenant, asset, st.delta, actor=p.actor, why=body.reason)
+            except (NoGateway, RateLimited) as exc:
+                response.headers["Warning"] = f'199 - "desired state stored, not sent: {exc}"'
         response.headers["ETag"] = f'"{st.version}"'
         return _twin_out(st, p)
 

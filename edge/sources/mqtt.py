@@ -167,6 +167,16 @@ class MqttSourceRunner:
         for mid, qos in done:
             client.ack(mid, qos)
 
+    def publish(self, topic: str, payload: bytes, qos: int, timeout_s: float) -> None:
+        """Publish to a device (an actuator's write) and wait for the broker to take it; ConnectionError if not."""
+        client = self._client
+        if client is None or not client.is_connected():
+            raise ConnectionError(f"source {self.name}: not connected to {self.cfg.link.url}")
+        info = client.publish(topic, payload, qos=qos)
+        info.wait_for_publish(timeout_s)
+        if not info.is_published():
+            raise ConnectionError(f"source {self.name}: the broker did not take the publish within {timeout_s:g} s")
+
     def stop(self) -> None:
         if self._client is not None:
             self._client.disconnect()

@@ -146,6 +146,7 @@ class OpcUaSourceRunner:
         self._unknown_reason: dict[int, str] = {}  # node index -> why it is not monitored (logged once per reason)
         self._last_bad_log = 0.0
         self._app_uri: str | None = cfg.application_uri
+        self._client: Client | None = None  # the session up now, for writes (actuators); None between sessions
 
     # -- the Source interface --------------------------------------------------------------------------
 
@@ -179,6 +180,49 @@ class OpcUaSourceRunner:
 
     def commit(self, mark: int) -> None:
         """See ``mark``: a no-op for OPC-UA."""
+
+    # -- writes (the actuator side) ----------------------------------------------------------------------
+
+    def serves(self, asset: str) -> bool:
+        """Whether this source reads any point of ``asset`` (so writes to it go through this server)."""
+        return any(n.asset == asset for n in self._nodes)
+
+    def node_for(self, asset: str, point: str) -> str | None:
+        """The node this source reads (asset, point) from, if it reads it."""
+        return next((n.node for n in self._nodes if n.asset == asset and n.point == point), None)
+
+    def write(self, node: str, value: float | bool | str, data_type: str, timeout_s: float) -> tuple[str, object]:
+        """Write ``value`` as ``data_type`` to ``node`` on the session up now, then read it back: (the Write's
+        status name, the value read after it). ConnectionError when there is no session; the server's refusal
+        (BadUserAccessDenied, BadTypeMismatch...) is the status, not an exception."""
+        loop, client = self._loop, self._client
+        if loop is None or client is None:
+            raise ConnectionError(f"opcua source {self.name} ({self.cfg.endpoint}): no session to write on")
+        fut = asyncio.run_coroutine_threadsafe(self._write(client, node, value, data_type), loop)
+        return fut.result(timeout_s)
+
+    async def _write(self, client: Client, node: str, value: float | bool | str, data_type: str) -> tuple[str, object]:
+        if node.startswith("/"):
+            [res] = await client.uaclient.translate_browsepaths_to_nodeids([browse_path(node)])
+            if not res.StatusCode.is_good() or not res.Targets:
+                return res.StatusCode.name, None
+            nid = ua.NodeId(res.Targets[0].TargetId.Identifier, res.Targets[0].TargetId.NamespaceIndex)
+        else:
+            nid = ua.NodeId.from_string(node)
+            uri = getattr(nid, "NamespaceUri", None)
+            if uri:
+                namespaces: list[str] = await client.get_namespace_array()
+                if uri not in namespaces:
+                    return "BadNodeIdUnknown", None
+                nid = ua.NodeId(nid.Identifier, namespaces.index(uri), nid.NodeIdType)
+        vtype = getattr(ua.VariantType, data_type)
+        typed: object = bool(value) if data_type == "Boolean" else str(value) if data_type == "String" else (
+            float(value) if data_type in ("Double", "Float") else int(value))  # type: ignore[arg-type]
+        [status] = await client.uaclient.write_attributes([nid], [ua.DataValue(ua.Variant(typed, vtype))])
+        if not status.is_good():
+            return status.name, None
+        [dv] = await client.uaclient.read_attributes([nid], ua.AttributeIds.Value)
+        return status.name, dv.Value.Value if dv.Value is not None else None
 
     # -- the event loop ----------------------------------------------------------------------------------
 
@@ -217,6 +261,7 @@ class OpcUaSourceRunner:
                     self._counts["opcua_reconnects"] += 1
                 connected_before, up_since = True, time.monotonic()
                 self._refused_fingerprint = ""
+                self._client = client
                 await self._serve(client)
             except asyncio.CancelledError:
                 raise
@@ -234,6 +279,7 @@ class OpcUaSourceRunner:
                 log.warning("opcua source %s (%s): %s", self.name, self.cfg.endpoint, reason,
                             extra={"endpoint": self.cfg.endpoint, "reason": reason})
             finally:
+                self._client = None
                 await self._close(client)
             # Only a session that stayed up resets the backoff: a server that accepts and then drops every
             # session at once must not be hammered at the minimum delay.

@@ -1,0 +1,259 @@
+"""Commands to devices, and desired state carried to them: the cloud half of the actuator loop.
+
+A command (set a writable property, a command the asset type declares, a gateway rebirth) is checked against the
+asset's type (declared, right type, in range), stored with who issued it and why, and put in its gateway's
+queue: every outstanding command of a gateway, published retained on its ``commands`` topic, so a gateway that
+is offline gets them when it connects — for as long as their TTL lasts. The gateway reports delivered, then
+succeeded, failed or expired (``commands/reported``); each report moves the stored command forward (never back)
+and goes to WebSocket clients; a finished command leaves the queue. What nobody confirmed by its TTL is expired
+here (``expire_due``), and leaves the queue too, so a gateway that comes back later never runs it.
+
+Desired state uses the same path: a desired value of a writable property that the device does not report yet
+becomes a ``set`` command; the twin's delta closes when the device reports the value.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+from sqlalchemy import select
+
+from cloud.registry import Asset, CommandRecord, Registry
+from models import topics
+from models.catalogue import AssetType, get_type
+from models.wire import TERMINAL_STATES, Command, CommandQueue, CommandReport, WireError, decode, encode
+
+log = logging.getLogger("cloud.commands")
+
+OUTSTANDING = ("pending", "delivered")
+_ORDER = {"pending": 0, "delivered": 1, "succeeded": 2, "failed": 2, "expired": 2}
+
+
+class InvalidCommand(ValueError):
+    """A command the asset cannot take; ``field`` names what was wrong (for a 422 naming it)."""
+
+    def __init__(self, field: str, msg: str) -> None:
+        super().__init__(msg)
+        self.field = field
+
+
+class NoGateway(LookupError):
+    """The asset exists but no gateway serves it: nothing could carry the command."""
+
+
+class RateLimited(RuntimeError):
+    def __init__(self, retry_after_s: float, msg: str) -> None:
+        super().__init__(msg)
+        self.retry_after_s = retry_after_s
+
+
+def check_set(atype: AssetType, prop: object, value: object, field: str = "value") -> float:
+    """A desired value for ``prop`` as the device takes it; InvalidCommand naming the field otherwise."""
+    if not isinstance(prop, str) or prop not in atype.writable:
+        declared = ", ".join(sorted(atype.writable)) or "none"
+        raise InvalidCommand("property", f"{prop!r} is not a writable property of {atype.id} (writable: {declared})")
+    try:
+        return atype.writable[prop].check(value)
+    except ValueError as exc:
+        raise InvalidCommand(field, f"{prop}: {exc}") from None
+
+
+def command_out(r: CommandRecord) -> dict[str, Any]:
+    return {"id": r.id, "asset": r.asset, "gateway": r.gateway, "action": r.action, "args": r.args,
+            "state": r.state, "reason": r.reason, "value": r.value, "issued_by": r.issued_by, "why": r.why,
+            "confirmed": r.confirmed, "evidence": r.evidence, "issued_ns": r.issued_ns, "expires_ns": r.expires_ns,
+            "delivered_ns": r.delivered_ns, "finished_ns": r.finished_ns}
+
+
+class CommandService:
+    """``publish(topic, payload, retain)`` is the broker link (None: this process cannot reach gateways);
+    ``notify(tenant, command)`` tells live clients. At most ``rate_per_min`` commands per asset a minute."""
+
+    def __init__(self, registry: Registry, publish: Callable[[str, bytes, bool], bool] | None,
+                 notify: Callable[[str, dict], None], rate_per_min: int = 30, sweep_s: float = 1.0) -> None:
+        self.registry = registry
+        self.publish = publish
+        self.notify = notify
+        self.rate_per_min = rate_per_min
+        self.sweep_s = sweep_s
+        self._recent: dict[tuple[str, str], deque[float]] = {}
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.counters = {"commands_issued": 0, "commands_reports": 0, "commands_expired": 0}
+
+    # -- issuing ----------------------------------------------------------------------------------
+
+    def asset_type(self, tenant: str, asset: str) -> tuple[AssetType, str | None]:
+        """The asset's type and gateway; LookupError for an unknown asset (or one of a type nobody knows)."""
+        with self.registry.session() as s:
+            a = s.get(Asset, (tenant, asset))
+            if a is None:
+                raise LookupError(f"no asset {asset!r}")
+            type_id, gateway = a.type, a.gateway
+        try:
+            return get_type(type_id or ""), gateway
+        except KeyError:
+            raise LookupError(f"asset {asset!r} is of type {type_id!r}, which declares nothing writable") from None
+
+    def issue(self, tenant: str, asset: str, action: str, args: dict[str, Any], *, ttl_s: float, actor: str,
+              why: str = "", confirmed: bool = False, evidence: dict | None = None) -> dict[str, Any]:
+        """Check, store, audit and queue a command; the stored command. InvalidCommand, LookupError, NoGateway,
+        RateLimited say why not."""
+        atype, gateway = self.asset_type(tenant, asset)
+        if action == "set":
+            args = {"property": args.get("property"), "value": check_set(atype, args.get("property"),
+                                                                         args.get("value"))}
+        elif action == "command":
+            name = args.get("name")
+            if not isinstance(name, str) or name not in atype.commands:
+                declared = ", ".join(sorted(atype.commands)) or "none"
+                raise InvalidCommand("name", f"{name!r} is not a command of {atype.id} (commands: {declared})")
+            args = {"name": name}
+        else:
+            args = {}
+        if gateway is None:
+            raise NoGateway(f"asset {asset!r} has no gateway to carry the command")
+        self._take_rate(tenant, asset)
+        now = time.time_ns()
+        row = CommandRecord(tenant=tenant, id=secrets.token_hex(8), asset=asset, gateway=gateway, action=action,
+                            args=args, state="pending", reason="", value=None, issued_by=actor, why=why,
+                            confirmed=confirmed, evidence=evidence or {}, issued_ns=now,
+                            expires_ns=now + int(ttl_s * 1e9))
+        with self.registry.session() as s:
+            s.add(row)
+            self.registry.audit(s, tenant, actor, f"command.{action}", f"asset:{asset}", reason=why,
+                                after={"command": row.id, "args": args, "ttl_s": ttl_s, "confirmed": confirmed,
+                                       "evidence": evidence or {}})
+        self.counters["commands_issued"] += 1
+        out = command_out(row)
+        log.info("command %s issued: %s %s on %s by %s", row.id, action, args, asset, actor,
+                 extra={"tenant": tenant, "asset": asset, "command": row.id})
+        self.notify(tenant, out)
+        self.publish_queue(tenant, gateway)
+        return out
+
+    def _take_rate(self, tenant: str, asset: str) -> None:
+        now = time.monotonic()
+        with self._lock:
+            q = self._recent.setdefault((tenant, asset), deque())
+            while q and now - q[0] > 60:
+                q.popleft()
+            if len(q) >= self.rate_per_min:
+                raise RateLimited(60 - (now - q[0]), f"at most {self.rate_per_min} commands a minute for {asset}")
+            q.append(now)
+
+    def sets_for_delta(self, tenant: str, asset: str, delta: dict[str, Any], *, actor: str, why: str,
+                       ttl_s: float = 3600.0) -> list[dict[str, Any]]:
+        """A ``set`` for each writable property whose desired value the device does not report yet, unless one
+        with that value is already outstanding."""
+        atype, _ = self.asset_type(tenant, asset)
+        with self.registry.session() as s:
+            outstanding = [r.args for r in s.scalars(select(CommandRecord).where(
+                CommandRecord.tenant == tenant, CommandRecord.asset == asset, CommandRecord.action == "set",
+                CommandRecord.state.in_(OUTSTANDING)))]
+        out = []
+        for prop, d in sorted(delta.items()):
+            if prop in atype.writable and {"property": prop, "value": float(d["desired"])} not in outstanding:
+                out.append(self.issue(tenant, asset, "set", {"property": prop, "value": d["desired"]}, ttl_s=ttl_s,
+                                      actor=actor, why=why))
+        return out
+
+    # -- reading ---------------------------------------------------------------------------------
+
+    def get(self, tenant: str, asset: str, command_id: str) -> dict[str, Any] | None:
+        self.expire_due()
+        with self.registry.session() as s:
+            r = s.get(CommandRecord, (tenant, command_id))
+            return command_out(r) if r is not None and r.asset == asset else None
+
+    # -- the gateway's side ------------------------------------------------------------------------
+
+    def publish_queue(self, tenant: str, gateway: str) -> bool:
+        """Every outstanding command of the gateway, retained (an empty queue too: it replaces the last)."""
+        if self.publish is None:
+            return False
+        now = time.time_ns()
+        with self.registry.session() as s:
+            rows = list(s.scalars(select(CommandRecord).where(
+                CommandRecord.tenant == tenant, CommandRecord.gateway == gateway,
+                CommandRecord.state.in_(OUTSTANDING), CommandRecord.expires_ns > now)
+                .order_by(CommandRecord.issued_ns).limit(1000)))
+        queue = CommandQueue(commands=[Command(id=r.id, asset=r.asset, action=r.action, args=r.args,  # type: ignore[arg-type]
+                                               issued_ns=r.issued_ns, expires_ns=r.expires_ns) for r in rows])
+        ok = self.publish(topics.commands(tenant, gateway), encode(queue), True)
+        if not ok:
+            log.warning("command queue of %s/%s not published: broker unreachable (sent again with the next change)",
+                        tenant, gateway)
+        return ok
+
+    def on_report(self, topic: str, payload: bytes) -> None:
+        """MQTT handler for ``twin/v1/+/+/commands/reported``: move the command forward, never back."""
+        try:
+            parts = topics.parse(topic)
+            rep = decode(payload, CommandReport)
+        except (ValueError, WireError) as exc:
+            log.warning("bad command report on %s: %s", topic, exc)
+            return
+        self.counters["commands_reports"] += 1
+        now = time.time_ns()
+        with self.registry.session() as s:
+            r = s.get(CommandRecord, (parts.tenant, rep.id))
+            if r is None or r.gateway != parts.gateway:
+                return  # not this gateway's to report on
+            late_result = r.state == "expired" and r.delivered_ns is not None and rep.state in ("succeeded", "failed")
+            if _ORDER[rep.state] <= _ORDER[r.state] and not late_result:
+                return  # a repeat, or older than what is known
+            r.state = rep.state
+            if rep.state == "delivered":
+                r.delivered_ns = now
+            else:
+                r.delivered_ns = r.delivered_ns or now
+                r.finished_ns, r.reason, r.value = now, rep.reason, rep.value
+            out = command_out(r)
+        log.info("command %s %s%s", rep.id, rep.state, f": {rep.reason}" if rep.reason else "",
+                 extra={"tenant": parts.tenant, "asset": rep.asset, "command": rep.id})
+        self.notify(parts.tenant, out)
+        if rep.state in TERMINAL_STATES:
+            self.publish_queue(parts.tenant, parts.gateway)
+
+    def expire_due(self) -> int:
+        """Outstanding commands past their TTL: expired, out of their gateway's queue. A delivered one the
+        gateway is still working on may yet report its result (``on_report``)."""
+        now = time.time_ns()
+        with self.registry.session() as s:
+            rows = list(s.scalars(select(CommandRecord).where(CommandRecord.state.in_(OUTSTANDING),
+                                                              CommandRecord.expires_ns <= now).limit(1000)))
+            for r in rows:
+                r.state, r.finished_ns = "expired", now
+                r.reason = ("not delivered to its gateway within its TTL" if r.delivered_ns is None
+                            else "delivered, but no result from the gateway within its TTL")
+            done = [(r.tenant, r.gateway, command_out(r)) for r in rows]
+        for tenant, _, out in done:
+            self.notify(tenant, out)
+        for tenant, gateway in {(t, g) for t, g, _ in done}:
+            self.publish_queue(tenant, gateway)
+        self.counters["commands_expired"] += len(done)
+        return len(done)
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._sweep, name="command-expiry", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(10)
+
+    def _sweep(self) -> None:
+        while not self._stop.wait(self.sweep_s):
+            try:
+                self.expire_due()
+            except Exception:  # a database hiccup must not end expiry for good
+                log.exception("command expiry sweep failed")

@@ -1,0 +1,225 @@
+"""Actuators, the mirror image of sources: commands from the cloud, written to devices, confirmed, reported.
+
+The cloud keeps a gateway's outstanding commands retained on its ``commands`` topic (``models.wire.CommandQueue``),
+so a gateway that was offline gets them all when it connects. Each command runs at most once: its id is recorded
+in ``state_dir/commands.json`` before it runs, and a command seen again (the retained queue on every reconnect, a
+redelivery) only has its report sent again. One past its ``expires_ns`` is reported expired and not run.
+
+What is checked here, whatever the cloud asked: the asset is one of this gateway's, the property is declared
+writable by its type in the local configuration, the value has the declared type and range. Then it is written
+through the source that serves the asset (OPC-UA: Write, then a Read of the same node; MQTT: a publish to the
+device topic, then the device's own report of the point), and reported succeeded, or failed with the reason
+(the OPC-UA server's status, a device that did not confirm in time).
+
+Commands run on their own thread: a write waits for a device, and the tick loop must not.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from edge.config import GatewayConfig
+from edge.sources import Source
+from edge.sources.mqtt import MqttSourceRunner
+from models.catalogue import MqttWrite, OpcUaWrite
+from models.wire import Command, CommandQueue, CommandReport, WireError, decode
+
+log = logging.getLogger("edge.actuators")
+
+DONE_FILE = "commands.json"
+DONE_KEEP = 2000
+"""Command ids remembered (with their last report): far more than a gateway's queue ever holds."""
+
+
+class Refused(ValueError):
+    """The command cannot run here; the text says why (sent back as the failure reason)."""
+
+
+class Actuator:
+    """Runs the commands of one gateway. ``report`` publishes a ``CommandReport``; ``rebirth`` announces the
+    gateway again. The agent calls ``observe`` for every reading of a point awaited as a confirmation."""
+
+    def __init__(self, cfg: GatewayConfig, sources: Callable[[], list[Source]],
+                 report: Callable[[CommandReport], None], rebirth: Callable[[], None]) -> None:
+        self.cfg = cfg
+        self._sources = sources
+        self._report = report
+        self._rebirth = rebirth
+        self._path: Path = cfg.state_dir / DONE_FILE
+        self._done: dict[str, dict] = self._load()
+        self._inbox: queue.Queue[bytes | None] = queue.Queue()
+        self._lock = threading.Lock()
+        self.awaited: dict[tuple[str, str], list] = {}
+        """(asset, point) -> [target, tolerance, last value seen, Event]: read by the agent's sink."""
+        self.counts = {"commands_run": 0, "commands_failed": 0, "commands_expired": 0, "commands_repeated": 0}
+        self._thread: threading.Thread | None = None
+
+    # -- from other threads ------------------------------------------------------------------------
+
+    def on_queue(self, payload: bytes) -> None:
+        """The uplink's network thread: hand the queue over, never block it."""
+        self._inbox.put(payload)
+
+    def observe(self, asset: str, point: str, value: float) -> None:
+        w = self.awaited.get((asset, point))
+        if w is not None:
+            w[2] = value
+            if abs(value - w[0]) <= w[1]:
+                w[3].set()
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._main, name="actuators", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._inbox.put(None)
+        if self._thread is not None:
+            self._thread.join(30)
+
+    # -- the command thread ------------------------------------------------------------------------
+
+    def _main(self) -> None:
+        while (payload := self._inbox.get()) is not None:
+            try:
+                commands = decode(payload, CommandQueue).commands
+            except WireError as exc:
+                log.warning("unreadable command queue from the cloud: %s", exc)
+                continue
+            for cmd in commands:
+                try:
+                    self._handle(cmd)
+                except Exception:  # one command must not stop the others
+                    log.exception("command %s failed unexpectedly", cmd.id)
+
+    def _handle(self, cmd: Command) -> None:
+        done = self._done.get(cmd.id)
+        if done is not None:
+            self.counts["commands_repeated"] += 1
+            self._report(CommandReport.model_validate(done))  # the cloud may have missed it: say it again
+            return
+        if time.time_ns() > cmd.expires_ns:
+            self.counts["commands_expired"] += 1
+            self._finish(cmd, "expired", f"reached the gateway after its TTL (expired at {cmd.expires_ns} ns)")
+            return
+        # Recorded before it runs: a crash mid-write must not write again after a restart.
+        self._remember(cmd.id, self._make(cmd, "failed", "the gateway stopped while running it"))
+        self._report(self._make(cmd, "delivered"))
+        self.counts["commands_run"] += 1
+        try:
+            value, reason = self._run(cmd)
+        except (Refused, ConnectionError, TimeoutError) as exc:
+            self.counts["commands_failed"] += 1
+            self._finish(cmd, "failed", str(exc))
+            log.warning("command %s (%s on %s) failed: %s", cmd.id, cmd.action, cmd.asset, exc,
+                        extra={"command": cmd.id, "asset": cmd.asset})
+            return
+        self._finish(cmd, "succeeded", reason, value)
+        log.info("command %s (%s on %s) succeeded: %s", cmd.id, cmd.action, cmd.asset, reason,
+                 extra={"command": cmd.id, "asset": cmd.asset})
+
+    def _run(self, cmd: Command) -> tuple[float | str | None, str]:
+        if cmd.action == "rebirth":
+            self._rebirth()
+            return None, "status announced again"
+        asset = next((a for a in self.cfg.assets if a.id == cmd.asset), None)
+        if asset is None:
+            raise Refused(f"{cmd.asset} is not an asset of gateway {self.cfg.gateway}")
+        atype = asset.asset_type
+        if cmd.action == "command":
+            name = str(cmd.args.get("name", ""))
+            spec = atype.commands.get(name)
+            if spec is None:
+                raise Refused(f"{name!r} is not a command of {atype.id} in this gateway's configuration")
+            return self._send(cmd.asset, None, spec.value, spec.opcua, spec.mqtt, None)
+        prop = str(cmd.args.get("property", ""))
+        w = atype.writable.get(prop)
+        if w is None:
+            raise Refused(f"{prop!r} is not writable on {atype.id} in this gateway's configuration")
+        try:
+            value = w.check(cmd.args.get("value"))
+        except ValueError as exc:
+            raise Refused(f"{prop}: {exc}") from None
+        point = w.point or prop
+        return self._send(cmd.asset, point, value, w.opcua, w.mqtt, (w.tolerance, w.confirm_s))
+
+    def _send(self, asset: str, point: str | None, value: float | str | bool, opcua: OpcUaWrite | None,
+              mqtt: MqttWrite | None, confirm: tuple[float, float] | None) -> tuple[float | str | None, str]:
+        """Write through a source that serves the asset in a way the type declares: an OPC-UA source that reads one
+        of its points first (a PLC-connected asset), else an MQTT source."""
+        timeout = confirm[1] if confirm else 10.0
+        sources = self._sources()
+        ordered = [s for s in sources if hasattr(s, "serves") and s.serves(asset)]  # type: ignore[attr-defined]
+        ordered += [s for s in sources if isinstance(s, MqttSourceRunner)]
+        for src in ordered:
+            if opcua is not None and hasattr(src, "node_for"):
+                node = opcua.node.format(asset=asset) if opcua.node else (src.node_for(asset, point) if point else None)
+                if node is None:
+                    continue
+                status, back = src.write(node, value, opcua.data_type, timeout)  # type: ignore[attr-defined]
+                if status != "Good":
+                    raise Refused(f"the OPC-UA server refused the write to {node}: {status}")
+                if confirm and not (isinstance(back, int | float) and abs(float(back) - float(value)) <= confirm[0]):
+                    raise Refused(f"read back {back!r} from {node} after writing {value}")
+                return (float(back) if isinstance(back, int | float) else back), f"written to {node}, read back {back}"
+            if mqtt is not None and isinstance(src, MqttSourceRunner):
+                topic = mqtt.topic.format(asset=asset)
+                body = mqtt.payload.replace("{value}", json.dumps(value)).encode()
+                if confirm is None or point is None:
+                    src.publish(topic, body, mqtt.qos, timeout)
+                    return None, f"published to {topic}"
+                return self._publish_confirmed(src, topic, body, mqtt.qos, asset, point, float(value), confirm)
+        raise Refused(f"no source of gateway {self.cfg.gateway} writes {asset}"
+                      f"{'/' + point if point else ''} the way its type declares")
+
+    def _publish_confirmed(self, src: MqttSourceRunner, topic: str, body: bytes, qos: int, asset: str, point: str,
+                           value: float, confirm: tuple[float, float]) -> tuple[float, str]:
+        tolerance, within_s = confirm
+        waiting = [value, tolerance, None, threading.Event()]
+        self.awaited[(asset, point)] = waiting
+        try:
+            src.publish(topic, body, qos, within_s)
+            if not waiting[3].wait(within_s):
+                raise TimeoutError(f"the device did not report {point} = {value:g} within {within_s:g} s after the "
+                                   f"publish to {topic} (last reported: {waiting[2]})")
+        finally:
+            self.awaited.pop((asset, point), None)
+        return float(waiting[2]), f"published to {topic}, device reported {point} = {waiting[2]}"  # type: ignore[arg-type]
+
+    # -- reports and memory --------------------------------------------------------------------------
+
+    def _make(self, cmd: Command, state: str, reason: str = "", value: float | str | None = None) -> CommandReport:
+        return CommandReport(gateway=self.cfg.gateway, id=cmd.id, asset=cmd.asset, state=state,  # type: ignore[arg-type]
+                             reason=reason[:2000], value=value, t_ns=time.time_ns())
+
+    def _finish(self, cmd: Command, state: str, reason: str, value: float | str | None = None) -> None:
+        rep = self._make(cmd, state, reason, value)
+        self._remember(cmd.id, rep)
+        self._report(rep)
+
+    def _remember(self, cid: str, rep: CommandReport) -> None:
+        self._done[cid] = rep.model_dump(mode="json")
+        while len(self._done) > DONE_KEEP:
+            self._done.pop(next(iter(self._done)))
+        tmp = self._path.with_name(self._path.name + ".tmp")
+        try:
+            self._path.parent.mkdir(parents=True, exist_ok=True)
+            tmp.write_text(json.dumps(self._done))
+            tmp.replace(self._path)
+        except OSError as exc:
+            log.warning("command ids not kept in %s (a restart may run one again): %s", self._path, exc)
+
+    def _load(self) -> dict[str, dict]:
+        try:
+            data = json.loads(self._path.read_text())
+        except FileNotFoundError:
+            return {}
+        except (OSError, ValueError) as exc:
+            log.warning("command ids in %s unreadable (%s): starting with none", self._path, exc)
+            return {}
+        return data if isinstance(data, dict) else {}

@@ -1,0 +1,244 @@
+"""Desired state and commands that reach the device and come back confirmed, through real processes: the API
+(``twin cloud run`` on PostgreSQL and InfluxDB) → retained command queue on a real Mosquitto → the edge agent
+(``twin edge run``) → a real asyncua OPC-UA server (trailer-001) and an MQTT device (trailer-002) → read back,
+reported, and the twin's delta closed."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+import uuid
+
+import paho.mqtt.client as mqtt
+import pytest
+
+from models import topics
+from models.wire import Command, CommandQueue, encode
+from simulators.opcua_server import NAMESPACE_URI, SimOpcUaServer
+from tests.harness import free_port
+from tests.harness.processes import CloudProcess, EdgeProcess, gateway_config, wait_until
+
+GATEWAY = "gw-cmd"
+
+
+class MqttReefer:
+    """A reefer on MQTT that obeys: a setpoint published to ``sim/{asset}/set/setpoint`` is taken and reported on
+    ``sim/{asset}/setpoint``; every write is logged (``writes``) so a test can prove what reached it."""
+
+    def __init__(self, url: str, asset: str, setpoint: float) -> None:
+        host, port = url.removeprefix("mqtt://").split(":")
+        self.asset, self.setpoint = asset, setpoint
+        self.writes: list[dict] = []
+        self.c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv311)
+        self.c.on_connect = lambda c, *_: c.subscribe([(f"sim/{asset}/set/#", 1), (f"sim/{asset}/cmd/#", 1)])
+        self.c.on_message = self._on_message
+        self.c.connect(host, int(port))
+        self.c.loop_start()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._report_every_second, daemon=True)
+        self._thread.start()
+
+    def _report(self) -> None:
+        self.c.publish(f"sim/{self.asset}/setpoint", json.dumps({"v": self.setpoint}), qos=1)
+
+    def _report_every_second(self) -> None:
+        while not self._stop.wait(1.0):
+            self._report()
+
+    def _on_message(self, client, userdata, msg) -> None:
+        body = json.loads(msg.payload)
+        self.writes.append({"topic": msg.topic, **body})
+        if msg.topic.endswith("/set/setpoint"):
+            self.setpoint = float(body["v"])
+            self._report()
+
+    def close(self) -> None:
+        self._stop.set()
+        self.c.disconnect()
+        self.c.loop_stop()
+
+
+@pytest.fixture(scope="module")
+def rig(tmp_path_factory, mosquitto, influxdb, postgres):
+    work = tmp_path_factory.mktemp("commands")
+    db = f"cmd_{uuid.uuid4().hex[:8]}"
+    influxdb.create_database(db)
+    postgres.create_database(db)
+    sim = SimOpcUaServer(free_port(), [("trailer-001", "refrigerated-trailer")])
+    sim.start()
+    sim.set_value("trailer-001", "setpoint", 4.0)
+    device = MqttReefer(mosquitto.url, "trailer-002", 4.0)
+    cloud = CloudProcess(work, mosquitto.url, postgres.url_for(db), influxdb.url, db)
+    cloud.start()
+    cloud.wait_ready()
+    nodes = [{"node": f"nsu={NAMESPACE_URI};s=trailer-001.{p}", "asset": "trailer-001", "point": p}
+             for p in ("setpoint", "supply_air")]
+    cfg = gateway_config(work / "edge", mosquitto.url, mosquitto.url, gateway=GATEWAY,
+                         assets=["trailer-001", "trailer-002"])
+    cfg["sources"].append({"type": "opcua", "name": "plc", "endpoint": sim.endpoint, "nodes": nodes})
+    edge = EdgeProcess(work / "edge", cfg)
+    edge.start()
+    edge.wait_log("uplink: connected")
+    with cloud.client() as api:
+        for asset in ("trailer-001", "trailer-002"):
+            wait_until(lambda a=asset: _reported(api, a, "setpoint") == 4.0, timeout=60,
+                       what=f"{asset}'s setpoint 4 reported")
+    yield cloud, edge, sim, device, mosquitto
+    edge.stop()
+    cloud.stop()
+    device.close()
+    sim.stop()
+    influxdb.drop_database(db)
+    postgres.drop_database(db)
+
+
+def _twin(api, asset: str) -> dict:
+    r = api.get(f"/api/v1/twins/{asset}")
+    return r.json() if r.status_code == 200 else {}
+
+
+def _reported(api, asset: str, point: str):
+    return _twin(api, asset).get("reported", {}).get("points", {}).get(point, {}).get("value")
+
+
+def _command(api, asset: str, cid: str) -> dict:
+    return api.get(f"/api/v1/assets/{asset}/commands/{cid}").raise_for_status().json()
+
+
+def _finished(api, asset: str, cid: str, timeout: float = 40) -> dict:
+    return wait_until(lambda: (c := _command(api, asset, cid))["state"] in ("succeeded", "failed", "expired") and c,
+                      timeout=timeout, what=f"command {cid} finished")
+
+
+def test_desired_setpoint_reaches_the_opcua_trailer_is_read_back_and_the_delta_closes(rig):
+    cloud, _, sim, _, _ = rig
+    with cloud.client() as api:
+        etag = api.get("/api/v1/twins/trailer-001").headers["etag"]
+        r = api.put("/api/v1/twins/trailer-001/desired", headers={"If-Match": etag},
+                    json={"desired": {"setpoint": -18.0}, "reason": "frozen load from tomorrow"})
+        assert r.status_code == 200, r.text
+        assert r.json()["delta"] == {"setpoint": {"desired": -18.0, "reported": 4.0}}
+        wait_until(lambda: sim.value("trailer-001", "setpoint") == -18.0, timeout=30, what="the PLC's setpoint -18")
+        twin = wait_until(lambda: (t := _twin(api, "trailer-001"))["delta"] == {} and t, timeout=30,
+                          what="the delta closed")
+    assert twin["desired"] == {"setpoint": -18.0}
+    assert twin["reported"]["points"]["setpoint"]["value"] == -18.0
+    node = "ns=2;s=trailer-001.setpoint"
+    assert [w for w in sim.writes if w[0] == node] == [(node, -18.0, "Good")]  # written once, accepted
+
+
+def test_setpoint_command_reaches_the_mqtt_trailer_and_succeeds_with_the_reported_value(rig):
+    cloud, _, _, device, _ = rig
+    before = len(device.writes)
+    with cloud.client() as api:
+        r = api.post("/api/v1/assets/trailer-002/commands",
+                     json={"action": "set", "property": "setpoint", "value": -18, "ttl_s": 60,
+                           "reason": "frozen load", "evidence": {"forecast_supply_air_c": -17.2}})
+        assert r.status_code == 202, r.text
+        cmd = r.json()
+        assert (cmd["state"], cmd["args"]) == ("pending", {"property": "setpoint", "value": -18.0})
+        assert cmd["issued_by"].endswith("(bootstrap)") and cmd["why"] == "frozen load"
+        done = _finished(api, "trailer-002", cmd["id"])
+        assert (done["state"], done["value"]) == ("succeeded", -18.0), done
+        assert done["delivered_ns"] is not None and done["evidence"] == {"forecast_supply_air_c": -17.2}
+        wait_until(lambda: _reported(api, "trailer-002", "setpoint") == -18.0, timeout=30,
+                   what="trailer-002 reports -18")
+    assert device.writes[before:] == [{"topic": "sim/trailer-002/set/setpoint", "v": -18.0}]
+
+
+@pytest.mark.parametrize(("body", "field"), [
+    ({"action": "set", "property": "setpoint", "value": -50}, "value"),
+    ({"action": "set", "property": "setpoint", "value": "cold"}, "value"),
+    ({"action": "set", "property": "compressor_current", "value": 1}, "property"),
+    ({"action": "set", "property": "no_such_thing", "value": 1}, "property"),
+    ({"action": "command", "name": "self_destruct"}, "name"),
+])
+def test_a_bad_command_is_a_422_naming_the_field_and_nothing_reaches_the_devices(rig, body, field):
+    cloud, _, sim, device, _ = rig
+    writes_opc, writes_mqtt = len(sim.writes), len(device.writes)
+    with cloud.client() as api:
+        for asset in ("trailer-001", "trailer-002"):
+            r = api.post(f"/api/v1/assets/{asset}/commands", json=body)
+            assert r.status_code == 422, r.text
+            assert r.headers["content-type"].startswith("application/problem+json")
+            assert any(e["where"].startswith(f"body.{field}") for e in r.json()["errors"]), r.json()
+    time.sleep(1.0)
+    assert (len(sim.writes), len(device.writes)) == (writes_opc, writes_mqtt)
+
+
+def test_an_out_of_range_desired_setpoint_or_a_viewer_is_refused(rig):
+    cloud, _, sim, _, _ = rig
+    writes = len(sim.writes)
+    with cloud.client() as api:
+        etag = api.get("/api/v1/twins/trailer-001").headers["etag"]
+        r = api.put("/api/v1/twins/trailer-001/desired", headers={"If-Match": etag},
+                    json={"desired": {"setpoint": -50}})
+        assert r.status_code == 422
+        assert r.json()["errors"][0]["where"] == "body.desired.setpoint"
+        assert "outside -30..25 degC" in r.json()["errors"][0]["msg"]
+        viewer = api.post("/api/v1/keys", json={"role": "viewer", "name": "v"}).raise_for_status().json()["key"]
+    with cloud.client(viewer) as v:
+        r = v.post("/api/v1/assets/trailer-001/commands", json={"action": "set", "property": "setpoint", "value": 2})
+        assert r.status_code == 403
+    assert len(sim.writes) == writes
+
+
+def test_a_write_the_opcua_server_refuses_comes_back_failed_with_its_status(rig):
+    cloud, _, sim, _, _ = rig
+    writes = len(sim.writes)
+    with cloud.client() as api:
+        r = api.post("/api/v1/assets/trailer-001/commands", json={"action": "command", "name": "start_defrost"})
+        assert r.status_code == 202, r.text
+        done = _finished(api, "trailer-001", r.json()["id"])
+    # The simulated PLC has no defrost node and refuses the Write; the server's own status comes back.
+    assert done["state"] == "failed"
+    assert done["reason"].endswith("s=trailer-001.defrost_request: BadUserAccessDenied"), done["reason"]
+    assert sim.writes[writes:] == [("ns=2;s=trailer-001.defrost_request", 1.0, "BadUserAccessDenied")]
+
+
+def test_offline_gateway_runs_a_command_within_its_ttl_and_never_one_past_it(rig):
+    cloud, edge, _, device, _ = rig
+    edge.stop()
+    before = len(device.writes)
+    with cloud.client() as api:
+        short = api.post("/api/v1/assets/trailer-002/commands",
+                         json={"action": "set", "property": "setpoint", "value": -20, "ttl_s": 2}).json()
+        long = api.post("/api/v1/assets/trailer-002/commands",
+                        json={"action": "set", "property": "setpoint", "value": -19, "ttl_s": 120}).json()
+        expired = _finished(api, "trailer-002", short["id"], timeout=15)
+        assert (expired["state"], expired["delivered_ns"]) == ("expired", None)
+        assert _command(api, "trailer-002", long["id"])["state"] == "pending"
+        edge.start()
+        done = _finished(api, "trailer-002", long["id"])
+        assert (done["state"], done["value"]) == ("succeeded", -19.0)
+        assert _command(api, "trailer-002", short["id"])["state"] == "expired"
+    assert device.writes[before:] == [{"topic": "sim/trailer-002/set/setpoint", "v": -19.0}]
+
+
+def test_a_redelivered_command_is_not_run_twice(rig):
+    cloud, _, _, device, broker = rig
+    with cloud.client() as api:
+        cmd = api.post("/api/v1/assets/trailer-002/commands",
+                       json={"action": "set", "property": "setpoint", "value": -21, "ttl_s": 120}).json()
+        assert _finished(api, "trailer-002", cmd["id"])["state"] == "succeeded"
+        writes = len(device.writes)
+
+        def repeated() -> int:
+            gws = api.get("/api/v1/gateways").raise_for_status().json()["items"]
+            return next(g["counters"] for g in gws if g["id"] == GATEWAY).get("commands_repeated", 0)
+
+        seen = repeated()
+        again = CommandQueue(commands=[Command(id=cmd["id"], asset="trailer-002", action="set", args=cmd["args"],
+                                               issued_ns=cmd["issued_ns"], expires_ns=cmd["expires_ns"])])
+        host, port = broker.url.removeprefix("mqtt://").split(":")
+        c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+        c.connect(host, int(port))
+        c.loop_start()
+        for _ in range(2):
+            c.publish(topics.commands("acme", GATEWAY), encode(again), qos=1).wait_for_publish(10)
+        c.disconnect()
+        c.loop_stop()
+        wait_until(lambda: repeated() >= seen + 2, timeout=20, what="the redelivery seen twice")
+        assert _command(api, "trailer-002", cmd["id"])["state"] == "succeeded"
+    assert len(device.writes) == writes
