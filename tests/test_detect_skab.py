@@ -178,3 +178,17 @@ def test_skab_t2_notebook_through_our_kernels_reproduces_its_figure(real_run):
     r = real_run[0]["skab_t2_notebook"]
     assert r["f1"] == pytest.approx(0.65, abs=0.02)
     assert r["far"] == pytest.approx(8.71, abs=1.0) and r["mar"] == pytest.approx(43.9, abs=2.0)
+
+
+def test_segments_and_the_windowed_gaussian_baseline():
+    from edge.detect.skab import segments, windowed_gaussian
+
+    assert segments(np.array([0, 1, 1, 0, 0, 1, 0, 1], bool)) == [(1, 3), (5, 6), (7, 8)]
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(300, 2))
+    X[200, 1] = 12.0
+    flags = windowed_gaussian(X)
+    assert flags[200] and not flags[:20].any()
+    expected = [i for i in range(20, 300) if (np.abs(X[i] - X[max(0, i - 100):i].mean(0))
+                                              > 3 * X[max(0, i - 100):i].std(0, ddof=1)).any()]
+    assert np.flatnonzero(flags).tolist() == expected
