@@ -30,8 +30,8 @@ Faults (``VesselFault``), each with its ground truth:
 - ``turbocharger_fouling``: fouling grows ``fouling_per_day`` (default 0.12 a day) from start to end, and stays:
   scavenge pressure falls (-12 % at fouling 1), exhaust temperatures rise (+45 K) and the turbocharger slows.
 - ``shaft_bearing_wear``: one intermediate bearing wears like a rolling machine's does, severity
-  ``(exp(g·x) - 1) / (exp(g) - 1)`` over the fault window (1 at its end, the failure time): its temperature
-  (+30 K at failure) and vibration (+9 mm/s at full speed) rise.
+  ``(exp(g·x) - 1) / (exp(g) - 1)`` over the fault window (1 at its end, the failure time, and 1 after it): its
+  temperature (+30 K at failure) and vibration (+9 mm/s at full speed) rise.
 
 Everything is deterministic per seed; time ``t_s`` is seconds since the run's start ``t0``.
 
@@ -321,7 +321,7 @@ class Vessel:
             elif f.kind == "turbocharger_fouling":
                 out["tc_fault"] += f.fouling_per_day / _DAY_S * np.clip(t_s - a, 0.0, b - a)  # grows, then stays
             else:
-                x = np.clip((t_s - a) / (b - a), 0.0, None)
+                x = np.clip((t_s - a) / (b - a), 0.0, 1.0)  # failed at the end: it stays so until repaired
                 out[f"wear_{f.bearing}"] += np.where(t_s >= a, np.expm1(f.growth * x) / math.expm1(f.growth), 0.0)
         return out
 
