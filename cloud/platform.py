@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 
 from cloud.alerts import AlertService, Notifier
 from cloud.commands import CommandService
+from cloud.housekeeping import Housekeeping
 from cloud.ingest import Ingest
 from cloud.link import CloudLink
 from cloud.live import LiveHub
@@ -37,6 +38,7 @@ class Platform:
     ingest: Ingest | None = None
     link: CloudLink | None = None
     rules: RuleRunner | None = None
+    housekeeping: Housekeeping | None = None
     commands: CommandService | None = None
     extra_counters: dict[str, int] = field(default_factory=dict)
 
@@ -71,6 +73,8 @@ class Platform:
             p.rules = RuleRunner(p, interval_s=settings.rules_interval_s, profile=settings.coldchain_profile)
             p.ingest = Ingest(settings, store, registry, on_written=p.rules.on_written, on_events=p.rules.on_events,
                               on_status=p.rules.on_status)
+            if settings.ingest_partition == 0:  # one process of a deployment: roll-up backfill and retention
+                p.housekeeping = Housekeeping(store, registry, settings)
         return p
 
     def start(self) -> None:
@@ -82,8 +86,12 @@ class Platform:
             self.ingest.start()
         if self.rules is not None:
             self.rules.start()
+        if self.housekeeping is not None:
+            self.housekeeping.start()
 
     def close(self) -> None:
+        if self.housekeeping is not None:
+            self.housekeeping.stop()
         if self.rules is not None:
             self.rules.stop()
         if self.ingest is not None:
@@ -103,6 +111,8 @@ class Platform:
         out.update(self.notifier.counters)
         if self.rules is not None:
             out.update(self.rules.counters)
+        if self.housekeeping is not None:
+            out.update(self.housekeeping.counters)
         out.update(self.live.counters)
         return out
 

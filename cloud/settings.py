@@ -30,6 +30,21 @@ class CloudSettings(BaseSettings):
     # Each asset's last values are kept in memory (cloud/store/latest.py): this process's writes update them
     # at once; what other processes write is read again once an entry is older than this. 0: no cache.
     latest_cache_s: float = 1.0
+    # The embedded store's retention in days (0: forever): raw samples and text, its 1-minute and its 1-hour
+    # roll-up (InfluxDB keeps what `twin influx init` set up). Reads take raw data while it is kept, roll-ups beyond.
+    embedded_raw_retention_days: float = Field(0.0, ge=0)
+    embedded_minute_retention_days: float = Field(400.0, ge=0)
+    embedded_hour_retention_days: float = Field(0.0, ge=0)
+
+    # Housekeeping (cloud/housekeeping.py, in the ingest worker of partition 0). Every interval: roll up again what
+    # arrived too late for the database's own roll-up, apply the embedded store's retention (0: never). Every
+    # retention interval: delete registry rows older than these many days (0: keep them).
+    housekeeping_interval_s: float = Field(60.0, ge=0)
+    retention_interval_s: float = Field(3600.0, gt=0)
+    retention_dead_letters_days: float = Field(30.0, ge=0)
+    retention_anomalies_days: float = Field(400.0, ge=0)
+    retention_edge_alarms_days: float = Field(400.0, ge=0)
+    retention_resolved_alerts_days: float = Field(400.0, ge=0)  # alerts an excursion refers to are kept
 
     # Broker
     mqtt_url: str = "mqtt://127.0.0.1:1883"

@@ -17,10 +17,22 @@ from cloud.api.params import AssetId, End, Point, Start, TimeCursor, TimeEventCu
 from cloud.api.problems import Problem
 from cloud.pii import mask_value
 from cloud.registry import AlarmRecord, AnomalyRecord
+from cloud.store.rollup import Span
 from models.wire import T_NS_MAX, T_NS_MIN
 
 HOUR_NS = 3_600_000_000_000
 MAX_LIMIT = 100_000
+
+
+class SourceOut(BaseModel):
+    """Which resolution a stretch of the answer was read from."""
+
+    start_ns: int
+    end_ns: int
+    resolution: str = Field(description="raw, or the roll-up window the values come from (1m, 1h, ...)")
+    every_ns: int | None = Field(None, description="the window each value there stands for; none: samples")
+    exact: bool = Field(description="the values are what the raw samples would give (a roll-up answers a window "
+                                    "that is a whole number of its own windows exactly)")
 
 
 class TelemetryOut(BaseModel):
@@ -34,6 +46,18 @@ class TelemetryOut(BaseModel):
     values: list[float | str | None] = Field(description="numbers, or strings for a text point")
     quality: list[int] | None = None
     next_cursor: str | None = None
+    resolution: str = Field("raw", description="the coarsest resolution in this answer: raw where raw samples are "
+                                               "still kept, a roll-up (1m, 1h, ...) beyond; see sources")
+    sources: list[SourceOut] = Field(default_factory=list, description="which resolution served which stretch")
+
+
+def _sources(spans: list[Span], start_ns: int, end_ns: int) -> tuple[str, list[SourceOut]]:
+    """The answer's resolution (its coarsest) and its stretches, as the store planned them."""
+    if not spans:
+        return "raw", [SourceOut(start_ns=start_ns, end_ns=end_ns, resolution="raw", exact=True)]
+    out = [SourceOut(start_ns=sp.start_ns, end_ns=sp.end_ns, resolution=sp.resolution.name,
+                     every_ns=sp.every_ns or None, exact=sp.exact) for sp in spans]
+    return max(spans, key=lambda sp: sp.resolution.every_ns).resolution.name, out
 
 
 class AnomalyOut(BaseModel):
@@ -72,7 +96,9 @@ def get_router(platform) -> APIRouter:
         agg: Literal["mean", "min", "max", "last", "count"] = "mean",
         limit: int = Query(10_000, ge=1, le=MAX_LIMIT), cursor: TimeCursor = None,
     ) -> TelemetryOut:
-        """Raw samples from ``start`` (default ``end`` - 1 h) to ``end`` (default now), or windows of ``every``."""
+        """Samples from ``start`` (default ``end`` - 1 h) to ``end`` (default now), or windows of ``every``: raw
+        while raw samples are kept, roll-ups beyond; windows from the coarsest roll-up that answers them exactly.
+        ``resolution`` and ``sources`` say where each stretch came from."""
         known(p, asset)
         end_ns = time.time_ns() if end is None else end
         start_ns = max(T_NS_MIN, end_ns - HOUR_NS) if start is None else start
@@ -83,18 +109,21 @@ def get_router(platform) -> APIRouter:
         if every is not None:
             if (end_ns - start_ns) // every > MAX_LIMIT:
                 invalid("every", f"more than {MAX_LIMIT} windows from start to end: widen it")
-            ser = store.query_window(p.tenant, asset, point, start_ns, end_ns, every, agg)
+            ser = store.read_windows(p.tenant, asset, point, start_ns, end_ns, every, agg)
+            resolution, sources = _sources(ser.spans, start_ns, end_ns)
             return TelemetryOut(asset=asset, point=point, start_ns=start_ns, end_ns=end_ns, every_ns=every,
-                                agg=agg, t_ns=ser.t_ns, values=ser.values)
-        ser = store.query_range(p.tenant, asset, point, start_ns, end_ns, limit)
+                                agg=agg, t_ns=ser.t_ns, values=ser.values, resolution=resolution, sources=sources)
+        ser = store.read(p.tenant, asset, point, start_ns, end_ns, limit)
         if not ser.t_ns and (text := store.query_text(p.tenant, asset, point, start_ns, end_ns, limit)).t_ns:
             values = text.values if p.pii_read else [mask_value(v) for v in text.values]
             nxt = str(text.t_ns[-1] + 1) if len(text.t_ns) == limit else None
             return TelemetryOut(asset=asset, point=point, start_ns=start_ns, end_ns=end_ns, t_ns=text.t_ns,
-                                values=values, next_cursor=nxt)
+                                values=values, next_cursor=nxt, sources=_sources([], start_ns, end_ns)[1])
         nxt = str(ser.t_ns[-1] + 1) if len(ser.t_ns) == limit else None
+        resolution, sources = _sources(ser.spans, start_ns, end_ns)
         return TelemetryOut(asset=asset, point=point, start_ns=start_ns, end_ns=end_ns, t_ns=ser.t_ns,
-                            values=ser.values, quality=ser.quality, next_cursor=nxt)
+                            values=ser.values, quality=ser.quality, next_cursor=nxt, resolution=resolution,
+                            sources=sources)
 
     @r.get("/assets/{asset}/latest", tags=["telemetry"])
     def latest(asset: AssetId, p: Viewer) -> dict[str, dict]:

@@ -1,7 +1,9 @@
 """Time-series stores behind one contract (``TimeSeriesStore``): InfluxDB in production, an embedded
-SQLite store for the demo and for gateways-in-a-box. Both pass the same contract tests."""
+SQLite store for the demo and for gateways-in-a-box. Both pass the same contract tests, and both keep raw data
+for a while and roll-ups beyond (``cloud.store.rollup``)."""
 
 from cloud.store.base import Rows, Series, StoreUnavailable, SubjectHit, TextRows, TextSeries, TimeSeriesStore
+from cloud.store.rollup import DAY_NS, HOUR_NS, MINUTE_NS, Resolution, Span
 
 
 def open_store(settings) -> TimeSeriesStore:
@@ -16,7 +18,12 @@ def open_store(settings) -> TimeSeriesStore:
     else:
         from cloud.store.embedded import EmbeddedStore
 
-        store = EmbeddedStore(settings.embedded_path)
+        def days(d: float) -> int:
+            return int(d * DAY_NS)
+
+        store = EmbeddedStore(settings.embedded_path, raw_keep_ns=days(settings.embedded_raw_retention_days),
+                              rollups=(Resolution("1m", MINUTE_NS, days(settings.embedded_minute_retention_days)),
+                                       Resolution("1h", HOUR_NS, days(settings.embedded_hour_retention_days))))
     if settings.latest_cache_s > 0:
         from cloud.store.latest import LatestCache
 
@@ -24,5 +31,5 @@ def open_store(settings) -> TimeSeriesStore:
     return store
 
 
-__all__ = ["Rows", "Series", "StoreUnavailable", "SubjectHit", "TextRows", "TextSeries", "TimeSeriesStore",
-           "open_store"]
+__all__ = ["Resolution", "Rows", "Series", "Span", "StoreUnavailable", "SubjectHit", "TextRows", "TextSeries",
+           "TimeSeriesStore", "open_store"]

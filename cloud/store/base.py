@@ -179,15 +179,17 @@ class TimeSeriesStore(ABC):
     def read_windows(self, tenant: str, asset: str, point: str, start_ns: int, end_ns: int, every_ns: int,
                      agg: Agg, now_ns: int | None = None) -> Series:
         """One value per window of ``every_ns`` that has data, each from the coarsest resolution that answers it
-        exactly (a roll-up whose window divides ``every_ns``), else the finest one kept; ``spans`` says which."""
+        exactly (a roll-up whose window divides ``every_ns``), else the finest one kept; ``spans`` says which. A
+        ``start`` inside a roll-up window counts that whole roll-up window (raw data counts from ``start``)."""
         spans = plan(self.resolutions(), start_ns, end_ns, time.time_ns() if now_ns is None else now_ns, every_ns)
         out = Series([], [], None, spans)
         for sp in spans:
             if sp.resolution.raw:
                 part = self.query_window(tenant, asset, point, sp.start_ns, sp.end_ns, sp.every_ns, agg)
-            else:
-                part = self.query_rollup_window(sp.resolution, tenant, asset, point, sp.start_ns, sp.end_ns,
-                                                sp.every_ns, agg)
+            else:  # from the roll-up window holding the start: the first window keeps what precedes it there
+                g = sp.resolution.every_ns
+                part = self.query_rollup_window(sp.resolution, tenant, asset, point, sp.start_ns // g * g,
+                                                sp.end_ns, sp.every_ns, agg)
             out.t_ns += part.t_ns
             out.values += part.values
         return out

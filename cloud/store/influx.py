@@ -242,6 +242,7 @@ class InfluxStore(TimeSeriesStore):
         self._resolutions: tuple[Resolution, ...] | None = None
         self._resolutions_at = 0.0
         self._policies: dict[Resolution, str] = {}
+        self._marks_done: dict[tuple[str, str, int], int] = {}  # marks ``maintain`` did, not yet behind its progress
 
     def prepare(self, rows: Rows) -> EncodedWrite:
         with self._keys_lock:
@@ -430,9 +431,14 @@ class InfluxStore(TimeSeriesStore):
                                  'GROUP BY "tenant", "asset"')
         window = rollups[-1].every_ns
         counts = {"rollup_marks": 0, "rollup_queries": 0, "rollup_rows": 0}
+        recent = {k: a for k, a in self._marks_done.items() if a > seen}  # marks within the margin, done here
         for ser in marks:
             tenant, asset = ser["tags"]["tenant"], ser["tags"]["asset"]
-            starts = sorted({int(r[0]) for r in ser["values"]})
+            todo = {int(t): int(a) for t, a in ser["values"] if recent.get((tenant, asset, int(t))) != int(a)}
+            if not todo:
+                continue
+            recent.update({(tenant, asset, t): a for t, a in todo.items()})
+            starts = sorted(todo)
             counts["rollup_marks"] += len(starts)
             run_start = prev = starts[0]
             for w in [*starts[1:], None]:
@@ -444,7 +450,9 @@ class InfluxStore(TimeSeriesStore):
                     counts["rollup_rows"] += n
                 if w is not None:
                     run_start = prev = w
-        self._post(self.bucket, f"{PROGRESS} done={max(seen, started - PROGRESS_MARGIN_NS)}i {started}".encode())
+        done_ns = max(seen, started - PROGRESS_MARGIN_NS)
+        self._post(self.bucket, f"{PROGRESS} done={done_ns}i {started}".encode())
+        self._marks_done = {k: a for k, a in recent.items() if a > done_ns}
         return counts
 
     def _roll_up(self, tenant: str, asset: str, start_ns: int, end_ns: int, rollups: list[Resolution]):

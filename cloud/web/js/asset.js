@@ -11,8 +11,16 @@ import {
 } from './dom.js';
 import { renderWhatIf } from './whatif.js';
 
-const RANGES = [['15 min', 900], ['1 h', 3600], ['6 h', 21600], ['24 h', 86400], ['7 d', 604800]];
-const RAW_MAX_S = 900;  // up to this span, raw samples; beyond, ~600 server-side windows
+const RANGES = [['15 min', 900], ['1 h', 3600], ['6 h', 21600], ['24 h', 86400], ['7 d', 604800],
+  ['30 d', 2592000], ['1 y', 31536000]];
+const RAW_MAX_S = 900;  // up to this span, raw samples; beyond, ~600 server-side windows of a round size
+// Window sizes the server's roll-ups (1 min, 1 h) answer exactly when they are whole multiples of them.
+const WINDOWS_S = [1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 10800, 21600, 43200, 86400,
+  172800, 604800];
+const windowFor = (spanS) => WINDOWS_S.find((w) => w >= spanS / 600) ?? Math.ceil(spanS / 600 / 86400) * 86400;
+// Where the history came from: raw samples while they are kept, roll-ups beyond (the API's "sources").
+const describeSources = (sources) => (sources || []).map((x) => (x.resolution === 'raw' ? 'raw samples'
+  : `${x.resolution} roll-up`) + ` from ${fmtTime(x.start_ns)}`).join(', ');
 const SEVERITY_COLOR = { low: '#65a30d', medium: '#d97706', high: '#dc2626', critical: '#7f1d1d' };
 
 export async function renderAsset(root, signal, assetId) {
@@ -40,6 +48,7 @@ export async function renderAsset(root, signal, assetId) {
   renderHeader();
 
   const liveDot = h('span', { class: 'live-dot', id: 'live-state' }, 'live');
+  const historyNote = h('span', { class: 'muted small', id: 'history-resolution' });
   const rangeButtons = RANGES.map(([label, s]) => h('button', {
     type: 'button', dataset: { span: s }, onclick: () => { Object.assign(view, { span: s, live: true }); load(); },
   }, label));
@@ -47,7 +56,7 @@ export async function renderAsset(root, signal, assetId) {
     h('select', { id: 'agg', title: 'aggregation of history windows',
       onchange: (e) => { view.agg = e.target.value; load(); } },
     ['mean', 'min', 'max', 'last'].map((a) => h('option', { value: a }, a))),
-    liveDot, h('span', { class: 'muted small' }, 'drag across a chart to zoom into its history'));
+    liveDot, h('span', { class: 'muted small' }, 'drag across a chart to zoom into its history'), historyNote);
 
   // -- charts ------------------------------------------------------------------------------------
   const markers = (point) => () => {
@@ -96,6 +105,7 @@ export async function renderAsset(root, signal, assetId) {
     c.el.dataset.spanS = String(Math.round(r.max - r.min));
     c.el.dataset.points = String(c.t.length);
     c.el.dataset.lastT = String(Math.round((c.t.at(-1) ?? 0) * NS));
+    c.el.dataset.firstT = String(Math.round((c.t[0] ?? 0) * NS));
   };
 
   // -- history -----------------------------------------------------------------------------------
@@ -108,14 +118,21 @@ export async function renderAsset(root, signal, assetId) {
     liveDot.textContent = view.live ? 'live' : `zoomed: ${fmtTime(min * NS)} – ${fmtTime(max * NS)} (back to live: pick a range)`;
     liveDot.classList.toggle('off', !view.live);
     const query = { start: Math.floor(min * NS), end: Math.ceil(max * NS) };
-    if (span > RAW_MAX_S) Object.assign(query, { every: `${Math.max(1, Math.round(span / 600))}s`, agg: view.agg });
+    if (span > RAW_MAX_S) {  // whole windows from a window boundary: what a roll-up answers exactly
+      const every = windowFor(span);
+      Object.assign(query, { start: Math.floor(min / every) * every * NS, every: `${every}s`, agg: view.agg });
+    }
     try {
       await Promise.all(pointIds.map(async (p) => {
         const s = await api(`/api/v1/assets/${path}/telemetry?${new URLSearchParams({ ...query, point: p })}`, { signal });
         if (token !== loading) return;  // a newer range was asked for meanwhile
         Object.assign(charts[p], { t: s.t_ns.map((t) => t / NS), v: s.values });
+        charts[p].el.dataset.resolution = s.resolution || 'raw';
+        charts[p].el.title = `history: ${describeSources(s.sources)}`;
         draw(p);
       }));
+      const first = pointIds.map((p) => charts[p].el.title).find((t) => t.includes('roll-up'));
+      historyNote.textContent = first ? `${first} (raw samples expire; older history is rolled up)` : '';
     } catch (err) {
       if (!signal.aborted) liveDot.textContent = `could not load the history: ${err.message}`;
     }
