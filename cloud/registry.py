@@ -340,6 +340,7 @@ class Batch(Base):
     unit: Mapped[str] = mapped_column(String(32), default="")
     loaded_ns: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
     unloaded_ns: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    profile: Mapped[str | None] = mapped_column(String(64), nullable=True)  # its product's, if not the shipment's
     state: Mapped[str] = mapped_column(String(16), default="available")
     version: Mapped[int] = mapped_column(Integer, default=0)  # bumps on every state change; signatures bind it
     updated_ns: Mapped[int] = mapped_column(BigInteger)
@@ -381,7 +382,8 @@ class BatchExcursion(Base):
 class BatchDecision(Base):
     """A quality decision on a quarantined batch, signed in the 21 CFR 11.50 sense: ``record`` is exactly
     what was signed (signer, time, meaning, reason, the batch's state); ``digest`` is its SHA-256 and
-    ``signature`` its HMAC-SHA256 under the tenant's signing key ``key_id``. Never updated."""
+    ``signature`` its Ed25519 signature under the tenant's key ``key_id``, whose private half is held outside
+    this database (``SigningPublicKey`` publishes the public half). Never updated."""
 
     __tablename__ = "batch_decisions"
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
@@ -393,7 +395,7 @@ class BatchDecision(Base):
     signed_ns: Mapped[int] = mapped_column(BigInteger)
     record: Mapped[dict] = mapped_column(JSON)
     digest: Mapped[str] = mapped_column(String(64))
-    signature: Mapped[str] = mapped_column(String(64))
+    signature: Mapped[str] = mapped_column(String(256))
     key_id: Mapped[str] = mapped_column(String(32))
     __table_args__ = (
         ForeignKeyConstraint(["tenant", "lot"], ["batches.tenant", "batches.lot"]),
@@ -401,13 +403,32 @@ class BatchDecision(Base):
     )
 
 
-class SigningKey(Base):
-    """A tenant's secret for signing quality decisions; created on first use, never served by the API."""
+class SigningPublicKey(Base):
+    """The public half of a tenant's decision-signing key (PEM), published so a signature verifies offline.
+    The private half lives in the key directory, never here; a rotated key is retired, not deleted: the
+    decisions it signed still verify."""
 
-    __tablename__ = "signing_keys"
+    __tablename__ = "signing_public_keys"
     tenant: Mapped[str] = mapped_column(String(64), primary_key=True)
-    id: Mapped[str] = mapped_column(String(32))
-    secret: Mapped[str] = mapped_column(String(128))
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    algorithm: Mapped[str] = mapped_column(String(16))
+    public_key: Mapped[str] = mapped_column(Text)
+    created_ns: Mapped[int] = mapped_column(BigInteger)
+    retired_ns: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+
+
+class User(Base):
+    """A person who signs (21 CFR 11.100: a signature is unique to one individual): a login name unique in the
+    tenant, a full name printed with the signature, a role as the API keys have, and a password hashed with a
+    memory-hard KDF (scrypt), entered again at every signing."""
+
+    __tablename__ = "users"
+    tenant: Mapped[str] = mapped_column(String(64), ForeignKey("tenants.id"), primary_key=True)
+    username: Mapped[str] = mapped_column(String(64), primary_key=True)
+    full_name: Mapped[str] = mapped_column(String(200))
+    role: Mapped[str] = mapped_column(String(16))
+    password_hash: Mapped[str] = mapped_column(String(300))
+    disabled: Mapped[bool] = mapped_column(Boolean, default=False)
     created_ns: Mapped[int] = mapped_column(BigInteger)
 
 def hash_key(key: str) -> str:

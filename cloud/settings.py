@@ -96,6 +96,9 @@ class CloudSettings(BaseSettings):
     # Rules (run in each ingest worker on the data it wrote)
     rules_interval_s: float = 60.0
     coldchain_profile: str = "who-30-day-refrigerator"  # for trailers whose shipments name none
+    # Tenants' private keys for signing QA decisions (cloud/shipments/signing.py): outside the registry database,
+    # a mounted secret in production; empty: ~/.local/state/assettwin/signing-keys
+    signing_key_dir: str = ""
     # Packs beyond the shipped ones (cloud/packs/README.md): their folders, separated by "," or the OS path
     # separator, or a JSON list. Each is loaded at start-up; one that cannot be stops it, naming the folder.
     pack_dirs: Annotated[list[str], NoDecode] = []

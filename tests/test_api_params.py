@@ -57,8 +57,8 @@ BODIES = {
     "/api/v1/assets/{asset}/baseline": {},
     "/api/v1/shipments/{shipment_id}/custody": {"asset": "trailer-001", "from": T0},
     "/api/v1/shipments/{shipment_id}/batches": {"lot": "lot-9", "product": "vaccine", "quantity": 1},
-    "/api/v1/batches/{lot}/release": {"reason": "probe"},
-    "/api/v1/batches/{lot}/reject": {"reason": "probe"},
+    "/api/v1/batches/{lot}/release": {"reason": "probe", "username": "probe", "password": "probe"},
+    "/api/v1/batches/{lot}/reject": {"reason": "probe", "username": "probe", "password": "probe"},
 }
 """Valid bodies, so that a request with a body reaches the code that uses its path parameters."""
 
@@ -207,7 +207,7 @@ BODY_PROBES = {
                                     "reference": "r"},
     ("POST", "/api/v1/shipments/shp-1/custody"): {"asset": "trailer-001", "from": T0, "point": "supply_air"},
     ("POST", "/api/v1/shipments/shp-1/batches"): {"lot": "lot-1", "product": "p", "quantity": 1, "unit": "u"},
-    ("POST", "/api/v1/batches/lot-1/release"): {"reason": "r"},
+    ("POST", "/api/v1/batches/lot-1/release"): {"reason": "r", "username": "u", "password": "p"},
     ("POST", "/api/v1/subjects/erase"): {"subject": "s", "reason": "r"},
     ("POST", "/api/v1/assets/trailer-001/baseline"): {"reason": "r", "points": ["supply_air"], "start": T0},
     ("POST", "/api/v1/assets/trailer-001/simulate"): {"at": "2026-01-01T00:00:00Z"},

@@ -160,7 +160,8 @@ IN_OUTAGE = fault("compressor_failure", 36.5, 85)  # ... and the compressor fail
 
 
 def load_every_trailer(platform: Platform) -> None:
-    """One shipment per trailer for the whole run, one lot each (``LOT-<trailer>``)."""
+    """One shipment per trailer for the whole run, one lot each (``LOT-<trailer>``), judged by the chilled
+    profile the deployment configured (a shipment names its own; the live rules judge by it)."""
     with platform.registry.session() as s:
         s.add(Tenant(id=TENANT, name=TENANT))
         s.add_all([Site(tenant=TENANT, id="dc-1"), Site(tenant=TENANT, id="store-7")])
@@ -168,7 +169,7 @@ def load_every_trailer(platform: Platform) -> None:
                    for a in TRAILERS])
     shipments = attach(platform)
     for a in TRAILERS:
-        shipments.create_shipment(TENANT, "dispatcher", profile="who-30-day-refrigerator", origin_site="dc-1",
+        shipments.create_shipment(TENANT, "dispatcher", profile="chilled-2-8", origin_site="dc-1",
                                   destination_site="store-7", shipment_id=f"shp-{a}")
         shipments.add_leg(TENANT, "dispatcher", f"shp-{a}", a, T0)
         shipments.add_batch(TENANT, "dispatcher", f"shp-{a}", lot=f"LOT-{a}", product="vaccine", quantity=100)
@@ -237,7 +238,8 @@ def test_compressor_failure_is_predicted_15_minutes_before_the_excursion(faults)
     assert abs(ev["forecast"]["excursion_ns"] - crossing) <= 15 * MIN
     # One alert for the whole episode, resolved once the real excursion began.
     assert (predicted["state"], predicted["note"]) == ("resolved", "the real excursion began")
-    assert excursion["rule"] == "coldchain:chilled-2-8:warm"
+    assert excursion["rule"] == "coldchain:chilled-2-8:warm:shp-trailer-compressor"  # the shipment's profile
+    assert excursion["evidence"]["values"]["shipment"] == "shp-trailer-compressor"
     assert not any(a["evidence"]["detected_late"] for a in mine.values())
 
 
@@ -288,7 +290,7 @@ def test_an_excursion_inside_a_two_hour_gateway_outage_is_found_and_marked_late(
     for a in (a for a in alerts if a["asset"] == "trailer-outage"):
         assert OUTAGE[0] < a["opened_ns"] < OUTAGE[1]  # when it happened, not when it arrived
         assert a["evidence"]["detected_late"] is True
-    excursion = next(a for a in alerts if a["asset"] == "trailer-outage" and a["rule"].endswith(":warm"))
+    excursion = next(a for a in alerts if a["asset"] == "trailer-outage" and ":warm" in a["rule"])
     crossing = first_crossing(runs["trailer-outage"], IN_OUTAGE.start_ns)
     assert excursion["evidence"]["window"]["start_ns"] >= crossing
 

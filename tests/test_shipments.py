@@ -6,10 +6,11 @@ MKT from the stored readings, and another tenant sees none of it."""
 from __future__ import annotations
 
 import hashlib
-import hmac
 import json
+import subprocess
 import threading
 import time
+from pathlib import Path
 
 import numpy as np
 import paho.mqtt.client as mqtt
@@ -18,10 +19,11 @@ from fastapi.testclient import TestClient
 
 from cloud.api.app import create_app
 from cloud.platform import Platform
-from cloud.registry import Asset, SigningKey, Site
+from cloud.registry import Asset, Site, User
 from cloud.rules.coldchain import evaluate, load_profile, mkt_c
 from cloud.rules.coldchain.mkt import hold_durations_ns
-from cloud.shipments import attach, canonical_json, verify_record
+from cloud.shipments import attach, canonical_json, create_user, verify_record
+from cloud.shipments.signing import KeyStore
 from cloud.store import Rows
 from tests.harness.processes import wait_until
 
@@ -29,11 +31,16 @@ S = 1_000_000_000
 H = 3600 * S
 T0 = (time.time_ns() // H - 72) * H  # three days ago, on the hour
 PROFILE = "who-type-1"
+QUINN = {"username": "quinn", "password": "correct horse battery"}
+"""The QA person's login and password, entered at every signature."""
+ALICE = {"username": "alice", "password": "alice's own passphrase"}
 
 
 @pytest.fixture
-def platform(linked_platform):
+def platform(linked_platform, tmp_path):
     p = linked_platform
+    p.settings.signing_key_dir = str(tmp_path / "signing-keys")  # outside the registry, as in production
+    attach(p).keys = KeyStore(p.settings.signing_key_dir)  # the platform attached its service when it opened
     reg = p.registry
     keys = {role: reg.issue_api_key("acme", role, name) for role, name in
             (("admin", "alice"), ("qa", "quinn"), ("operator", "olga"), ("viewer", "victor"))}
@@ -44,11 +51,19 @@ def platform(linked_platform):
         for tenant, asset in (("acme", "trailer-1"), ("acme", "trailer-2"), ("acme", "coldroom-7"),
                               ("globex", "trailer-1")):
             s.add(Asset(tenant=tenant, id=asset, type="refrigerated-trailer", first_seen_ns=0))
+    create_user(reg, "acme", "test", username="quinn", full_name="Quinn Quality", role="qa", **_pw(QUINN))
+    create_user(reg, "acme", "test", username="alice", full_name="Alice Admin", role="admin", **_pw(ALICE))
+    create_user(reg, "acme", "test", username="olga", full_name="Olga Operator", role="operator",
+                password="operators sign nothing")
     app = create_app(p)
     clients = {role: TestClient(app, headers={"Authorization": f"Bearer {key}"}) for role, (_, key) in keys.items()}
     actors = {role: f"key:{key_id} ({name})" for (role, (key_id, _)), name in
               zip(keys.items(), ("alice", "quinn", "olga", "victor", "mallory"), strict=True)}
     return p, clients, actors
+
+
+def _pw(creds: dict[str, str]) -> dict[str, str]:
+    return {"password": creds["password"]}
 
 
 def _shipment(c: TestClient, sid: str, legs: list[tuple[str, int, int | None]], lots: list[dict],
@@ -112,7 +127,7 @@ def test_an_excursion_quarantines_exactly_the_batches_in_that_trailer_at_that_ti
     for _, body in notes:
         assert (body["event"], body["shipment"], body["lots"]) == ("batches.quarantined", "in", ["IN-1", "IN-2"])
     # Nothing else was announced: the next notification is the QA decision's.
-    c["qa"].post("/api/v1/batches/IN-1/release", json={"reason": "MKT within limit"}).raise_for_status()
+    c["qa"].post("/api/v1/batches/IN-1/release", json={**QUINN, "reason": "MKT within limit"}).raise_for_status()
     wait_until(lambda: len(notes) >= 4, what="the release notifications")
     assert len(notes) == 4 and {b["event"] for _, b in notes[2:]} == {"batch.released"}
     listener.loop_stop()
@@ -138,7 +153,7 @@ def test_an_excursion_alert_quarantines_and_an_equipment_alert_does_not(platform
         (alert_id, T0 + H, T0 + 2 * H)]
 
     # The rules report the same alert again, longer: the window widens, a released lot stays released.
-    c["qa"].post("/api/v1/batches/L1/release", json={"reason": "reviewed"}).raise_for_status()
+    c["qa"].post("/api/v1/batches/L1/release", json={**QUINN, "reason": "reviewed"}).raise_for_status()
     assert attach(p).quarantine_for_excursion("acme", "trailer-1", T0 + H, T0 + 3 * H, "again", alert_id) == []
     batch = c["viewer"].get("/api/v1/batches/L1").json()
     assert batch["state"] == "released" and batch["excursions"][0]["end_ns"] == T0 + 3 * H
@@ -160,53 +175,74 @@ def test_qa_release_and_reject_are_signed_and_every_state_is_audited(platform):
     svc.quarantine_for_excursion("acme", "trailer-1", T0 + H, T0 + 2 * H, "heat-spike")
 
     for role in ("viewer", "operator"):
-        r = c[role].post("/api/v1/batches/A/release", json={"reason": "fine"})
+        r = c[role].post("/api/v1/batches/A/release", json={**QUINN, "reason": "fine"})
         assert r.status_code == 403 and r.headers["content-type"] == "application/problem+json", role
-    for body in ({"reason": ""}, {"reason": "   "}, {}):
+    for body in ({**QUINN, "reason": ""}, {**QUINN, "reason": "   "}, {}, {"reason": "no signature"}):
         assert c["qa"].post("/api/v1/batches/A/release", json=body).status_code == 422, body
-    assert c["qa"].post("/api/v1/batches/CALM/release", json={"reason": "x"}).status_code == 409
+    assert c["qa"].post("/api/v1/batches/CALM/release", json={**QUINN, "reason": "x"}).status_code == 409
 
-    r = c["qa"].post("/api/v1/batches/A/release", json={"reason": "MKT 6.2 °C within the 8 °C limit"})
+    # Without re-authentication there is no signature: a wrong password, an unknown login, a person who may not
+    # sign (an operator), each refused (403) and audited, the batch unchanged.
+    for creds in ({**QUINN, "password": "correct horse battery!"}, {"username": "nobody", "password": "x" * 12},
+                  {"username": "olga", "password": "operators sign nothing"}):
+        r = c["qa"].post("/api/v1/batches/A/release", json={**creds, "reason": "fine"})
+        assert r.status_code == 403 and r.headers["content-type"] == "application/problem+json", creds
+        assert r.json()["title"] == "Signature refused"
+    assert _states(c["viewer"], ["A"]) == {"A": "quarantined"}
+
+    r = c["qa"].post("/api/v1/batches/A/release", json={**QUINN, "reason": "MKT 6.2 °C within the 8 °C limit"})
     assert r.status_code == 200, r.text
     first = r.json()["decision"]
     record = first["record"]
-    assert (first["signer"], first["meaning"], first["reason"]) == (actors["qa"], "released",
+    signer = "Quinn Quality (quinn)"
+    assert (first["signer"], first["meaning"], first["reason"]) == (signer, "released",
                                                                     "MKT 6.2 °C within the 8 °C limit")
-    assert (record["signer"], record["meaning"], record["signed_at"]) == (actors["qa"], "released", first["signed_at"])
+    assert (record["signer"], record["meaning"], record["statement"], record["signed_at"], record["signer_login"]) \
+        == (signer, "released", "released", first["signed_at"], "quinn")
     assert record["batch"]["state"] == "quarantined" and record["batch"]["version"] == 1
     assert [e["reason"] for e in record["excursions"]] == ["heat-spike"] and record["previous_signature"] is None
-    with p.registry.session() as s:
-        key = s.get(SigningKey, "acme")
+    (key,) = c["viewer"].get("/api/v1/signing-keys").json()["items"]
     body = canonical_json(record)
-    assert first["digest"] == hashlib.sha256(body).hexdigest()
-    assert first["signature"] == hmac.new(key.secret.encode(), body, hashlib.sha256).hexdigest()
-    assert record["key_id"] == first["key_id"] == key.id
-    assert not verify_record(key.secret, {**record, "reason": "edited later"}, first["digest"], first["signature"])
+    assert first["digest"] == hashlib.sha256(body).hexdigest() and len(first["signature"]) == 128
+    assert record["key_id"] == first["key_id"] == key["id"] and key["algorithm"] == "ed25519"
+    assert verify_record(key["public_key"], record, first["digest"], first["signature"])
+    assert not verify_record(key["public_key"], {**record, "reason": "edited later"}, first["digest"],
+                             first["signature"])
+    # The private key is not in the registry: only the public half, and the key file outside it.
+    with p.registry.engine.connect() as conn:
+        dumped = "".join(str(row) for t in ("signing_public_keys", "batch_decisions", "users")
+                         for row in conn.exec_driver_sql(f"SELECT * FROM {t}"))
+    assert "PRIVATE KEY" not in dumped and "correct horse" not in dumped
+    with p.registry.session() as s:
+        assert s.get(User, ("acme", "quinn")).password_hash.startswith("scrypt$16384$8$1$")
+    assert (Path(p.settings.signing_key_dir) / "acme" / f"{key['id']}.pem").read_text().startswith(
+        "-----BEGIN PRIVATE KEY-----")
     assert r.json()["batch"]["state"] == "released" and r.json()["batch"]["decisions"][0]["verified"] is True
 
-    assert c["qa"].post("/api/v1/batches/A/release", json={"reason": "again"}).status_code == 409
-    assert c["qa"].post("/api/v1/batches/A/reject", json={"reason": "again"}).status_code == 409
-    r = c["admin"].post("/api/v1/batches/B/reject", json={"reason": "temperature logger data missing"})
+    assert c["qa"].post("/api/v1/batches/A/release", json={**QUINN, "reason": "again"}).status_code == 409
+    assert c["qa"].post("/api/v1/batches/A/reject", json={**QUINN, "reason": "again"}).status_code == 409
+    r = c["admin"].post("/api/v1/batches/B/reject", json={**ALICE, "reason": "temperature logger data missing"})
     assert r.status_code == 200 and r.json()["batch"]["state"] == "rejected"
 
     # A second excursion quarantines the released lot again (not the rejected one); the next signature
     # chains to the first.
     assert svc.quarantine_for_excursion("acme", "trailer-1", T0 + 5 * H, T0 + 6 * H, "heat-total") == ["A"]
-    second = c["qa"].post("/api/v1/batches/A/reject", json={"reason": "second excursion"}).json()["decision"]
+    second = c["qa"].post("/api/v1/batches/A/reject", json={**QUINN, "reason": "second excursion"}).json()["decision"]
     assert second["record"]["previous_signature"] == first["signature"]
     assert second["record"]["batch"]["version"] == 3 and len(second["record"]["excursions"]) == 2
 
     audit = c["admin"].get("/api/v1/audit", params={"limit": 1000}).json()["items"][::-1]
-    trail = [(e["action"], (e["before"] or {}).get("state"), e["after"]["state"], e["actor"])
+    trail = [(e["action"], (e["before"] or {}).get("state"), (e["after"] or {}).get("state"), e["actor"])
              for e in audit if e["target"] == "batch:A"]
     assert trail == [("batch.create", None, "available", actors["operator"]),
                      ("batch.quarantine", "available", "quarantined", "system:coldchain"),
-                     ("batch.release", "quarantined", "released", actors["qa"]),
+                     *[("signature.refused", None, None, actors["qa"])] * 3,
+                     ("batch.release", "quarantined", "released", signer),
                      ("batch.quarantine", "released", "quarantined", "system:coldchain"),
-                     ("batch.reject", "quarantined", "rejected", actors["qa"])]
+                     ("batch.reject", "quarantined", "rejected", signer)]
     release = next(e for e in audit if e["action"] == "batch.release")
     assert release["reason"] == "MKT 6.2 °C within the 8 °C limit"
-    assert release["after"]["signature"] == first["signature"]
+    assert release["after"]["signature"] == first["signature"] and release["after"]["via"] == actors["qa"]
 
 
 def test_another_tenants_shipments_and_batches_are_not_found(platform):
@@ -218,8 +254,8 @@ def test_another_tenants_shipments_and_batches_are_not_found(platform):
                                ("get", "/api/v1/batches/A", None),
                                ("post", "/api/v1/shipments/s1/custody", {"asset": "trailer-1", "from": T0 + H}),
                                ("post", "/api/v1/shipments/s1/batches", {"lot": "X", "product": "p", "quantity": 1}),
-                               ("post", "/api/v1/batches/A/release", {"reason": "mine now"}),
-                               ("post", "/api/v1/batches/A/reject", {"reason": "mine now"})):
+                               ("post", "/api/v1/batches/A/release", {**QUINN, "reason": "mine now"}),
+                               ("post", "/api/v1/batches/A/reject", {**QUINN, "reason": "mine now"})):
         r = getattr(other, method)(path, **({"json": body} if body else {}))
         assert r.status_code == 404 and r.headers["content-type"] == "application/problem+json", (path, r.text)
     r = c["operator"].post("/api/v1/shipments", json={"profile": PROFILE, "origin_site": "dc-g",
@@ -283,7 +319,7 @@ def test_the_report_computes_mkt_from_stored_readings_and_prints_the_chart_and_d
               [{"lot": "WHOLE"}, {"lot": "LATE", "loaded": T0 + 6 * H}, {"lot": "EARLY", "unloaded": T0 + 3 * H}])
     assert attach(p).quarantine_for_excursion("acme", "trailer-1", T0 + 4 * H, T0 + 5 * H, "12.5 °C") == ["WHOLE"]
     reason = "1 h at 12.5 °C: no stability data"
-    c["qa"].post("/api/v1/batches/WHOLE/reject", json={"reason": reason}).raise_for_status()
+    c["qa"].post("/api/v1/batches/WHOLE/reject", json={**QUINN, "reason": reason}).raise_for_status()
 
     leg1, leg2 = (t1 >= T0) & (t1 < T0 + 8 * H), t2 >= T0 + 8 * H
     t, v = np.concatenate([t1[leg1], t2[leg2]]), np.concatenate([v1[leg1], v2[leg2]])
@@ -298,8 +334,9 @@ def test_the_report_computes_mkt_from_stored_readings_and_prints_the_chart_and_d
     assert len({b["temperature"]["mkt_c"] for b in rep["batches"]}) == 3
     assert [(x["asset"], x["readings"]) for x in rep["legs"]] == [("trailer-1", leg1.sum()), ("trailer-2", leg2.sum())]
     assert [e["reason"] for e in rep["excursions"]] == ["12.5 °C"]
+    signer = "Quinn Quality (quinn)"
     assert [(d["lot"], d["meaning"], d["signer"], d["verified"]) for d in rep["decisions"]] == [
-        ("WHOLE", "rejected", actors["qa"], True)]
+        ("WHOLE", "rejected", signer, True)]
     assert {"shipment.create", "custody.add", "custody.close", "batch.quarantine", "batch.reject"} <= \
         {a["action"] for a in rep["audit"]}
 
@@ -307,7 +344,46 @@ def test_the_report_computes_mkt_from_stored_readings_and_prints_the_chart_and_d
     assert r.status_code == 200 and r.headers["content-type"].startswith("text/html")
     page = r.text
     assert "<svg" in page and page.count("<polyline") == 2
-    assert reason in page and actors["qa"] in page
+    assert reason in page and signer in page
     assert "rejected" in page and rep["decisions"][0]["signature"] in page
     assert f"{rep['temperature']['mkt_c']:.2f} °C" in page
     assert "<script" not in page and "src=" not in page and "href=" not in page and "<link" not in page
+
+
+def _ppm(data: bytes) -> np.ndarray:
+    """A binary PPM (P6, what pdftoppm writes by default) as an (h, w, 3) array."""
+    parts = data.split(maxsplit=4)
+    assert parts[0] == b"P6" and parts[3] == b"255"
+    w, h = int(parts[1]), int(parts[2])
+    return np.frombuffer(parts[4][: w * h * 3], np.uint8).reshape(h, w, 3)
+
+
+def _near(img: np.ndarray, hex_colour: str, tol: int = 40) -> int:
+    rgb = np.array([int(hex_colour[i:i + 2], 16) for i in (1, 3, 5)])
+    return int((np.abs(img.astype(int) - rgb).max(axis=2) <= tol).sum())
+
+
+def test_the_report_as_pdf_opens_and_its_first_page_shows_the_chart_with_the_alarm_boundaries(platform, tmp_path):
+    p, c, _ = platform
+    step = 10 * 60 * S
+    t1 = np.arange(T0, T0 + 12 * H, step, dtype=np.int64)
+    v1 = np.round(5.0 + np.sin(np.arange(t1.size) / 6.0), 2)
+    v1[(t1 >= T0 + 4 * H) & (t1 < T0 + 5 * H)] = 31.5  # above who-type-1's 30 °C boundary
+    _write(p, "trailer-1", t1, v1)
+    _shipment(c["operator"], "pdf", [("trailer-1", T0, None)], [{"lot": "P1"}])
+    attach(p).quarantine_for_excursion("acme", "trailer-1", T0 + 4 * H, T0 + 5 * H, "31.5 °C")
+    c["qa"].post("/api/v1/batches/P1/reject", json={**QUINN, "reason": "1 h at 31.5 °C"}).raise_for_status()
+
+    r = c["viewer"].get("/api/v1/shipments/pdf/report", params={"format": "pdf"})
+    assert r.status_code == 200 and r.headers["content-type"] == "application/pdf" and r.content[:5] == b"%PDF-"
+    (tmp_path / "report.pdf").write_bytes(r.content)
+    text = subprocess.run(["pdftotext", "-layout", str(tmp_path / "report.pdf"), "-"], check=True,
+                          capture_output=True, text=True).stdout
+    for words in ("Shipment pdf: cold-chain record", "Mean kinetic temperature", "Custody", "Quality decisions",
+                  "Quinn Quality (quinn)", "rejected: 1 h at 31.5", "Audit trail", "heat-total 30 °C"):
+        assert words in text, words
+    page = _ppm(subprocess.run(["pdftoppm", "-r", "100", "-f", "1", "-l", "1", str(tmp_path / "report.pdf")],
+                               check=True, capture_output=True).stdout)
+    assert page.shape[1] > page.shape[0]  # A4 landscape
+    assert _near(page, "#1f77b4") > 400  # the trailer's temperature line
+    assert _near(page, "#d62728", tol=30) > 1000  # the dashed alarm boundaries, the shaded excursion

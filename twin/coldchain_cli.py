@@ -1,4 +1,5 @@
-"""``twin coldchain``: judge a logger file against an alarm profile, list the shipped profiles. Thin:
+"""``twin coldchain``: judge a logger file against an alarm profile, list the shipped profiles, verify signed QA
+decisions offline with the published public key. Thin:
 parsing and printing only; the judging is ``cloud.rules.coldchain.evaluate``, the same code the live
 rules run. Exit codes: 0 pass, 1 fail, 2 bad input."""
 
@@ -62,6 +63,53 @@ def profiles_cmd() -> None:
             table.add_row(name if i == 0 else "", b.name, b.condition(), format_duration(b.after), b.mode,
                           b.severity, mkt if i == 0 else "")
     Console().print(table)
+
+
+@app.command("verify")
+def verify_cmd(
+    decisions: Annotated[Path, typer.Argument(help="JSON: a decision, a list of them, a batch or a report (as the "
+                                                   "API answers)")],
+    key: Annotated[Path, typer.Option("--key", "-k", help="the tenant's published public key (PEM), or the JSON "
+                                                         "of GET /api/v1/signing-keys")],
+) -> None:
+    """Verify signed QA decisions offline with the published public key: exit 0 when every one verifies, 1 when
+    any does not (an edited record, another key), 2 on unreadable input."""
+    from cloud.shipments.signing import verified  # the cloud's check, on nothing but the file and the key
+
+    try:
+        found = _decisions(json.loads(decisions.read_text()))
+        text = key.read_text()
+        keys = {k["id"]: k["public_key"] for k in json.loads(text)["items"]} if text.lstrip().startswith("{") \
+            else None
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(EXIT_BAD_INPUT) from None
+    if not found:
+        typer.echo(f"error: {decisions}: no signed decision in it", err=True)
+        raise typer.Exit(EXIT_BAD_INPUT)
+    bad = 0
+    for d in found:
+        pem = text if keys is None else keys.get(str(d.get("key_id")))
+        ok = verified(d, pem)
+        bad += not ok
+        typer.echo(f"{'verified' if ok else 'NOT VERIFIED'}  lot {d.get('lot')}  {d.get('meaning')}  by "
+                   f"{d.get('signer')}  at {d.get('signed_at')}  key {d.get('key_id')}")
+    raise typer.Exit(EXIT_FAIL if bad else EXIT_PASS)
+
+
+def _decisions(doc: object) -> list[dict]:
+    """The signed decisions in an API answer: one, a list, a batch's, a report's, a release's."""
+    if isinstance(doc, list):
+        return [d for d in doc if isinstance(d, dict) and "signature" in d]
+    if not isinstance(doc, dict):
+        return []
+    if "signature" in doc and "record" in doc:
+        return [doc]
+    if isinstance(doc.get("decision"), dict):
+        return [doc["decision"]]
+    if isinstance(doc.get("decisions"), list):
+        return _decisions(doc["decisions"])
+    return []
 
 
 def _print(ev: Evaluation) -> None:

@@ -1,4 +1,6 @@
-"""Shipments, custody legs and batches; QA release and reject (signed); the printable cold-chain report.
+"""Shipments, custody legs and batches; QA release and reject (signed by a person re-entering their password);
+the people who sign and the published public keys their signatures verify with; the cold-chain report (JSON, HTML,
+PDF).
 
 Routes only translate HTTP into :class:`cloud.shipments.ShipmentService` calls. Building the router also
 attaches the service to the platform's alert notifier, so an opened cold-chain excursion alert quarantines
@@ -12,14 +14,14 @@ from collections.abc import Callable
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Query
-from fastapi.responses import HTMLResponse
+from fastapi.responses import HTMLResponse, Response
 from pydantic import Field, field_validator
 
-from cloud.api.auth import Operator, Principal, Viewer, require
+from cloud.api.auth import Admin, Operator, Principal, Viewer, require
 from cloud.api.deps import Page, encode_cursor
 from cloud.api.params import Body, Lot, NameCursor, ShipmentId, TimeNs
 from cloud.api.problems import Problem
-from cloud.shipments import DEFAULT_POINT, ShipmentConflict, ShipmentInvalid, attach
+from cloud.shipments import DEFAULT_POINT, ShipmentConflict, ShipmentInvalid, SignatureRefused, attach, create_user
 from models.wire import Name
 
 QA = Annotated[Principal, Depends(require("qa"))]
@@ -51,10 +53,14 @@ class BatchIn(Body):
     unit: str = Field("", max_length=32)
     loaded: TimeNs | None = Field(None, description="absent: on board for the whole shipment")
     unloaded: TimeNs | None = None
+    profile: str | None = Field(None, max_length=64, description="its product's own profile, judged live beside "
+                                                                 "the shipment's")
 
 
 class DecisionIn(Body):
     reason: str = Field(max_length=2000, description="why; recorded and signed with the decision")
+    username: str = Field(min_length=1, max_length=64, description="the signer's login name (re-entered)")
+    password: str = Field(min_length=1, max_length=1024, description="the signer's password, entered now")
 
     @field_validator("reason")
     @classmethod
@@ -62,6 +68,13 @@ class DecisionIn(Body):
         if not v.strip():
             raise ValueError("a reason is required")
         return v.strip()
+
+
+class UserIn(Body):
+    username: str = Field(min_length=2, max_length=64)
+    full_name: str = Field(min_length=1, max_length=200, description="printed with every signature")
+    role: Literal["viewer", "operator", "qa", "admin"]
+    password: str = Field(min_length=12, max_length=1024)
 
 
 def _call(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
@@ -74,6 +87,8 @@ def _call(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         raise Problem(409, "Conflict", str(exc)) from None
     except ShipmentInvalid as exc:
         raise Problem(422, "Invalid request", str(exc)) from None
+    except SignatureRefused as exc:
+        raise Problem(403, "Signature refused", str(exc)) from None
 
 
 def get_router(platform) -> APIRouter:
@@ -106,13 +121,17 @@ def get_router(platform) -> APIRouter:
     def add_batch(shipment_id: ShipmentId, body: BatchIn, p: Operator) -> dict[str, Any]:
         return _call(svc.add_batch, p.tenant, p.actor, shipment_id, lot=body.lot, product=body.product,
                      quantity=body.quantity, unit=body.unit, loaded_ns=body.loaded,
-                     unloaded_ns=body.unloaded)
+                     unloaded_ns=body.unloaded, profile=body.profile)
 
     @r.get("/shipments/{shipment_id}/report", tags=["shipments"])
-    def report(shipment_id: ShipmentId, p: Viewer, format: Literal["json", "html"] = "json"):
+    def report(shipment_id: ShipmentId, p: Viewer, format: Literal["json", "html", "pdf"] = "json"):
         """The cold-chain record: custody, MKT and verdict per shipment and per batch (recomputed from the
-        store), excursions, signed decisions and the audit trail; ``format=html`` prints it with a chart."""
+        store), excursions, signed decisions and the audit trail; ``format=html`` or ``pdf`` prints it with a
+        chart."""
         rep = _call(svc.report, p.tenant, shipment_id, time.time_ns())
+        if format == "pdf":
+            return Response(rep.to_pdf(), media_type="application/pdf", headers={
+                "Content-Disposition": f'inline; filename="shipment-{shipment_id}.pdf"'})
         return HTMLResponse(rep.to_html()) if format == "html" else rep.data
 
     @r.get("/batches/{lot}", tags=["shipments"])
@@ -121,17 +140,38 @@ def get_router(platform) -> APIRouter:
         return _call(svc.get_batch, p.tenant, lot)
 
     def _decide(lot: str, meaning: str, body: DecisionIn, p: Principal) -> dict[str, Any]:
-        decision = _call(svc.decide, p.tenant, lot, meaning, body.reason, p.actor)
+        decision = _call(svc.decide, p.tenant, lot, meaning, body.reason, p.actor, username=body.username,
+                         password=body.password)
         return {"batch": _call(svc.get_batch, p.tenant, lot), "decision": decision}
 
     @r.post("/batches/{lot}/release", tags=["shipments"])
     def release(lot: Lot, body: DecisionIn, p: QA) -> dict[str, Any]:
-        """Release a quarantined batch: signed by the caller with the reason (409 unless quarantined)."""
+        """Release a quarantined batch, signed by the person whose login and password are in the body (403 when
+        they do not match or may not sign; 409 unless quarantined)."""
         return _decide(lot, "released", body, p)
 
     @r.post("/batches/{lot}/reject", tags=["shipments"])
     def reject(lot: Lot, body: DecisionIn, p: QA) -> dict[str, Any]:
-        """Reject a quarantined batch: signed by the caller with the reason (409 unless quarantined)."""
+        """Reject a quarantined batch, signed by the person whose login and password are in the body (403 when
+        they do not match or may not sign; 409 unless quarantined)."""
         return _decide(lot, "rejected", body, p)
+
+    @r.post("/users", status_code=201, tags=["signatures"])
+    def add_user(body: UserIn, p: Admin) -> dict[str, Any]:
+        """A person's account: who signs QA decisions (role qa or admin) with their password."""
+        return _call(create_user, platform.registry, p.tenant, p.actor, username=body.username,
+                     full_name=body.full_name, role=body.role, password=body.password)
+
+    @r.get("/signing-keys", tags=["signatures"])
+    def signing_keys(p: Viewer) -> dict[str, Any]:
+        """The public keys decisions are signed with (current and retired): verify offline with
+        ``twin coldchain verify``."""
+        return {"items": svc.signing_keys(p.tenant)}
+
+    @r.post("/signing-keys/rotate", status_code=201, tags=["signatures"])
+    def rotate_signing_key(p: Admin) -> dict[str, Any]:
+        """A new signing key for the next decisions; earlier decisions still verify with their retired key."""
+        key_id = svc.rotate_signing_key(p.tenant, p.actor)
+        return {"id": key_id, "items": svc.signing_keys(p.tenant)}
 
     return r

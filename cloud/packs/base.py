@@ -53,6 +53,11 @@ class RuleContext(Protocol):
 
     def asset_offline(self, tenant: str, asset: str) -> list[tuple[int, int | None]] | None: ...
 
+    def written_from(self, tenant: str, asset: str) -> int | None:
+        """The earliest sample time written for the asset since the last cycle (None: not known): a pack
+        that judges history reads back at least to there, so late data of any age is judged."""
+        ...
+
 
 class Pack:
     """Subclass once per kind of asset and register it in ``cloud.packs.PACKS`` (or load its folder)."""

@@ -41,6 +41,8 @@ class RuleRunner:
         self.window_s = window_s
         self.options: Mapping[str, Any] = options
         self._dirty: set[tuple[str, str]] = set()
+        self._written_from: dict[tuple[str, str], int] = {}  # earliest sample time written since the last cycle
+        self._assessing_from: dict[tuple[str, str], int] = {}
         self._types: dict[tuple[str, str], str | None] = {}
         self._gateways: dict[tuple[str, str], str | None] = {}
         self._offline: dict[tuple[str, str], list[list[int | None]]] = {}
@@ -84,6 +86,12 @@ class RuleRunner:
             spans = self._offline.get((tenant, gateway or ""))
             return None if spans is None else [(int(a or 0), b) for a, b in spans]
 
+    def written_from(self, tenant: str, asset: str) -> int | None:
+        """The earliest sample time among what was written for ``asset`` since the previous cycle
+        (``RuleContext``): a pack reads back at least to there, however old, so data from an outage longer
+        than its look-back is judged when it arrives."""
+        return self._assessing_from.get((tenant, asset))
+
     def asset_offline(self, tenant: str, asset: str) -> list[tuple[int, int | None]] | None:
         """When the gateway that speaks for ``asset`` was offline (``RuleContext`` for the packs)."""
         return self.offline_intervals(tenant, self._gateways.get((tenant, asset)))
@@ -103,6 +111,11 @@ class RuleRunner:
     def on_written(self, batches: list[TelemetryBatch]) -> None:
         with self._lock:
             self._dirty.update((b.tenant, s.asset) for b in batches for s in b.series)
+            for b in batches:  # late data of any age (an outage of days) must be read back to where it starts
+                for ser in b.series:
+                    if ser.t_ns:
+                        key, first = (b.tenant, ser.asset), min(ser.t_ns)
+                        self._written_from[key] = min(self._written_from.get(key, first), first)
             for b in batches:  # which gateway's status speaks for the asset
                 for ser in b.series:
                     self._gateways.setdefault((b.tenant, ser.asset), b.gateway)
@@ -127,6 +140,7 @@ class RuleRunner:
         alerts newly opened."""
         with self._lock:
             dirty, self._dirty = self._dirty, set()
+            self._assessing_from, self._written_from = self._written_from, {}
         now = now_ns or time.time_ns()
         raised = 0
         for tenant, asset in sorted(dirty):

@@ -15,11 +15,13 @@ as the live rules (``cloud.rules.coldchain``), per shipment and per batch, so a 
 the same thing. No FastAPI here: ``cloud/api/shipments.py`` translates HTTP into these calls, and the live
 rules call :meth:`ShipmentService.quarantine_for_excursion`.
 
-One job per module: ``records`` (the rows as dicts, states, errors), ``signing`` (canonical JSON, HMAC,
-verification), ``queries`` (one function per question), ``service`` (the changes and their audit),
+One job per module: ``records`` (the rows as dicts, states, errors), ``signing`` (canonical JSON, Ed25519 under
+a key held outside the registry, verification), ``people`` (accounts, scrypt passwords, re-authentication at
+signing), ``queries`` (one function per question), ``service`` (the changes and their audit),
 ``report`` (the record recomputed) and ``printable`` (the report as HTML with an SVG chart).
 """
 
+from cloud.shipments.people import SignatureRefused, create_user
 from cloud.shipments.printable import chart_svg, render_html
 from cloud.shipments.records import (
     DEFAULT_POINT,
@@ -43,10 +45,12 @@ __all__ = [
     "ShipmentInvalid",
     "ShipmentReport",
     "ShipmentService",
+    "SignatureRefused",
     "attach",
     "build_report",
     "canonical_json",
     "chart_svg",
+    "create_user",
     "is_excursion_rule",
     "notification_topic",
     "render_html",

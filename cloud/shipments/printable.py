@@ -50,9 +50,10 @@ $batches
 $decisions
 <h2>Audit trail</h2>
 $audit
-<p class="muted">Generated $generated. Each decision is signed with HMAC-SHA256 over the canonical JSON of its
-record (signer, time, meaning, reason, the batch's state and excursions, the previous signature); "verified"
-means the signature recomputed when this report was generated.</p>
+<p class="muted">Generated $generated. Each decision is signed with Ed25519 over the canonical JSON of its record
+(signer, time, meaning, reason, the batch's state and excursions, the previous signature), by a person who
+re-entered their password; "verified" means the signature verified with the tenant's published public key when this
+report was generated (offline: twin coldchain verify).</p>
 </body></html>
 """)
 _COLOURS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#9467bd", "#8c564b", "#e377c2", "#17becf", "#7f7f7f")
@@ -147,14 +148,20 @@ def chart_svg(readings: list[tuple[str, np.ndarray, np.ndarray]], t0: int, t1: i
     return "".join(out)
 
 
+def profile_limits(ref: Any) -> list[tuple[str, float]]:
+    """The alarm boundaries a chart draws: each boundary's limits, and the MKT limit."""
+    profile = ref if not isinstance(ref, str) else load_profile(ref)
+    limits = [(b.name, v) for b in profile.boundaries for v in (b.above, b.below) if v is not None]
+    if profile.mkt is not None and profile.mkt.limit is not None:
+        limits.append(("MKT limit", profile.mkt.limit))
+    return limits
+
+
 def render_html(rep: ShipmentReport) -> str:
     """A printable, self-contained page (no external assets): what Annex 11 calls a clear printed copy."""
     d = rep.data
     sh, prof = d["shipment"], d["profile"]
-    profile = load_profile(prof["name"])
-    limits = [(b.name, v) for b in profile.boundaries for v in (b.above, b.below) if v is not None]
-    if profile.mkt is not None and profile.mkt.limit is not None:
-        limits.append(("MKT limit", profile.mkt.limit))
+    limits = profile_limits(prof["name"]) if "limits" not in prof else [tuple(x) for x in prof["limits"]]
     legs = d["legs"]
     t0 = min((leg["from_ns"] for leg in legs), default=0)
     # An open leg's chart ends at its last reading, not at "now": the page shows data, not empty time.
@@ -197,7 +204,7 @@ def render_html(rep: ShipmentReport) -> str:
     decisions = _table(["lot", "meaning", "signed by", "signed at", "reason", "signature", "verified"],
                        [[_e(x["lot"]), f'<span class="{_e(x["meaning"])}">{_e(x["meaning"])}</span>', _e(x["signer"]),
                          _e(x["signed_at"]), _e(x["reason"]),
-                         f'<span class="mono">HMAC-SHA256 {_e(x["signature"])}<br>SHA-256 {_e(x["digest"])}<br>'
+                         f'<span class="mono">Ed25519 {_e(x["signature"])}<br>SHA-256 {_e(x["digest"])}<br>'
                          f'key {_e(x["key_id"])}</span>',
                          '<span class="ok">yes</span>' if x["verified"] else '<span class="bad">NO</span>']
                         for x in d["decisions"]], "No decisions.")

@@ -57,8 +57,8 @@ def leg_dict(leg: CustodyLeg) -> dict[str, Any]:
 
 def batch_dict(b: Batch) -> dict[str, Any]:
     return {"lot": b.lot, "shipment": b.shipment, "product": b.product, "quantity": b.quantity, "unit": b.unit or "",
-            "loaded_ns": b.loaded_ns, "unloaded_ns": b.unloaded_ns, "state": b.state, "version": b.version,
-            "updated_ns": b.updated_ns}
+            "loaded_ns": b.loaded_ns, "unloaded_ns": b.unloaded_ns, "profile": b.profile, "state": b.state,
+            "version": b.version, "updated_ns": b.updated_ns}
 
 
 def excursion_dict(e: Excursion) -> dict[str, Any]:

@@ -6,20 +6,21 @@ a report printed twice says the same thing; ``to_html`` is the printable copy (`
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 from sqlalchemy import select
 
-from cloud.registry import AuditEntry, BatchExcursion, Excursion, Registry, SigningKey
+from cloud.registry import AuditEntry, BatchExcursion, Excursion, Registry
 from cloud.rules.coldchain import Profile, evaluate, iso, load_profile, mkt_c
 from cloud.rules.coldchain.mkt import hold_durations_ns, time_weighted_mean_c
 from cloud.rules.coldchain.reefer import clean
 from cloud.shipments import queries as q
-from cloud.shipments.printable import render_html
+from cloud.shipments.printable import profile_limits, render_html
 from cloud.shipments.records import FOREVER, batch_dict, excursion_dict, leg_dict, shipment_dict
-from cloud.shipments.signing import decision_out
+from cloud.shipments.signing import decision_out, public_keys
 from cloud.store import Series, TimeSeriesStore
 
 PAGE = 50_000
@@ -36,18 +37,26 @@ class ShipmentReport:
     def to_html(self) -> str:
         return render_html(self)
 
+    def to_pdf(self) -> bytes:
+        from cloud.shipments.pdf import render_pdf  # reportlab only when a PDF is asked for
+
+        return render_pdf(self)
+
 
 def build_report(registry: Registry, store: TimeSeriesStore, tenant: str, shipment_id: str,
-                 now_ns: int | None = None) -> ShipmentReport:
-    """The shipment's report as of ``now_ns`` (default now): an open leg is read up to then."""
+                 now_ns: int | None = None, profile_refs: Mapping[str, str] | None = None) -> ShipmentReport:
+    """The shipment's report as of ``now_ns`` (default now): an open leg is read up to then. ``profile_refs``:
+    profile name -> file for the deployment's own profiles (shipped ones load by name); a lot whose product
+    names a profile of its own is judged by it."""
+    refs = profile_refs or {}
     now = now_ns or time.time_ns()
     with registry.session() as s:
         sh = q.shipment(s, tenant, shipment_id)
         legs = q.legs(s, tenant, shipment_id)
         batches = q.batches(s, tenant, shipment_id)
         lots = [b.lot for b in batches]
-        key = s.get(SigningKey, tenant)
-        decisions = [decision_out(d, key) for d in q.decisions(s, tenant, lots)]
+        keys = public_keys(s, tenant)
+        decisions = [decision_out(d, keys) for d in q.decisions(s, tenant, lots)]
         excursions = {e.id: e for leg in legs for e in q.excursions_during(s, tenant, leg.asset, leg.from_ns,
                                                                             leg.to_ns)}
         links = s.scalars(select(BatchExcursion).where(BatchExcursion.tenant == tenant,
@@ -64,7 +73,7 @@ def build_report(registry: Registry, store: TimeSeriesStore, tenant: str, shipme
         excursion_rows = [excursion_dict(e) for e in sorted(excursions.values(), key=lambda e: e.start_ns)]
         audit_rows = [{"id": e.id, "t_ns": e.t_ns, "actor": e.actor, "action": e.action, "target": e.target,
                        "reason": e.reason, "before": e.before, "after": e.after} for e in audit]
-    profile = load_profile(shipment["profile"])
+    profile = load_profile(refs.get(shipment["profile"], shipment["profile"]))
     readings, t_parts, v_parts = [], [], []
     for leg in leg_rows:
         until = leg["to_ns"] if leg["to_ns"] is not None else max(now, leg["from_ns"])
@@ -82,10 +91,12 @@ def build_report(registry: Registry, store: TimeSeriesStore, tenant: str, shipme
         lo = b["loaded_ns"] if b["loaded_ns"] is not None else -FOREVER
         hi = b["unloaded_ns"] if b["unloaded_ns"] is not None else FOREVER
         on_board = (t_all >= lo) & (t_all < hi)
-        b.update(temperature=_judged(t_all[on_board], v_all[on_board], profile),
+        own = load_profile(refs.get(b["profile"], b["profile"])) if b.get("profile") else profile
+        b.update(temperature=_judged(t_all[on_board], v_all[on_board], own),
                  excursion_ids=sorted(by_lot.get(b["lot"], [])),
                  decisions=[d for d in decisions if d["lot"] == b["lot"]])
-    data = {"shipment": shipment, "profile": {"name": profile.name, "description": profile.description},
+    data = {"shipment": shipment, "profile": {"name": profile.name, "description": profile.description,
+                                              "limits": [list(x) for x in profile_limits(profile)]},
             "generated_ns": now, "generated_at": iso(now), "legs": leg_rows,
             "temperature": _judged(t_all, v_all, profile), "batches": batch_rows, "excursions": excursion_rows,
             "decisions": decisions, "audit": audit_rows}

@@ -1,7 +1,8 @@
 """The shipment service: creates shipments, custody legs and batches, quarantines what was on board when an
 excursion is recorded, takes QA's signed decisions, writes every change to the audit trail with the state before
 and after, and tells the origin and destination sites (after the commit). The live rules reach it through
-:func:`attach`: a newly opened product-excursion alert quarantines what was in the container."""
+:func:`attach`: a newly opened product-excursion alert quarantines what was in the container (of the shipment, or
+the lot, whose profile it broke)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,8 @@ import json
 import logging
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import or_, select
@@ -24,11 +26,11 @@ from cloud.registry import (
     Excursion,
     Registry,
     Shipment,
-    SigningKey,
     Site,
 )
 from cloud.rules.coldchain import iso, shipped_profiles
 from cloud.shipments import queries as q
+from cloud.shipments.people import authenticate_signer, signer_name
 from cloud.shipments.records import (
     DEFAULT_POINT,
     MEANINGS,
@@ -49,33 +51,45 @@ from cloud.shipments.records import (
 )
 from cloud.shipments.report import ShipmentReport, build_report
 from cloud.shipments.signing import (
+    ALGORITHM,
     SIGNATURE_VERSION,
+    KeyStore,
     decision_out,
+    public_keys,
     sign_record,
     signed_batch,
     signed_excursion,
+    statement,
     verified,
 )
 from cloud.store import TimeSeriesStore
 
 log = logging.getLogger("cloud.shipments")
+DEFAULT_KEY_DIR = "~/.local/state/assettwin/signing-keys"
+"""Where tenants' private signing keys live unless ``TWIN_SIGNING_KEY_DIR`` says (a mounted secret in production)."""
 
 
 class ShipmentService:
     """Shipments, custody, batches, quarantine and signed decisions of every tenant, on one registry and store."""
 
     def __init__(self, registry: Registry, store: TimeSeriesStore,
-                 publish: Callable[[str, bytes], object] | None = None) -> None:
+                 publish: Callable[[str, bytes], object] | None = None, *, key_dir: str | Path = DEFAULT_KEY_DIR,
+                 extra_profiles: Mapping[str, str] | None = None) -> None:
         self.registry = registry
         self.store = store
         self.publish = publish
+        self.keys = KeyStore(key_dir)
+        self.profile_refs = dict(extra_profiles or {})
+        """The deployment's own profiles, name -> file (its rules judge by it; shipments may name it)."""
+        self.profiles = (*shipped_profiles(), *self.profile_refs)
+        """Profiles a shipment or a lot may name."""
 
     # -- shipments, legs, batches -----------------------------------------------------------------------
 
     def create_shipment(self, tenant: str, actor: str, *, profile: str, origin_site: str, destination_site: str,
                         shipment_id: str | None = None, reference: str = "") -> dict[str, Any]:
-        if profile not in shipped_profiles():
-            raise ShipmentInvalid(f"profile: {profile!r} is not a shipped profile ({', '.join(shipped_profiles())})")
+        if profile not in self.profiles:
+            raise ShipmentInvalid(f"profile: {profile!r} is not a known profile ({', '.join(self.profiles)})")
         sid = shipment_id or f"shp-{secrets.token_hex(6)}"
         reg = self.registry
         with reg.session() as s:
@@ -144,9 +158,13 @@ class ShipmentService:
         return out
 
     def add_batch(self, tenant: str, actor: str, shipment_id: str, *, lot: str, product: str, quantity: float,
-                  unit: str = "", loaded_ns: int | None = None, unloaded_ns: int | None = None) -> dict[str, Any]:
+                  unit: str = "", loaded_ns: int | None = None, unloaded_ns: int | None = None,
+                  profile: str | None = None) -> dict[str, Any]:
         """Put a lot on a shipment, on board over [loaded, unloaded) (None: the whole shipment). An excursion
-        already recorded on one of the shipment's legs while it was on board quarantines it at once."""
+        already recorded on one of the shipment's legs while it was on board quarantines it at once.
+        ``profile``: its product's own profile, judged live beside the shipment's (None: the shipment's only)."""
+        if profile is not None and profile not in self.profiles:
+            raise ShipmentInvalid(f"profile: {profile!r} is not a known profile ({', '.join(self.profiles)})")
         if loaded_ns is not None and unloaded_ns is not None and unloaded_ns <= loaded_ns:
             raise ShipmentInvalid(f"unloaded: {iso(unloaded_ns)} is not after loaded {iso(loaded_ns)}")
         reg, notes = self.registry, []
@@ -155,7 +173,7 @@ class ShipmentService:
             if s.get(Batch, (tenant, lot)) is not None:
                 raise ShipmentConflict(f"batch {lot!r} exists; a lot rides in one shipment")
             b = Batch(tenant=tenant, lot=lot, shipment=shipment_id, product=product, quantity=quantity, unit=unit,
-                      loaded_ns=loaded_ns, unloaded_ns=unloaded_ns, state="available", version=0,
+                      loaded_ns=loaded_ns, unloaded_ns=unloaded_ns, profile=profile, state="available", version=0,
                       updated_ns=time.time_ns())
             s.add(b)
             s.flush()
@@ -171,20 +189,24 @@ class ShipmentService:
         """The batch with the excursions it went through and every decision on it (signatures re-verified)."""
         with self.registry.session() as s:
             b = q.batch(s, tenant, lot)
-            key = s.get(SigningKey, tenant)
+            keys = public_keys(s, tenant)
             return {**batch_dict(b), "excursions": [excursion_dict(e) for e in q.batch_excursions(s, tenant, lot)],
-                    "decisions": [decision_out(d, key) for d in q.decisions(s, tenant, [lot])]}
+                    "decisions": [decision_out(d, keys) for d in q.decisions(s, tenant, [lot])]}
 
     # -- excursions and quarantine ----------------------------------------------------------------------
 
     def quarantine_for_excursion(self, tenant: str, asset: str, start_ns: int, end_ns: int, reason: str,
-                                 alert_id: int | None = None, actor: str = SYSTEM_ACTOR) -> list[str]:
+                                 alert_id: int | None = None, actor: str = SYSTEM_ACTOR, *,
+                                 shipment: str | None = None, lots: list[str] | None = None,
+                                 except_lots: list[str] | None = None) -> list[str]:
         """Record that ``asset`` was out of range over [start_ns, end_ns] and quarantine every batch that was
         on board it meanwhile (and no other); returns the lots newly quarantined. The live rules call this.
 
         Idempotent per alert: called again for the same ``alert_id`` (the excursion went on) it widens the
         recorded window and quarantines only batches not yet tied to it, so a lot released after review is
-        not quarantined again by the same excursion.
+        not quarantined again by the same excursion. ``shipment`` (and ``lots``): the excursion broke that
+        shipment's profile (that lot's product profile), so only what it judged is quarantined (``except_lots``:
+        lots judged by their product's own profile instead).
         """
         if end_ns < start_ns:
             raise ShipmentInvalid(f"excursion ends ({iso(end_ns)}) before it starts ({iso(start_ns)})")
@@ -206,7 +228,7 @@ class ShipmentService:
                 exc.start_ns, exc.end_ns = min(exc.start_ns, start_ns), max(exc.end_ns, end_ns)
                 reg.audit(s, tenant, actor, "excursion.extend", f"excursion:{exc.id}", reason=reason,
                           before=before, after=excursion_dict(exc))
-            notes = self._sweep(s, exc, actor)
+            notes = self._sweep(s, exc, actor, shipment, lots, except_lots)
         self._send(notes)
         return sorted(lot for n in notes for lot in n.body["lots"])
 
@@ -222,13 +244,18 @@ class ShipmentService:
             window = (alert.get("evidence") or {}).get("window") or {}
             start = int(window.get("start_ns") or alert["opened_ns"])
             end = max(int(window.get("end_ns") or alert["last_seen_ns"]), start)
+            values = (alert.get("evidence") or {}).get("values") or {}
             self.quarantine_for_excursion(tenant, alert["asset"], start, end, alert.get("title") or alert["rule"],
-                                          alert_id=alert["id"], actor=f"rule:{alert['rule']}")
+                                          alert_id=alert["id"], actor=f"rule:{alert['rule']}",
+                                          shipment=values.get("shipment"), lots=values.get("lots"),
+                                          except_lots=values.get("except_lots"))
         except Exception:
             log.exception("quarantine for alert %s failed", alert.get("id"))
 
-    def _sweep(self, s: Session, exc: Excursion, actor: str) -> list[Note]:
-        """Tie every batch that was on board ``exc.asset`` during ``exc`` to it; quarantine the usable ones."""
+    def _sweep(self, s: Session, exc: Excursion, actor: str, shipment: str | None = None,
+               lots: list[str] | None = None, except_lots: list[str] | None = None) -> list[Note]:
+        """Tie every batch that was on board ``exc.asset`` during ``exc`` (of ``shipment``, among ``lots``, when
+        given) to it; quarantine the usable ones."""
         reg, now = self.registry, time.time_ns()
         legs = s.scalars(select(CustodyLeg).where(
             CustodyLeg.tenant == exc.tenant, CustodyLeg.asset == exc.asset, CustodyLeg.from_ns <= exc.end_ns,
@@ -236,8 +263,11 @@ class ShipmentService:
         why = f"excursion {exc.id} in {exc.asset} {iso(exc.start_ns)} to {iso(exc.end_ns)}: {exc.reason}"
         newly: dict[str, list[str]] = {}
         for leg in legs:
+            if shipment is not None and leg.shipment != shipment:
+                continue
             for b in q.batches(s, exc.tenant, leg.shipment, lock=True):
-                if not on_board(b, leg, exc.start_ns, exc.end_ns) or \
+                if (lots is not None and b.lot not in lots) or b.lot in (except_lots or ()) or \
+                        not on_board(b, leg, exc.start_ns, exc.end_ns) or \
                         s.get(BatchExcursion, (exc.tenant, b.lot, exc.id)) is not None:
                     continue
                 s.add(BatchExcursion(tenant=exc.tenant, lot=b.lot, excursion_id=exc.id))
@@ -259,10 +289,15 @@ class ShipmentService:
 
     # -- quality decisions ------------------------------------------------------------------------------
 
-    def decide(self, tenant: str, lot: str, meaning: str, reason: str, actor: str) -> dict[str, Any]:
-        """Release or reject a quarantined batch, signed by ``actor``. The signed record binds the signer,
-        the time, the meaning and the reason to the batch's state at signing (its version and the
-        excursions behind the quarantine) and to the previous decision's signature on this lot."""
+    def decide(self, tenant: str, lot: str, meaning: str, reason: str, actor: str, *, username: str,
+               password: str) -> dict[str, Any]:
+        """Release or reject a quarantined batch, signed by the person ``username``, re-authenticated by their
+        password now (``SignatureRefused`` otherwise; the refusal is audited). The signed record binds the
+        signer's name, the time, the meaning and the reason to the batch's state at signing (its version and
+        the excursions behind the quarantine) and to the previous decision's signature on this lot; Ed25519
+        under the tenant's key, held outside the registry. ``actor``: the API client the request came from."""
+        from cloud.shipments.people import SignatureRefused
+
         if meaning not in MEANINGS:
             raise ShipmentInvalid(f"meaning: {meaning!r} is not one of {', '.join(MEANINGS)}")
         reason = reason.strip()
@@ -270,54 +305,70 @@ class ShipmentService:
             raise ShipmentInvalid("reason: required; say why the batch is " + meaning)
         reg, now = self.registry, time.time_ns()
         with reg.session() as s:
+            q.batch(s, tenant, lot)  # another tenant's lot, or none: not found, before any password is checked
+        try:
+            with reg.session() as s:
+                user = authenticate_signer(s, tenant, username, password)
+        except SignatureRefused as exc:
+            with reg.session() as s:
+                reg.audit(s, tenant, actor, "signature.refused", f"batch:{lot}", reason=str(exc),
+                          after={"username": username, "meaning": meaning})
+            raise
+        signer = signer_name(user)
+        with reg.session() as s:
             b = q.batch(s, tenant, lot, lock=True)
             if b.state != "quarantined":
                 raise ShipmentConflict(f"batch {lot} is {b.state}; only a quarantined batch can be {meaning}")
             previous = q.decisions(s, tenant, [lot])
-            key_id, secret = self._signing_key(s, tenant, actor)
-            record = {"v": SIGNATURE_VERSION, "kind": "batch-decision", "tenant": tenant, "lot": lot,
-                      "meaning": meaning, "reason": reason, "signer": actor, "signed_at": iso(now), "key_id": key_id,
-                      "batch": signed_batch(b),
+            key_id, key = self.keys.current(s, reg, tenant)
+            record = {"v": SIGNATURE_VERSION, "alg": ALGORITHM, "kind": "batch-decision", "tenant": tenant,
+                      "lot": lot, "meaning": meaning, "statement": statement(meaning, reason), "reason": reason,
+                      "signer": signer, "signer_login": user.username, "signer_role": user.role,
+                      "authentication": "login name and password, entered at signing", "signed_at": iso(now),
+                      "key_id": key_id, "batch": signed_batch(b),
                       "excursions": [signed_excursion(e) for e in q.batch_excursions(s, tenant, lot)],
                       "previous_signature": previous[-1].signature if previous else None}
-            digest, signature = sign_record(secret, record)
-            d = BatchDecision(tenant=tenant, lot=lot, meaning=meaning, reason=reason, signer=actor, signed_ns=now,
+            digest, signature = sign_record(key, record)
+            d = BatchDecision(tenant=tenant, lot=lot, meaning=meaning, reason=reason, signer=signer, signed_ns=now,
                               record=record, digest=digest, signature=signature, key_id=key_id)
             s.add(d)
             before = batch_dict(b)
             b.state, b.version, b.updated_ns = meaning, b.version + 1, now
             s.flush()
-            reg.audit(s, tenant, actor, MEANINGS[meaning], f"batch:{lot}",
+            reg.audit(s, tenant, signer, MEANINGS[meaning], f"batch:{lot}",
                       reason=reason, before=before,
-                      after={**batch_dict(b), "decision_id": d.id, "meaning": meaning, "signature": signature})
+                      after={**batch_dict(b), "decision_id": d.id, "meaning": meaning, "signature": signature,
+                             "via": actor})
             out = decision_dict(d)
             sh = q.shipment(s, tenant, b.shipment)
             note = Note(tenant, sh.origin_site, sh.destination_site, {
                 "event": f"batch.{meaning}", "tenant": tenant, "shipment": b.shipment, "lots": [lot],
                 "origin_site": sh.origin_site, "destination_site": sh.destination_site, "reason": reason,
-                "signer": actor, "signature": signature, "t_ns": now})
+                "signer": signer, "signature": signature, "t_ns": now})
         self._send([note])
         return out
 
     def verify(self, tenant: str, decision: dict[str, Any]) -> bool:
-        """Does the decision's signature recompute from its record, and does the record say what the
-        decision's columns say? False for any edit of either."""
+        """Does the decision's signature verify on its record under the published key it names, and does the
+        record say what the decision's columns say? False for any edit of either."""
         with self.registry.session() as s:
-            key = s.get(SigningKey, tenant)
-        return verified(decision, key)
+            key = public_keys(s, tenant).get(str(decision.get("key_id")))
+            return verified(decision, key.public_key if key else None)
 
-    def _signing_key(self, s: Session, tenant: str, actor: str) -> tuple[str, str]:
-        key = s.get(SigningKey, tenant)
-        if key is None:
-            new_id = secrets.token_hex(8)
-            self.registry.insert_ignore(s, SigningKey, [{"tenant": tenant, "id": new_id,
-                                                         "secret": secrets.token_urlsafe(48),
-                                                         "created_ns": time.time_ns()}])
-            key = s.get(SigningKey, tenant)
-            if key.id == new_id:  # not a concurrent first signer's key
-                self.registry.audit(s, tenant, actor, "signing_key.create", f"signing_key:{new_id}",
-                                    after={"id": new_id})
-        return key.id, key.secret
+    def signing_keys(self, tenant: str) -> list[dict[str, Any]]:
+        """The tenant's published public keys (current and retired): what ``twin coldchain verify`` needs."""
+        with self.registry.session() as s:
+            return [{"id": k.id, "algorithm": k.algorithm, "public_key": k.public_key, "created_ns": k.created_ns,
+                     "retired_ns": k.retired_ns} for k in sorted(public_keys(s, tenant).values(),
+                                                                 key=lambda k: k.created_ns)]
+
+    def rotate_signing_key(self, tenant: str, actor: str) -> str:
+        """A new signing key for the tenant's next decisions; earlier ones still verify with the old public key."""
+        with self.registry.session() as s:
+            key_id = self.keys.rotate(s, self.registry, tenant)
+            self.registry.audit(s, tenant, actor, "signing_key.rotate", f"signing_key:{key_id}",
+                                after={"id": key_id})
+        return key_id
 
     # -- the report -------------------------------------------------------------------------------------
 
@@ -325,7 +376,7 @@ class ShipmentService:
         """The shipment's record: custody, temperatures from the store judged against its profile (MKT,
         alarms, verdict) for the shipment and for each batch's time on board, excursions, signed decisions
         (re-verified) and the audit trail. An open leg is read up to ``now_ns``."""
-        return build_report(self.registry, self.store, tenant, shipment_id, now_ns)
+        return build_report(self.registry, self.store, tenant, shipment_id, now_ns, self.profile_refs)
 
     def _send(self, notes: list[Note]) -> None:
         """Tell the distribution centre and the store; after the commit, so nobody hears of a change that
@@ -350,9 +401,23 @@ def attach(platform) -> ShipmentService:
         service = getattr(listener, "__self__", None)
         if isinstance(service, ShipmentService) and service.registry is platform.registry:
             return service
-    link = platform.link
+    link, settings = platform.link, platform.settings
+    ref = settings.coldchain_profile
+    name = None if ref in shipped_profiles() else _profile_name(ref)
     service = ShipmentService(platform.registry, platform.store,
-                              publish=(lambda topic, body: link.publish(topic, body)) if link is not None else None)
+                              publish=(lambda topic, body: link.publish(topic, body)) if link is not None else None,
+                              key_dir=getattr(settings, "signing_key_dir", "") or DEFAULT_KEY_DIR,
+                              extra_profiles={name: ref} if name else None)
     platform.notifier.listeners.append(service.on_alert_event)
     return service
 
+
+
+def _profile_name(ref: str) -> str | None:
+    """The name of the deployment's own profile file (shipments may name it), None if it cannot be read."""
+    from cloud.rules.coldchain.profiles import ProfileError, load_profile
+
+    try:
+        return load_profile(ref).name
+    except ProfileError:
+        return None

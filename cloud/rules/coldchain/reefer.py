@@ -130,6 +130,30 @@ class ReeferEvent:
     end_ns: int
 
 
+@dataclass(frozen=True)
+class ProfileSpan:
+    """Who owned the product in the container over [from_ns, to_ns) (None: still), and by which profile it is
+    judged there: a shipment's (``lots`` None: every lot on board but those in ``exclude``, whose products name a
+    profile of their own) or one lot's product (``lots``: that lot).
+    Its excursions are rules of their own (``coldchain:<profile>:<boundary>:<shipment>[:<lot>]``), so two
+    shipments in one trailer never share an alert, and the quarantine reaches only what the span judged."""
+
+    profile: Profile
+    from_ns: int
+    to_ns: int | None
+    shipment: str
+    lots: tuple[str, ...] | None = None
+    exclude: tuple[str, ...] = ()
+
+    def mask(self, grid: np.ndarray) -> np.ndarray:
+        m = grid >= self.from_ns
+        return m & (grid < self.to_ns) if self.to_ns is not None else m
+
+    @property
+    def suffix(self) -> str:
+        return f":{self.shipment}" + (f":{','.join(self.lots)}" if self.lots else "")
+
+
 @dataclass
 class ReeferAssessment:
     alarms: list[LiveAlarm] = field(default_factory=list)
@@ -176,7 +200,8 @@ def _evidence(rule: str, start_ns: int, end_ns: int | None, values: dict[str, An
 def assess_trailer(samples: Mapping[str, SeriesLike], profile: Profile,
                    settings: ReeferRuleSettings | None = None, now_ns: int | None = None,
                    thermal: ThermalModel | None = None,
-                   offline: list[tuple[int, int | None]] | None = None) -> ReeferAssessment:
+                   offline: list[tuple[int, int | None]] | None = None,
+                   custody: list[ProfileSpan] | None = None) -> ReeferAssessment:
     """Every cold-chain alarm in one trailer's samples (point -> series), and the defrosts recognised.
 
     ``now_ns`` (when the data became available) marks alarms that fired more than ``late_after_s``
@@ -185,6 +210,10 @@ def assess_trailer(samples: Mapping[str, SeriesLike], profile: Profile,
     will reach ``forecast_limit_c`` (with its band): how long a mechanic has. ``offline`` lists the
     trailer's gateway's offline intervals (status / last will; end None = still offline), when known:
     a power loss's evidence then says whether the gateway went down with the unit.
+
+    ``custody``: the shipments (and lots with a product profile of their own) in the trailer, each judged by
+    its own profile over its own time on board; readings no shipment owned are judged by ``profile`` (the
+    deployment's, for an empty or unregistered trailer). None: all of it by ``profile``.
     """
     s = settings or ReeferRuleSettings()
     pts = {name: clean(series) for name, series in samples.items()}
@@ -222,21 +251,46 @@ def assess_trailer(samples: Mapping[str, SeriesLike], profile: Profile,
                 "coldchain:defrost-stuck", "high", at, f"defrost longer than {s.defrost_max_s / 3600:g} h",
                 _evidence("defrost-stuck", d.start_ns, d.end_ns, {"defrost_s": (d.end_ns - d.start_ns) / _NS},
                           {"defrost_max_s": s.defrost_max_s})))
-    ev = evaluate(grid, product[1], profile, paused=paused)
-    out.evaluation = ev
     suspect = [a.rule for a in stuck if a.evidence["values"]["point"] == s.product_point]
+    spans = [(ProfileSpan(profile, int(grid[0]), None, ""), None)] if custody is None else \
+        [(span, span.mask(grid)) for span in custody]
+    if custody is not None:  # what no shipment owned: the deployment's profile
+        owned = np.zeros(grid.size, bool)
+        for span, m in spans:
+            if span.lots is None:
+                owned |= m
+        if (~owned).any():
+            spans.insert(0, (ProfileSpan(profile, int(grid[0]), None, ""), ~owned))
+    for span, m in spans:
+        if m is not None and not m.any():
+            continue
+        ev = evaluate(grid, product[1], span.profile, paused=paused) if m is None else \
+            evaluate(grid[m], product[1][m], span.profile, paused=paused[m])
+        if span.shipment == "" or out.evaluation is None:
+            out.evaluation = ev
+        out.alarms += _profile_alarms(ev, span, s, suspect)
+    return _finish(out, s, now_ns)
+
+
+def _profile_alarms(ev: Evaluation, span: ProfileSpan, s: ReeferRuleSettings, suspect: list[str]) -> list[LiveAlarm]:
+    """The profile's alarms over one span as live alarms; a shipment's name its shipment and lots."""
+    profile, out = span.profile, []
     for a in ev.alarms:
         b = next(r.boundary for r in ev.boundaries if r.boundary.name == a.boundary)
         values = {"point": s.product_point, "reading_c": a.value_c, "counter_s": a.counter_s,
                   "out_of_range_s": a.out_of_range_s, "occurrence": a.occurrence, "paused_s": ev.paused_s,
                   "sensor_suspect": suspect}
+        if span.shipment:
+            values.update(shipment=span.shipment, lots=list(span.lots) if span.lots else None,
+                          except_lots=list(span.exclude))
         thresholds = {"profile": profile.name, "boundary": b.name, "condition": b.condition(), "after_s": b.after,
                       "mode": b.mode}
-        out.alarms.append(LiveAlarm(
-            f"coldchain:{profile.name}:{b.name}", _ALERT_SEVERITY.get(b.severity, b.severity), a.fired_at_ns,
+        out.append(LiveAlarm(
+            f"coldchain:{profile.name}:{b.name}{span.suffix if span.shipment else ''}",
+            _ALERT_SEVERITY.get(b.severity, b.severity), a.fired_at_ns,
             f"{s.product_point} {b.condition()} for {a.counter_s / 3600:g} h ({b.mode})",
             _evidence(f"{profile.name}:{b.name}", a.excursion_start_ns, a.fired_at_ns, values, thresholds)))
-    return _finish(out, s, now_ns)
+    return out
 
 
 def _finish(out: ReeferAssessment, s: ReeferRuleSettings, now_ns: int | None) -> ReeferAssessment:
