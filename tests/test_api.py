@@ -97,9 +97,11 @@ def test_every_route_that_names_a_resource_answers_404_to_another_tenant(platfor
                   if k["name"] == "olga")
     hook_id = _client(p, keys["admin"]).post("/api/v1/webhooks", json={"url": "http://127.0.0.1:9/hook"}).json()["id"]
     assert _client(p, keys["admin"]).put("/api/v1/shares/charterer-a/assets/trailer-001").status_code == 201
+    command_id = p.commands.issue("acme", "trailer-001", "rebirth", {}, ttl_s=60, actor="test")["id"]
     ids = {"asset": "trailer-001", "gateway": "gw-a", "alert_id": str(alert_id), "key_id": key_id,
-           "hook_id": str(hook_id), "grantee": "charterer-a"}
+           "hook_id": str(hook_id), "grantee": "charterer-a", "command_id": command_id}
     bodies = {"/api/v1/twins/{asset}/desired": {"desired": {"setpoint": 2}},
+              "/api/v1/assets/{asset}/commands": {"action": "rebirth"},
               "/api/v1/gateways/{gateway}/config": {"config": {}}, "/api/v1/assets/{asset}/simulate": {},
               "/api/v1/assets/{asset}/baseline": {}, "/api/v1/keys/{key_id}/revoke": {"reason": "mine now"}}
     app = create_app(p)

@@ -44,7 +44,7 @@ HOSTILE = [
 """What a careless or hostile client puts in a parameter; every one goes to every parameter."""
 
 VALID = {"asset": "trailer-001", "point": "supply_air", "gateway": "gw-a", "alert_id": "1", "key_id": "k-none",
-         "shipment_id": "shp-1", "lot": "lot-1", "webhook_id": "1"}
+         "shipment_id": "shp-1", "lot": "lot-1", "webhook_id": "1", "command_id": "c-none", "grantee": "g-none"}
 """Path and required query parameters other than the one probed: real where the registry has them."""
 
 BODIES = {
@@ -55,6 +55,7 @@ BODIES = {
     "/api/v1/keys/{key_id}/revoke": {"reason": "probe"},
     "/api/v1/assets/{asset}/simulate": {},
     "/api/v1/assets/{asset}/baseline": {},
+    "/api/v1/assets/{asset}/commands": {"action": "rebirth"},
     "/api/v1/shipments/{shipment_id}/custody": {"asset": "trailer-001", "from": T0},
     "/api/v1/shipments/{shipment_id}/batches": {"lot": "lot-9", "product": "vaccine", "quantity": 1},
     "/api/v1/batches/{lot}/release": {"reason": "probe", "username": "probe", "password": "probe"},

@@ -165,7 +165,8 @@ def test_every_other_route_of_the_app_answers_a_customer_key_404(fleet):
     # role, not from an id that does not exist.
     filled = {"asset": "vessel-001", "gateway": "gw-acme", "alert_id": str(ids["injector"]),
               "key_id": keys["customer_id"], "hook_id": keys["hook_id"], "grantee": GRANTEE, "shipment_id": "shp-1",
-              "lot": "LOT-1", "static": "js/dom.js"}
+              "lot": "LOT-1", "static": "js/dom.js",
+              "command_id": p.commands.issue("acme", "vessel-001", "rebirth", {}, ttl_s=60, actor="test")["id"]}
     query = {"/api/v1/assets/{asset}/telemetry": {"point": "me_shaft_power"}}
     customer, anonymous = _client(p, keys["customer"]), _client(p)
     checked = 0
