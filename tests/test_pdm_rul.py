@@ -16,7 +16,17 @@ from typer.testing import CliRunner
 
 from cloud.pdm.data import from_array, rul_target
 from cloud.pdm.features import ConditionNormaliser, window_features
-from cloud.pdm.model import RulModel, RulParams, grouped_folds, out_of_fold, phm_score, rmse
+from cloud.pdm.model import (
+    RulModel,
+    RulParams,
+    _conformal_offsets,
+    beyond_cap,
+    evaluate_dataset,
+    grouped_folds,
+    out_of_fold,
+    phm_score,
+    rmse,
+)
 from cloud.pdm.registry import ModelRegistry, resolve
 from twin.pdm_cli import app
 
@@ -138,7 +148,8 @@ def test_out_of_fold_prediction_comes_from_a_model_that_never_saw_the_engine(mon
 
     monkeypatch.setattr(model_mod, "_fold_task", spy)
     oof = out_of_fold(traj, QUICK)
-    assert len(trained_on) == 3 and np.all(np.isfinite(oof))
+    assert len(trained_on) == 3 and oof.shape == (len(traj.unit), 2) and np.all(np.isfinite(oof))
+    assert np.all(oof[:, 0] <= QUICK.cap) and np.all(oof[:, 1] >= oof[:, 0])  # capped, then extended
     assert all(len(s) == 8 for s in trained_on)  # 12 engines, 3 folds: 8 to train on each time
 
 
@@ -155,8 +166,8 @@ def test_prediction_is_one_row_per_engine_at_its_last_cycle_with_an_interval_aro
     pred = fitted.predict(from_array(rows))
     np.testing.assert_array_equal(pred.unit, np.arange(1, 13))
     assert np.all((pred.lower <= pred.rul) & (pred.rul <= pred.upper))
-    assert np.all(pred.lower >= 0.0) and np.all(pred.rul <= QUICK.cap)
-    assert rmse(pred.rul, np.minimum(true, QUICK.cap)) < 25.0  # it learned something: the spread of RUL is ~30
+    assert np.all(pred.lower >= 0.0) and np.all(pred.rul_capped <= QUICK.cap) and np.all(pred.rul >= pred.rul_capped)
+    assert rmse(pred.rul_capped, np.minimum(true, QUICK.cap)) < 25.0  # it learned something: the spread is ~30
     assert fitted.cv["folds"] == 3 and fitted.cv["engines"] == 40
     assert 0.8 <= fitted.cv["coverage"] <= 1.0  # 90 % split-conformal on its own residuals
 
@@ -178,6 +189,53 @@ def test_registry_keeps_versions_metrics_hash_and_an_active_pointer(tmp_path, fi
         reg.activate("FD001", "v0009")
     rows, _ = synthetic_rows(4, 2, truncate=True)
     np.testing.assert_array_equal(reg.load("FD001").predict(from_array(rows)).rul, fitted.predict(from_array(rows)).rul)
+
+
+# --- beyond the cap --------------------------------------------------------------------------------
+
+
+def test_beyond_cap_is_the_fleets_expected_remaining_life_faded_in_below_the_cap():
+    lives = np.array([100.0, 150.0, 200.0, 250.0])
+    # at age 50 the engines that lived >= 50 + 125 are 200 and 250: E[L - 50 | L >= 175] = 175, 50 past the cap
+    got = beyond_cap(np.array([125.0, 115.0, 105.0, 60.0]), np.full(4, 50.0), lives, cap=125.0, ramp=20.0)
+    np.testing.assert_allclose(got, [175.0, 115.0 + 0.5 * 50.0, 105.0, 60.0])
+    # at age 150 no training engine lived 275 cycles: nothing to extend with; ramp 0 switches it off
+    np.testing.assert_array_equal(beyond_cap(np.array([125.0]), np.array([150.0]), lives, 125.0, 20.0), [125.0])
+    np.testing.assert_array_equal(beyond_cap(np.array([125.0]), np.array([50.0]), lives, 125.0, 0.0), [125.0])
+    # an engine near the end of the longest life: only that one counts (E[250 - 120 | L >= 245] = 130)
+    np.testing.assert_allclose(beyond_cap(np.array([125.0]), np.array([120.0]), lives, 125.0, 20.0), [130.0])
+
+
+def test_extended_estimates_get_an_interval_bin_of_their_own():
+    params = replace(QUICK, interval_bins=2, coverage=0.5)
+    pred = np.array([10.0, 20.0, 100.0, 110.0, 150.0, 160.0, 170.0, 180.0])
+    true = pred + np.array([-1.0, 1.0, -5.0, 5.0, -40.0, -20.0, 20.0, 40.0])
+    off = _conformal_offsets(pred, true, params)
+    assert off.shape == (3, 2)
+    # n = 4 in the extended bin: quantile ranks floor(5 * 0.25) = 1 and ceil(5 * 0.75) = 4 of the sorted residuals
+    np.testing.assert_array_equal(off[2], [-40.0, 40.0])
+    np.testing.assert_array_equal(off[0], [-1.0, 1.0])  # n = 2: the extremes
+
+
+def test_a_young_healthy_engine_is_estimated_beyond_the_cap_and_scored_both_ways(tmp_path):
+    write_cmapss(tmp_path)
+    # the test fleet, plus an engine stopped after 5 of its cycles (its whole life ahead: 80-160 cycles)
+    train, _ = synthetic_rows(1, 9)
+    young = train[:5].copy()
+    young[:, 0] = 13
+    np.savetxt(tmp_path / "test_FD001.txt", np.vstack([np.loadtxt(tmp_path / "test_FD001.txt"), young]), fmt="%.4f")
+    life = len(train)
+    rul = np.append(np.loadtxt(tmp_path / "RUL_FD001.txt"), life - 5)
+    np.savetxt(tmp_path / "RUL_FD001.txt", rul, fmt="%d")
+    params = replace(QUICK, cap=60.0)  # lives of 80-160: a young engine has far more than 60 left
+    model = RulModel(params).fit(from_array(synthetic_rows(40, 1)[0]))
+    pred = model.predict(from_array(np.loadtxt(tmp_path / "test_FD001.txt")))
+    assert pred.rul_capped[-1] > 55.0 and pred.rul[-1] > 60.0 + 30.0  # fleet lives average ~120: ~115 left
+    assert pred.lower[-1] <= rul[-1] <= pred.upper[-1]
+    r = evaluate_dataset(tmp_path, "FD001", model=model)
+    assert r["rmse"] == pytest.approx(rmse(pred.rul, rul), rel=1e-12)
+    assert r["rmse_capped_truth"] == pytest.approx(rmse(pred.rul_capped, np.minimum(rul, 60.0)), rel=1e-12)
+    assert r["coverage"] == pytest.approx(np.mean((rul >= pred.lower) & (rul <= pred.upper)))
 
 
 # --- the command line -----------------------------------------------------------------------------

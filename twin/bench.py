@@ -486,14 +486,22 @@ def pdm(json_out: Path | None = typer.Option(None, "--json"),
     train_s = sum(r["train_seconds"] for r in results)
     rows: list[Row] = []
     for r in results:
-        pub = r["published_rmse"]
-        rows.append((f"{r['dataset']} ({r['engines']} test engines): RMSE / PHM score",
-                     f"{r['rmse']:.2f} / {r['score']:.0f} (90 % interval coverage {r['coverage']:.2f})",
-                     f"Zheng 2017 LSTM {pub['Zheng 2017 LSTM']:.1f}; Li 2018 DCNN {pub['Li 2018 DCNN']:.1f}"))
+        pub = "; ".join(f"{k} {v:.1f}" for k, v in r["published_rmse"].items())
+        rows.append((f"{r['dataset']} ({r['engines']} test engines): RMSE / PHM score, truth clipped at 125",
+                     f"{r['rmse_capped_truth']:.2f} / {r['score_capped_truth']:.0f}",
+                     f"≤ {r['target_rmse']:.1f} (goal {r['goal_rmse']:.1f}); {pub}"))
+    for r in results:
+        rows.append((f"{r['dataset']}: RMSE / PHM score vs the official RUL file; 90 % interval coverage",
+                     f"{r['rmse']:.2f} / {r['score']:.0f}; {r['coverage']:.2f}", "coverage 0.87–0.93"))
     rows.append(("training, all four models", f"{train_s:.0f} s on {jobs} processes", "< 10 min on 2 cores"))
     notes = ("`cloud.pdm.model`: piecewise-linear target (cap 125 cycles), per-operating-condition normalisation, "
              "window features, gradient boosting tuned by grouped CV by engine, conformal intervals; the same as "
-             "`twin pdm evaluate`. Published figures: `../shared/data/README.md`.")
+             "`twin pdm evaluate`. The published figures (`../shared/data/README.md`) score the capped estimate "
+             "against the test truth clipped at the cap: against the unclipped file no estimate capped at 125 can "
+             "score under 18.3 on FD002 or 19.5 on FD004, a fifth of whose test engines have more than 125 cycles "
+             "left. Against the official file the model's estimate goes beyond the cap for an engine that shows no "
+             "wear (the training fleet's expected remaining life given its age), and the 90 % interval "
+             "(split-conformal on grouped-CV residuals) is about those cycles.")
     record("pdm", "Predictive maintenance: remaining useful life on C-MAPSS", rows,
            {"results": results, "train_seconds_total": train_s, "jobs": jobs}, notes, json_out)
 

@@ -10,10 +10,20 @@ Why these choices:
   200 rounds 8.67 (FD001), 300 per leaf 8.45, 7 leaves x 800 rounds 8.50, 80-cycle windows added 9.21 (FD002).
 - **Grouped CV by engine** (``GroupKFold``): rows of one engine are strongly correlated, so a row-wise
   split would leak an engine into its own validation and flatter every score.
+- **Beyond the cap, the fleet's life distribution** (``beyond_cap``): the capped target says "125 or more"
+  for a healthy engine, which is right for ranking but wrong by up to 70 cycles against the cycles it
+  really has left (on FD002/FD004 a fifth of the test engines have more than 125: a model that stops at the
+  cap cannot score under 18.3 / 19.5 RMSE there against the official files). When the boosted estimate
+  reaches the cap the engine shows no wear, so all that is known is that it has run ``a`` cycles and has at
+  least ``cap`` left: the estimate becomes E[L - a | L >= a + cap] over the training engines' lives L (an
+  empirical survival model), faded in over the last ``extend_ramp`` cycles below the cap (chosen by grouped
+  CV against the uncapped truth). ``RulPrediction.rul_capped`` keeps the capped estimate, which is what the
+  published C-MAPSS figures score (against the truth clipped at the same cap).
 - **Intervals by split-conformal on the grouped-CV residuals**, binned by the predicted RUL (Mondrian):
   errors are small near failure and large for a healthy engine, so one global width would be too wide
-  late and too narrow early. The residuals are against the true, uncapped RUL, so an interval is about
-  the cycles the engine really has left; coverage holds for engines drawn like the training rows.
+  late and too narrow early; estimates extended beyond the cap have a bin of their own. The residuals are
+  against the true, uncapped RUL, so an interval is about the cycles the engine really has left; coverage
+  holds for engines drawn like the training rows.
 """
 
 from __future__ import annotations
@@ -68,6 +78,7 @@ class RulParams:
     min_samples_leaf: int = 50
     l2_regularization: float = 1.0
     n_folds: int = 5
+    extend_ramp: float = 20.0  # cycles below the cap over which the beyond-cap estimate fades in; 0: none
     coverage: float = 0.9  # of the prediction interval
     interval_bins: int = 5  # Mondrian bins of the predicted RUL, equal width over [0, cap]
     seed: int = 0
@@ -85,12 +96,30 @@ class RulParams:
 
 @dataclass
 class RulPrediction:
-    """One row per engine, predicted at its last cycle."""
+    """One row per engine, predicted at its last cycle: ``rul`` estimates the cycles really left (beyond the cap
+    for a healthy engine) and ``lower``/``upper`` bound them; ``rul_capped`` is the capped-target estimate."""
 
     unit: np.ndarray
     rul: np.ndarray
     lower: np.ndarray
     upper: np.ndarray
+    rul_capped: np.ndarray | None = None
+
+
+def beyond_cap(capped: np.ndarray, age: np.ndarray, lives: np.ndarray, cap: float, ramp: float) -> np.ndarray:
+    """Capped estimates extended past the cap: E[L - age | L >= age + cap] over the fleet's lives ``lives``,
+    weighted 0 at ``cap - ramp`` up to 1 at the cap (no extension where no training engine lived that long)."""
+    capped = np.asarray(capped, float)
+    if ramp <= 0 or len(lives) == 0:
+        return capped
+    life = np.sort(np.asarray(lives, float))
+    age = np.asarray(age, float)
+    first = np.searchsorted(life, age + cap, side="left")  # the engines that lived at least age + cap
+    tail_sum = np.concatenate([np.cumsum(life[::-1])[::-1], [0.0]])
+    count = len(life) - first
+    expected = np.where(count > 0, tail_sum[first] / np.maximum(count, 1) - age, cap)
+    weight = np.clip((capped - (cap - ramp)) / ramp, 0.0, 1.0)
+    return capped + weight * np.maximum(expected - cap, 0.0)
 
 
 class _Fitted:
@@ -99,6 +128,7 @@ class _Fitted:
     def __init__(self, params: RulParams) -> None:
         self.params = params
         self.norm = ConditionNormaliser(params.n_conditions)
+        self.lives = np.zeros(0)
         self.booster = HistGradientBoostingRegressor(
             learning_rate=params.learning_rate, max_iter=params.max_iter, max_leaf_nodes=params.max_leaf_nodes,
             min_samples_leaf=params.min_samples_leaf, l2_regularization=params.l2_regularization,
@@ -109,6 +139,7 @@ class _Fitted:
 
     def fit(self, traj: Trajectories) -> _Fitted:
         self.norm.fit(traj)
+        self.lives = traj.cycle[traj.last_rows()].astype(float)
         # One OpenMP thread per fit, parallelism across fits (processes): on a shared 2-core machine the
         # booster's spinning threads ran 2.5x slower with 2 threads than with 1 (measured).
         with threadpool_limits(1):
@@ -116,8 +147,11 @@ class _Fitted:
         return self
 
     def predict_rows(self, traj: Trajectories) -> np.ndarray:
+        """(rows, 2): the capped estimate and the one extended beyond the cap, for every row."""
         with threadpool_limits(1):
-            return np.clip(self.booster.predict(self.features(traj)), 0.0, self.params.cap)
+            capped = np.clip(self.booster.predict(self.features(traj)), 0.0, self.params.cap)
+        extended = beyond_cap(capped, traj.cycle, self.lives, self.params.cap, self.params.extend_ramp)
+        return np.column_stack([capped, extended])
 
 
 def grouped_folds(traj: Trajectories, n_folds: int) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -144,30 +178,38 @@ def _fit_with_oof(traj: Trajectories, params: RulParams, jobs: int) -> tuple[np.
     model on all units; the fold fits and the final one are spread over ``jobs`` processes."""
     folds: list[tuple[np.ndarray, np.ndarray | None]] = list(grouped_folds(traj, params.n_folds))
     results = _run([*folds, (traj.units, None)], traj, params, jobs)
-    oof = np.empty(len(traj.unit))
+    oof = np.empty((len(traj.unit), 2))
     for (_, val_units), pred in zip(folds, results[:-1], strict=True):
         oof[np.isin(traj.unit, val_units)] = pred
     return oof, results[-1]
 
 
 def out_of_fold(traj: Trajectories, params: RulParams, jobs: int = 1) -> np.ndarray:
-    """Prediction for every row from the fold model that never saw its engine."""
+    """(rows, 2) capped and extended predictions for every row, from the fold model that never saw its engine
+    (whose beyond-cap extension knows only the lives of the fold's training engines)."""
     folds: list[tuple[np.ndarray, np.ndarray | None]] = list(grouped_folds(traj, params.n_folds))
-    oof = np.empty(len(traj.unit))
+    oof = np.empty((len(traj.unit), 2))
     for (_, val_units), pred in zip(folds, _run(folds, traj, params, jobs), strict=True):
         oof[np.isin(traj.unit, val_units)] = pred
     return oof
 
 
-def _conformal_offsets(pred: np.ndarray, true: np.ndarray, params: RulParams) -> np.ndarray:
-    """(bins, 2) residual quantiles (true - predicted) per bin of the prediction, with the split-conformal
-    finite-sample correction; clipped so that every interval contains its point prediction."""
-    alpha = 1.0 - params.coverage
+def _interval_bin(pred: np.ndarray, params: RulParams) -> np.ndarray:
+    """Equal-width bins of the prediction over [0, cap], and one more for estimates extended beyond it."""
     edges = np.linspace(0.0, params.cap, params.interval_bins + 1)
     which = np.clip(np.searchsorted(edges, pred, side="right") - 1, 0, params.interval_bins - 1)
-    out = np.zeros((params.interval_bins, 2))
+    return np.where(pred > params.cap, params.interval_bins, which)
+
+
+def _conformal_offsets(pred: np.ndarray, true: np.ndarray, params: RulParams) -> np.ndarray:
+    """(bins + 1, 2) residual quantiles (true - predicted) per bin of the prediction, with the split-conformal
+    finite-sample correction; clipped so that every interval contains its point prediction. An empty bin
+    takes the quantiles of all residuals."""
+    alpha = 1.0 - params.coverage
+    which = _interval_bin(pred, params)
+    out = np.zeros((params.interval_bins + 1, 2))
     resid = true - pred
-    for b in range(params.interval_bins):
+    for b in range(params.interval_bins + 1):
         r = np.sort(resid[which == b] if np.any(which == b) else resid)
         n = len(r)
         lo = r[max(0, math.floor((n + 1) * alpha / 2) - 1)]
@@ -186,7 +228,7 @@ class RulModel:
     def __init__(self, params: RulParams | None = None) -> None:
         self.params = params or RulParams()
         self.fitted: _Fitted | None = None
-        self.offsets = np.zeros((self.params.interval_bins, 2))
+        self.offsets = np.zeros((self.params.interval_bins + 1, 2))
         self.cv: dict[str, float] = {}
 
     def fit(self, traj: Trajectories, jobs: int = 1) -> RulModel:
@@ -194,38 +236,49 @@ class RulModel:
         t0 = time.perf_counter()
         oof, self.fitted = _fit_with_oof(traj, self.params, jobs)
         true = rul_target(traj, None)
-        self.offsets = _conformal_offsets(oof, true, self.params)
-        lo, hi = self._bounds(oof)
-        self.cv = {"rmse_capped": rmse(oof, np.minimum(true, self.params.cap)),
+        self.offsets = _conformal_offsets(oof[:, 1], true, self.params)
+        lo, hi = self._bounds(oof[:, 1])
+        self.cv = {"rmse_capped": rmse(oof[:, 0], np.minimum(true, self.params.cap)),
+                   "rmse": rmse(oof[:, 1], true),
                    "coverage": float(np.mean((true >= lo) & (true <= hi))), "folds": self.params.n_folds,
                    "engines": len(traj.units), "fit_seconds": time.perf_counter() - t0}
         return self
 
     def _bounds(self, pred: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        edges = np.linspace(0.0, self.params.cap, self.params.interval_bins + 1)
-        which = np.clip(np.searchsorted(edges, pred, side="right") - 1, 0, self.params.interval_bins - 1)
+        which = np.minimum(_interval_bin(pred, self.params), len(self.offsets) - 1)
         return np.maximum(pred + self.offsets[which, 0], 0.0), pred + self.offsets[which, 1]
 
     def predict(self, traj: Trajectories) -> RulPrediction:
         if self.fitted is None:
             raise RuntimeError("RulModel.predict before fit (or load a trained model from the registry)")
         last = traj.last_rows()
-        rul = self.fitted.predict_rows(traj)[last]
-        lo, hi = self._bounds(rul)
-        return RulPrediction(traj.unit[last], rul, lo, hi)
+        both = self.fitted.predict_rows(traj)[last]
+        lo, hi = self._bounds(both[:, 1])
+        return RulPrediction(traj.unit[last], both[:, 1], lo, hi, both[:, 0])
 
 
 TARGET_RMSE: dict[str, dict[str, float]] = {
-    "Zheng 2017 LSTM": {"FD001": 16.1, "FD002": 24.5, "FD003": 16.2, "FD004": 24.3},
     "Li 2018 DCNN": {"FD001": 12.6, "FD002": 22.4, "FD003": 12.6, "FD004": 23.3},
+    "trees, per-regime z (self-reported)": {"FD001": 12.5, "FD002": 13.4, "FD003": 12.5, "FD004": 14.1},
+    "STAR 2024": {"FD001": 10.6, "FD002": 13.5, "FD003": 10.7, "FD004": 15.9},
+    "TSMixer": {"FD001": 11.9, "FD002": 13.0, "FD003": 11.6, "FD004": 13.8},
+    "FC-STGNN": {"FD001": 11.6, "FD002": 13.0, "FD003": 11.5, "FD004": 13.5},
 }
-"""Published test RMSE (each engine at its last cycle) this model is held against."""
+"""Published test RMSE (each engine at its last cycle; ``../shared/data/README.md``). They score a capped-target
+model against the truth clipped at the cap (on FD002 no estimate capped at 125 can score under 18.3 against the
+unclipped file), so they compare with ``rmse_capped_truth``."""
+
+TARGET: dict[str, float] = {"FD001": 12.5, "FD002": 13.4, "FD003": 12.5, "FD004": 14.1}
+"""The issue's bar (the tree models' figures); its goal is the best of the deep models."""
+GOAL: dict[str, float] = {"FD001": 10.6, "FD002": 13.0, "FD003": 10.7, "FD004": 13.5}
 
 
 def evaluate_dataset(data_dir: Path | str, dataset: str, params: RulParams | None = None,
                      model: RulModel | None = None, jobs: int = 1) -> dict[str, Any]:
-    """Train (unless a model is given) and score the test set, each engine at its last cycle, against the
-    true RUL as given (uncapped) and, as many papers do, against the true RUL capped like the target."""
+    """Train (unless a model is given) and score the test set, each engine at its last cycle: ``rmse`` and
+    ``score`` of the estimate of the cycles really left against the official RUL file, ``rmse_capped_truth``
+    and ``score_capped_truth`` of the capped estimate against the truth clipped at the cap (the published
+    figures' convention); ``coverage`` of the 90 % interval against the official file."""
     files = dataset_files(data_dir, dataset)
     t0 = time.perf_counter()
     if model is None:
@@ -236,16 +289,18 @@ def evaluate_dataset(data_dir: Path | str, dataset: str, params: RulParams | Non
     if len(true) != len(pred.rul):
         raise ValueError(f"{files['rul']}: {len(true)} values for {len(pred.rul)} test engines")
     capped = np.minimum(true, model.params.cap)
+    est_capped = pred.rul_capped if pred.rul_capped is not None else np.minimum(pred.rul, model.params.cap)
     return {"dataset": dataset, "engines": len(true), "rmse": rmse(pred.rul, true), "score": phm_score(pred.rul, true),
-            "rmse_capped_truth": rmse(pred.rul, capped), "score_capped_truth": phm_score(pred.rul, capped),
+            "rmse_capped_truth": rmse(est_capped, capped), "score_capped_truth": phm_score(est_capped, capped),
             "coverage": float(np.mean((true >= pred.lower) & (true <= pred.upper))),
             "interval_width": float(np.mean(pred.upper - pred.lower)), "train_seconds": train_s, "cv": model.cv,
-            "published_rmse": {k: v[dataset] for k, v in TARGET_RMSE.items()}}
+            "published_rmse": {k: v[dataset] for k, v in TARGET_RMSE.items()},
+            "target_rmse": TARGET[dataset], "goal_rmse": GOAL[dataset]}
 
 
 def cv_rmse(traj: Trajectories, params: RulParams, jobs: int = 1) -> float:
-    """Grouped-CV RMSE against the capped target over all rows: the tuning criterion."""
-    return rmse(out_of_fold(traj, params, jobs), rul_target(traj, params.cap))
+    """Grouped-CV RMSE of the capped estimate against the capped target over all rows: the tuning criterion."""
+    return rmse(out_of_fold(traj, params, jobs)[:, 0], rul_target(traj, params.cap))
 
 
 def tune(traj: Trajectories, grid: list[dict[str, Any]], base: RulParams | None = None, jobs: int = 1
