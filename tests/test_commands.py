@@ -12,6 +12,7 @@ import uuid
 
 import paho.mqtt.client as mqtt
 import pytest
+from websockets.sync.client import connect as ws_connect
 
 from models import topics
 from models.wire import Command, CommandQueue, encode
@@ -131,6 +132,9 @@ def test_desired_setpoint_reaches_the_opcua_trailer_is_read_back_and_the_delta_c
 def test_setpoint_command_reaches_the_mqtt_trailer_and_succeeds_with_the_reported_value(rig):
     cloud, _, _, device, _ = rig
     before = len(device.writes)
+    live = ws_connect(f"ws://127.0.0.1:{cloud.port}/api/v1/live?api_key={cloud.api_key}")
+    live.send(json.dumps({"subscribe": ["trailer-002"]}))
+    assert json.loads(live.recv(10))["type"] == "subscribed"
     with cloud.client() as api:
         r = api.post("/api/v1/assets/trailer-002/commands",
                      json={"action": "set", "property": "setpoint", "value": -18, "ttl_s": 60,
@@ -144,7 +148,57 @@ def test_setpoint_command_reaches_the_mqtt_trailer_and_succeeds_with_the_reporte
         assert done["delivered_ns"] is not None and done["evidence"] == {"forecast_supply_air_c": -17.2}
         wait_until(lambda: _reported(api, "trailer-002", "setpoint") == -18.0, timeout=30,
                    what="trailer-002 reports -18")
+        [entry] = [e for e in api.get("/api/v1/audit").json()["items"] if e["action"] == "command.set"
+                   and e["after"]["command"] == cmd["id"]]
     assert device.writes[before:] == [{"topic": "sim/trailer-002/set/setpoint", "v": -18.0}]
+    # The audit trail: who, when, why and what the decision rested on.
+    assert (entry["target"], entry["reason"], entry["actor"]) == ("asset:trailer-002", "frozen load", cmd["issued_by"])
+    assert entry["after"]["evidence"] == {"forecast_supply_air_c": -17.2} and entry["t_ns"] >= cmd["issued_ns"]
+    # Live: every step of its lifecycle went to the WebSocket client watching the asset.
+    states = []
+    while not states or states[-1] != "succeeded":
+        msg = json.loads(live.recv(10))
+        if msg["type"] == "command" and msg["command"]["id"] == cmd["id"]:
+            states.append(msg["command"]["state"])
+    live.close()
+    assert states == ["pending", "delivered", "succeeded"]
+
+
+def test_the_gateway_refuses_what_its_own_configuration_does_not_declare_writable(rig):
+    """Even when the cloud (or whoever reached the broker) asks: the edge checks against its local types."""
+    _, _, sim, device, broker = rig
+    writes_opc, writes_mqtt = len(sim.writes), len(device.writes)
+    now = time.time_ns()
+    asks = CommandQueue(commands=[
+        Command(id="forged-1", asset="trailer-002", action="set", args={"property": "compressor_current", "value": 0},
+                issued_ns=now, expires_ns=now + 60 * 10**9),
+        Command(id="forged-2", asset="trailer-001", action="set", args={"property": "setpoint", "value": -60},
+                issued_ns=now, expires_ns=now + 60 * 10**9)])
+    reports: list[dict] = []
+    c = _broker_client(broker.url)
+    c.on_message = lambda _c, _u, m: reports.append(json.loads(m.payload))
+    c.subscribe(topics.commands_reported("acme", GATEWAY), qos=1)
+    time.sleep(0.5)
+    c.publish(topics.commands("acme", GATEWAY), encode(asks), qos=1).wait_for_publish(10)
+    final = wait_until(lambda: (f := {r["id"]: r for r in reports if r["state"] not in ("delivered",)})
+                       .keys() >= {"forged-1", "forged-2"} and f, timeout=20, what="both refused")
+    c.disconnect()
+    c.loop_stop()
+    assert final["forged-1"]["state"] == "failed"
+    assert final["forged-1"]["reason"] == ("'compressor_current' is not writable on refrigerated-trailer in this "
+                                           "gateway's configuration")
+    assert (final["forged-2"]["state"], final["forged-2"]["reason"]) == (
+        "failed", "setpoint: -60 degC is outside -30..25 degC")
+    time.sleep(0.5)
+    assert (len(sim.writes), len(device.writes)) == (writes_opc, writes_mqtt)
+
+
+def _broker_client(url: str) -> mqtt.Client:
+    host, port = url.removeprefix("mqtt://").split(":")
+    c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+    c.connect(host, int(port))
+    c.loop_start()
+    return c
 
 
 @pytest.mark.parametrize(("body", "field"), [
@@ -231,10 +285,7 @@ def test_a_redelivered_command_is_not_run_twice(rig):
         seen = repeated()
         again = CommandQueue(commands=[Command(id=cmd["id"], asset="trailer-002", action="set", args=cmd["args"],
                                                issued_ns=cmd["issued_ns"], expires_ns=cmd["expires_ns"])])
-        host, port = broker.url.removeprefix("mqtt://").split(":")
-        c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
-        c.connect(host, int(port))
-        c.loop_start()
+        c = _broker_client(broker.url)
         for _ in range(2):
             c.publish(topics.commands("acme", GATEWAY), encode(again), qos=1).wait_for_publish(10)
         c.disconnect()
