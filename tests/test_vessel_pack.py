@@ -252,3 +252,67 @@ def test_a_normal_week_of_voyages_raises_no_alarm(normal_week):
           f"{max(e['beaufort'] for e in passages)})")
     assert normal_week["alerts"] == []
     assert len(passages) >= 6  # the week really was voyages, in more than one weather
+
+
+def _offline(runs: list[VesselRun], t0: int, days: float, step_h: int = 6) -> dict[str, list]:
+    """Every rule on each ship's 10-minute means computed from its samples (what the store answers: see
+    ``test_the_store_is_read_as_the_same_ten_minute_means``), assessed every ``step_h`` hours of data; the first
+    (rule, classification, part, opened) of each alert."""
+    from cloud.packs.vessel import assess_windows
+
+    cfg = default_config()
+    out = {}
+    for r in runs:
+        end = t0 + round(days * DAY)
+        bins = bins_from_samples({p: (t, v) for p, (t, v, _) in r.points.items()}, t0, end, round(cfg.steady.bin_s * S))
+        opened: dict[str, tuple] = {}
+        for now in range(t0 + step_h * 3600 * S, end + 1, step_h * 3600 * S):
+            seen = bins.t_ns < now
+            w = steady_windows(Bins(bins.t_ns[seen], bins.every_ns, {p: v[seen] for p, v in bins.values.items()}),
+                               cfg.engine, cfg.steady)
+            assessment, _ = assess_windows(w, cfg, r.asset_id, int(w.t_ns[-1]) if len(w) else now)
+            for a in assessment.alarms:
+                ev = a.evidence
+                opened.setdefault(a.rule, (ev["classification"], ev.get("cylinder", ev.get("bearing")), a.at_ns))
+        out[r.asset_id] = list(opened.values())
+    return out
+
+
+def test_over_many_seeds_every_fault_is_named_and_normal_voyages_raise_nothing():
+    """Figures: ``VESSEL_SEEDS=40 .venv/bin/pytest -q -s tests/test_vessel_pack.py -k many_seeds`` (default 3)."""
+    import os
+
+    from simulators.vessel import Vessel, VesselFault, VesselParams
+
+    seeds = int(os.environ.get("VESSEL_SEEDS", "3"))
+    t0 = 1_748_822_400 * S
+    kinds = {"injector-hot": ("fuel_injector", 4, dict(kind="fuel_injector", cylinder=4, deviation_k=70)),
+             "injector-cold": ("fuel_injector", 2, dict(kind="fuel_injector", cylinder=2, deviation_k=-60)),
+             "turbocharger": ("turbocharger_fouling", None, dict(kind="turbocharger_fouling", fouling_per_day=0.12)),
+             "bearing": ("shaft_bearing_wear", 2, dict(kind="shaft_bearing_wear", bearing=2))}
+    caught: dict[str, list[float]] = {k: [] for k in kinds}
+    wrong, false_alarms = [], []
+    for seed in range(seeds):
+        runs, truth = [], {}
+        for i, (name, (_, _, spec)) in enumerate(kinds.items()):
+            start = t0 + (2 + seed % 3) * DAY
+            fault = VesselFault(start_ns=start, end_ns=start + 10 * DAY, **spec)
+            runs.append(Vessel(name, VesselParams(), seed=10_000 + 10 * seed + i, faults=[fault]).simulate(
+                t0, 14 * 86_400, 60))
+            truth[name] = fault
+        for name, found in _offline(runs, t0, 14).items():
+            classification, part, _ = kinds[name]
+            fault = truth[name]
+            right = [f for f in found if f[0] == classification and f[1] == part and f[2] >= fault.start_ns]
+            wrong += [(seed, name, f) for f in found if f not in right]
+            if right:
+                caught[name].append((min(f[2] for f in right) - fault.start_ns) / DAY)
+        normal = [Vessel(f"normal-{seed}-{j}", VesselParams(), seed=20_000 + 10 * seed + j).simulate(t0, 7 * 86_400, 60)
+                  for j in range(5)]
+        false_alarms += [(a, f) for a, found in _offline(normal, t0, 7).items() for f in found]
+    summary = "; ".join(f"{k}: {len(v)}/{seeds} caught, median {np.median(v) if v else float('nan'):.2f} days after "
+                        f"onset (max {max(v) if v else float('nan'):.2f})" for k, v in caught.items())
+    print(f"\n{seeds} seeds x 4 faults (14 days each): {summary}; misclassified or early: {len(wrong)}; "
+          f"{5 * seeds} normal ship-weeks: {len(false_alarms)} alarms")
+    assert all(len(v) == seeds for v in caught.values()), caught
+    assert wrong == [] and false_alarms == []
