@@ -10,12 +10,16 @@ samples), valued in halves so that every sum is exact in floating point and mean
 from __future__ import annotations
 
 import itertools
+import threading
 import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from types import SimpleNamespace
 
+import httpx
 import pytest
+import uvicorn
 from fastapi.testclient import TestClient
 
 from cloud.api.app import create_app
@@ -27,9 +31,11 @@ from cloud.store import Rows
 from cloud.store.embedded import EmbeddedStore
 from cloud.store.influx import InfluxStore
 from cloud.store.rollup import DAY_NS, HOUR_NS, MINUTE_NS, Resolution, plan
+from tests import test_web
 from tests.harness.processes import wait_until
-from tests.harness.servers import InfluxServer
+from tests.harness.servers import InfluxServer, free_port
 
+browser = test_web.browser  # the dashboard tests' Chromium (a module fixture)
 S = 1_000_000_000
 TENANT, ASSET, POINT = "acme", "trailer-001", "supply_air"
 Sample = tuple[int, float, int]
@@ -37,10 +43,12 @@ Sample = tuple[int, float, int]
 
 # -- the history and what it should read as ----------------------------------------------------------------------
 def history(now_ns: int, days: int = 40, step_s: int = 600) -> list[Sample]:
-    """``days`` days of one sample every ``step_s`` until ten minutes ago; now and then a bad quality."""
+    """``days`` days of one sample every ``step_s`` until ten minutes ago, a saw-tooth on a rising trend (half a
+    degree a day); now and then a bad quality."""
     step = step_s * S
     t0 = (now_ns - 10 * MINUTE_NS) // step * step - days * DAY_NS
-    return [(t0 + i * step, (i % 13) * 0.5 - 2.0, 2 if i % 97 == 0 else 0) for i in range(days * DAY_NS // step)]
+    return [(t0 + i * step, (i % 13) * 0.5 - 2.0 + (i * step // DAY_NS) * 0.5, 2 if i % 97 == 0 else 0)
+            for i in range(days * DAY_NS // step)]
 
 
 def windows(samples: list[Sample], every: int, agg: str, start: int = -(2**62), end: int = 2**62):
@@ -351,3 +359,44 @@ def test_a_layout_without_a_coarse_rollup_reads_raw_and_the_minutes(influxd, db)
     store = InfluxStore(influxd.url, "", "-", f"{db}/autogen", db)
     assert [(r.name, r.keep_ns) for r in store.resolutions()] == [("raw", 30 * DAY_NS), ("1m", 400 * DAY_NS)]
     store.close()
+
+
+# -- the dashboard -----------------------------------------------------------------------------------------------
+def test_the_dashboards_longest_view_draws_the_whole_history_from_the_rollups(influxd, db, tmp_path, browser):
+    now = time.time_ns()
+    samples = history(now)
+    _roll_up_and_expire(influxd, db, tmp_path, samples)
+    platform = Platform.open(_settings(tmp_path, influxd, db))
+    server = uvicorn.Server(uvicorn.Config(create_app(platform), host="127.0.0.1", port=free_port(),
+                                           log_level="warning"))
+    thread = threading.Thread(target=server.run, name="history-api", daemon=True)
+    thread.start()
+    tab = None
+    try:
+        wait_until(lambda: server.started, what="the API")
+        key = platform.registry.create_api_key(TENANT, "viewer", "auditor")
+        admin = platform.registry.create_api_key(TENANT, "admin", "ops")
+        url = f"http://127.0.0.1:{server.config.port}"
+        assert httpx.post(f"{url}/api/v1/assets", json={"id": ASSET, "type": "refrigerated-trailer"},
+                          headers={"Authorization": f"Bearer {admin}"}).status_code == 201
+        tab = test_web.Page(browser, SimpleNamespace(url=url), key)
+        page = tab.open(f"asset/{ASSET}")
+        chart = f'.chart[data-point="{POINT}"]'
+        page.wait_for_selector(f"{chart} canvas")
+        longest = max(int(b.get_attribute("data-span")) for b in page.locator(".toolbar button[data-span]").all())
+        assert longest == 365 * 86_400
+        page.click(f'button[data-span="{longest}"]')
+        days, _ = windows(samples, DAY_NS, "mean")
+        wait_until(lambda: page.get_attribute(chart, "data-points") == str(len(days)), what="a year's chart drawn")
+        assert page.get_attribute(chart, "data-resolution") == "1h"  # the days raw data no longer holds
+        assert int(page.get_attribute(chart, "data-first-t")) == days[0]  # 40 days back: the whole history
+        assert int(page.get_attribute(chart, "data-last-t")) == days[-1]
+        assert int(page.get_attribute(chart, "data-span-s")) == longest
+        assert "1h roll-up" in page.inner_text("#history-resolution")
+        tab.shot("asset-history-1y")
+    finally:
+        if tab is not None:
+            tab.close()
+        server.should_exit = True
+        thread.join(10)
+        platform.close()

@@ -19,8 +19,8 @@ const WINDOWS_S = [1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200
   172800, 604800];
 const windowFor = (spanS) => WINDOWS_S.find((w) => w >= spanS / 600) ?? Math.ceil(spanS / 600 / 86400) * 86400;
 // Where the history came from: raw samples while they are kept, roll-ups beyond (the API's "sources").
-const describeSources = (sources) => (sources || []).map((x) => (x.resolution === 'raw' ? 'raw samples'
-  : `${x.resolution} roll-up`) + ` from ${fmtTime(x.start_ns)}`).join(', ');
+const describeSources = (sources) => (sources || []).map((x) => (x.resolution === 'raw'
+  ? `raw samples from ${fmtTime(x.start_ns)}` : `${x.resolution} roll-up up to ${fmtTime(x.end_ns)}`)).join(', ');
 const SEVERITY_COLOR = { low: '#65a30d', medium: '#d97706', high: '#dc2626', critical: '#7f1d1d' };
 
 export async function renderAsset(root, signal, assetId) {
