@@ -304,7 +304,7 @@ def _write(p: Platform, asset: str, t: np.ndarray, v: np.ndarray) -> None:
 
 
 def test_the_report_computes_mkt_from_stored_readings_and_prints_the_chart_and_decisions(platform):
-    p, c, actors = platform
+    p, c, _ = platform
     step = 10 * 60 * S
     rng = np.random.default_rng(7)
     t1 = np.arange(T0 - 2 * H, T0 + 12 * H, step, dtype=np.int64)  # trailer-1 logs before and after the leg too

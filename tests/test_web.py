@@ -75,7 +75,8 @@ def stack(tmp_path_factory, mosquitto, influxdb) -> Iterator[Stack]:
     influxdb.create_database(db)
     settings = CloudSettings(database_url=f"sqlite:///{work / 'registry.sqlite'}", store="influx",
                              influx_url=influxdb.url, influx_bucket=f"{db}/autogen", influx_database=db,
-                             mqtt_url=mosquitto.url, ingest_client_id=f"ingest-{db}")
+                             mqtt_url=mosquitto.url, ingest_client_id=f"ingest-{db}",
+                             signing_key_dir=str(work / "signing-keys"))
     platform = Platform.open(settings, with_ingest=True, with_link=True)
     platform.start()
     reg = platform.registry
@@ -340,17 +341,73 @@ def test_a_viewer_is_offered_no_acknowledge_and_no_desired_edit(tab, stack):
     assert page.locator("#desired-json").count() == 0 and page.locator("#desired-save").count() == 0
 
 
-def test_shipments_page_lists_them_or_says_the_api_has_none(tab, stack):
-    t = tab("viewer")
+def test_shipments_page_creates_a_shipment_shows_its_chart_and_qa_signs_its_release(tab, stack):
+    """An operator creates a shipment with a custody leg on a live trailer and a batch; the page shows its status
+    and the report's chart; an excursion quarantines the lot; QA releases it from the queue only with their own
+    password (a wrong one is refused), and the PDF report downloads."""
+    from cloud.shipments import attach, create_user
+
+    reg = stack.platform.registry
+    if "qa" not in stack.keys:
+        stack.keys["qa"] = reg.create_api_key("acme", "qa", "quinn")
+        create_user(reg, "acme", "test", username="quinn", full_name="Quinn Quality", role="qa",
+                    password="correct horse battery")
+    t = tab("operator")
     page = t.open("shipments")
-    page.wait_for_selector("#shipments-table, main .msg")
+    page.wait_for_selector("#quarantine")
+    page.click("#new-shipment summary")
+    form = page.locator("#shipment-form")
+    for name, value in (("id", "web-1"), ("profile", "who-type-1"), ("origin_site", "dc-1"),
+                        ("destination_site", "dc-2")):
+        form.locator(f"input[name={name}]").fill(value)
+    form.locator("button[type=submit]").click()
+    page.wait_for_selector("#shipment-detail h2")
+    assert page.url.endswith("#/shipments/web-1")
+    start = time.time() - 3600
+    page.fill("#leg-form input[name=asset]", "trailer-001")
+    page.fill("#leg-form input[name=from]", time.strftime("%Y-%m-%dT%H:%M", time.localtime(start)))
+    page.click("#leg-form button[type=submit]")
+    page.wait_for_selector("#legs-table tbody tr")
+    for name, value in (("lot", "WEB-LOT-1"), ("product", "vaccine"), ("quantity", "10")):
+        page.fill(f"#batch-form input[name={name}]", value)
+    page.click("#batch-form button[type=submit]")
+    page.wait_for_selector("#batches-table tr[data-lot=WEB-LOT-1]")
+    page.wait_for_selector("#shipment-chart svg polyline")  # the trailer's live readings, boundaries dashed
+    assert page.locator("#shipment-chart svg line[stroke-dasharray]").count() >= 1
+    assert "who-type-1 · dc-1 → dc-2" in page.inner_text("#shipment-status")
+    t.shot("shipment-detail")
+
+    now = time.time_ns()
+    assert attach(stack.platform).quarantine_for_excursion("acme", "trailer-001", now - 40 * 60 * S, now - 30 * 60 * S,
+                                                           "web test excursion") == ["WEB-LOT-1"]
+    qa = tab("qa")
+    page = qa.open("shipments/web-1")
+    row = page.locator("#quarantine-table tr[data-lot=WEB-LOT-1]")
+    row.wait_for()
+    row.locator("input[name=reason]").fill("MKT within limits; reviewed with the logger")
+    row.locator("input[name=username]").fill("quinn")
+    row.locator("input[name=password]").fill("not my password")
+    row.locator("button[data-action=release]").click()
+    page.wait_for_selector("#quarantine-table .msg-error")
+    assert "signature refused" in row.inner_text()
     with stack.api("viewer") as api:
-        available = api.get("/api/v1/shipments").status_code == 200
-    if available:
-        assert page.locator("#shipments-table, main .msg-info").count() == 1
-    else:
-        assert "not available" in page.inner_text("main")
-    t.shot("shipments")
+        assert api.get("/api/v1/batches/WEB-LOT-1").json()["state"] == "quarantined"
+    row.locator("input[name=password]").fill("correct horse battery")
+    row.locator("button[data-action=release]").click()
+    page.wait_for_selector("#quarantine-table .msg-ok")
+    assert "released: signed by Quinn Quality (quinn)" in row.inner_text()
+    qa.shot("shipment-signed")
+    with stack.api("viewer") as api:
+        batch = api.get("/api/v1/batches/WEB-LOT-1").json()
+    assert batch["state"] == "released" and [d["verified"] for d in batch["decisions"]] == [True]
+    with page.expect_download() as download:
+        page.click("#report-pdf")
+    assert download.value.path().read_bytes()[:5] == b"%PDF-"
+
+    viewer = tab("viewer")
+    page = viewer.open("shipments/web-1")
+    page.wait_for_selector("#shipments-table tr[data-shipment=web-1]")
+    assert page.locator("#shipment-form, #leg-form, #batch-form, input[name=password]").count() == 0
 
 
 def test_fleet_renders_a_thousand_assets_in_under_a_second(tab, stack):

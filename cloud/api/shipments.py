@@ -134,6 +134,12 @@ def get_router(platform) -> APIRouter:
                 "Content-Disposition": f'inline; filename="shipment-{shipment_id}.pdf"'})
         return HTMLResponse(rep.to_html()) if format == "html" else rep.data
 
+    @r.get("/batches", tags=["shipments"])
+    def list_batches(p: Viewer, state: Literal["available", "quarantined", "released", "rejected"] | None = None,
+                     limit: int = Query(500, ge=1, le=1000)) -> dict[str, Any]:
+        """Batches by lot; ``state=quarantined`` is QA's queue of lots awaiting a signed decision."""
+        return {"items": svc.list_batches(p.tenant, state, limit)}
+
     @r.get("/batches/{lot}", tags=["shipments"])
     def get_batch(lot: Lot, p: Viewer) -> dict[str, Any]:
         """The batch, the excursions it went through, and every signed decision on it."""

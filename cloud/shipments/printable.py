@@ -99,12 +99,14 @@ def _decimate(t: np.ndarray, v: np.ndarray, n: int) -> tuple[np.ndarray, np.ndar
 
 def chart_svg(readings: list[tuple[str, np.ndarray, np.ndarray]], t0: int, t1: int,
               excursions: list[dict[str, Any]], limits: list[tuple[str, float]]) -> str:
-    """An inline SVG line chart: one polyline per custody leg, excursions shaded, profile limits dashed."""
+    """An inline SVG line chart: one polyline per custody leg, excursions shaded, profile limits dashed (the
+    scale reaches every limit, so an auditor sees how far the readings were from each)."""
     values = [v for _, _, v in readings if v.size]
     if not values or t1 <= t0:
         return '<p class="muted">No readings stored for this shipment\'s custody legs.</p>'
     w, h, left, right, top, bottom = 900, 320, 56, 12, 12, 44
     lo, hi = min(float(v.min()) for v in values), max(float(v.max()) for v in values)
+    lo, hi = min([lo, *(c for _, c in limits)]), max([hi, *(c for _, c in limits)])  # every boundary shown
     pad = max(0.5, (hi - lo) * 0.08)
     lo, hi = lo - pad, hi + pad
     sx, sy = (w - left - right) / (t1 - t0), (h - top - bottom) / (hi - lo)

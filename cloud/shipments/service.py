@@ -185,6 +185,14 @@ class ShipmentService:
         self._send(notes)
         return out
 
+    def list_batches(self, tenant: str, state: str | None = None, limit: int = 500) -> list[dict[str, Any]]:
+        """Batches by lot, of one state when given (``quarantined``: QA's queue)."""
+        with self.registry.session() as s:
+            query = select(Batch).where(Batch.tenant == tenant)
+            if state is not None:
+                query = query.where(Batch.state == state)
+            return [batch_dict(b) for b in s.scalars(query.order_by(Batch.lot).limit(limit))]
+
     def get_batch(self, tenant: str, lot: str) -> dict[str, Any]:
         """The batch with the excursions it went through and every decision on it (signatures re-verified)."""
         with self.registry.session() as s:
