@@ -30,7 +30,7 @@ test: $(VENV)/.dev-installed servers
 ## The real servers and peers the tests start on loopback: Mosquitto, InfluxDB, PostgreSQL, Node.js (for
 ## node-opcua, an independent OPC-UA implementation), Chromium (the dashboard's browser tests) and openssl
 ## (deploy/mosquitto/make-certs.sh, for the TLS broker tests), gcc and Python's headers (twin edge compile,
-## for the ahead-of-time kernel tests).
+## for the ahead-of-time kernel tests), poppler-utils (pdftoppm and pdftotext read the shipment report's PDF).
 servers:
 	@missing=""; \
 	command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || missing="$$missing mosquitto"; \
@@ -41,6 +41,7 @@ servers:
 	command -v docker-compose >/dev/null 2>&1 || missing="$$missing docker-compose"; \
 	command -v openssl >/dev/null 2>&1 || missing="$$missing openssl"; \
 	command -v gcc >/dev/null 2>&1 || missing="$$missing gcc"; \
+	command -v pdftoppm >/dev/null 2>&1 || missing="$$missing poppler-utils"; \
 	python3 -c "import os, sysconfig; assert os.path.exists(os.path.join(sysconfig.get_paths()['include'], 'Python.h'))" \
 	  2>/dev/null || missing="$$missing python3-dev"; \
 	if [ -n "$$missing" ]; then \
@@ -49,7 +50,7 @@ servers:
 	    $(if $(filter 0,$(shell id -u)),,sudo) apt-get update -qq && \
 	    DEBIAN_FRONTEND=noninteractive $(if $(filter 0,$(shell id -u)),,sudo) apt-get install -y -qq $$missing >/dev/null; \
 	  else \
-	    echo "The tests need real servers. Install:$$missing (Debian: apt-get install -y mosquitto influxdb postgresql nodejs npm chromium docker-compose openssl gcc python3-dev)"; \
+	    echo "The tests need real servers. Install:$$missing (Debian: apt-get install -y mosquitto influxdb postgresql nodejs npm chromium docker-compose openssl gcc python3-dev poppler-utils)"; \
 	    exit 1; \
 	  fi; \
 	fi
