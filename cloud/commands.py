@@ -24,7 +24,7 @@ from typing import Any
 
 from sqlalchemy import select
 
-from cloud.registry import Asset, CommandRecord, Registry
+from cloud.registry import Asset, CommandRecord, CustodyLeg, Registry, Shipment
 from models import topics
 from models.catalogue import AssetType, get_type
 from models.wire import TERMINAL_STATES, Command, CommandQueue, CommandReport, WireError, decode, encode
@@ -45,6 +45,13 @@ class InvalidCommand(ValueError):
 
 class NoGateway(LookupError):
     """The asset exists but no gateway serves it: nothing could carry the command."""
+
+
+class NeedsConfirmation(InvalidCommand):
+    """The value would take a load outside its profile: only with ``confirm``."""
+
+    def __init__(self, msg: str) -> None:
+        super().__init__("confirm", msg)
 
 
 class RateLimited(RuntimeError):
@@ -107,9 +114,14 @@ class CommandService:
         """Check, store, audit and queue a command; the stored command. InvalidCommand, LookupError, NoGateway,
         RateLimited say why not."""
         atype, gateway = self.asset_type(tenant, asset)
+        outside = ""
         if action == "set":
             args = {"property": args.get("property"), "value": check_set(atype, args.get("property"),
                                                                          args.get("value"))}
+            if atype.writable[args["property"]].guard == "load_profile":
+                outside = self.outside_load_profile(tenant, asset, args["value"])
+                if outside and not confirmed:
+                    raise NeedsConfirmation(f"{outside}: send confirm: true to apply it anyway")
         elif action == "command":
             name = args.get("name")
             if not isinstance(name, str) or name not in atype.commands:
@@ -130,7 +142,7 @@ class CommandService:
             s.add(row)
             self.registry.audit(s, tenant, actor, f"command.{action}", f"asset:{asset}", reason=why,
                                 after={"command": row.id, "args": args, "ttl_s": ttl_s, "confirmed": confirmed,
-                                       "evidence": evidence or {}})
+                                       "outside_profile": outside, "evidence": evidence or {}})
         self.counters["commands_issued"] += 1
         out = command_out(row)
         log.info("command %s issued: %s %s on %s by %s", row.id, action, args, asset, actor,
@@ -138,6 +150,29 @@ class CommandService:
         self.notify(tenant, out)
         self.publish_queue(tenant, gateway)
         return out
+
+    def outside_load_profile(self, tenant: str, asset: str, value: float) -> str:
+        """Why ``value`` (a temperature the unit will hold) is outside the profile of the shipment in the asset's
+        custody now; empty when it is inside, or nothing is loaded."""
+        from cloud.rules.coldchain.profiles import ProfileError, load_profile
+
+        with self.registry.session() as s:
+            leg = s.scalars(select(CustodyLeg).where(CustodyLeg.tenant == tenant, CustodyLeg.asset == asset,
+                                                     CustodyLeg.to_ns.is_(None))
+                            .order_by(CustodyLeg.from_ns.desc()).limit(1)).first()
+            shipment = s.get(Shipment, (tenant, leg.shipment)) if leg is not None else None
+            if shipment is None:
+                return ""
+            ref, sid = shipment.profile, shipment.id
+        try:
+            profile = load_profile(ref)
+        except ProfileError:
+            return f"shipment {sid}'s profile {ref!r} cannot be read, so the value cannot be checked against it"
+        for b in profile.boundaries:
+            if bool(b.out_of_range(value)):
+                return (f"{value:g} degC is outside profile {profile.name} of shipment {sid} in custody "
+                        f"({b.name}: {b.condition()})")
+        return ""
 
     def _take_rate(self, tenant: str, asset: str) -> None:
         now = time.monotonic()
@@ -150,7 +185,7 @@ class CommandService:
             q.append(now)
 
     def sets_for_delta(self, tenant: str, asset: str, delta: dict[str, Any], *, actor: str, why: str,
-                       ttl_s: float = 3600.0) -> list[dict[str, Any]]:
+                       ttl_s: float = 3600.0, confirmed: bool = False) -> list[dict[str, Any]]:
         """A ``set`` for each writable property whose desired value the device does not report yet, unless one
         with that value is already outstanding."""
         atype, _ = self.asset_type(tenant, asset)
@@ -162,7 +197,7 @@ class CommandService:
         for prop, d in sorted(delta.items()):
             if prop in atype.writable and {"property": prop, "value": float(d["desired"])} not in outstanding:
                 out.append(self.issue(tenant, asset, "set", {"property": prop, "value": d["desired"]}, ttl_s=ttl_s,
-                                      actor=actor, why=why))
+                                      actor=actor, why=why, confirmed=confirmed))
         return out
 
     # -- reading ---------------------------------------------------------------------------------

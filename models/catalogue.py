@@ -120,6 +120,9 @@ class WritableSpec(BaseModel):
     point: str | None = None
     tolerance: float = Field(default=1e-6, ge=0)
     confirm_s: float = Field(default=15.0, gt=0, le=600)
+    guard: Literal["load_profile"] | None = None
+    """``load_profile``: a value outside the profile of the load in custody (a cold-chain shipment) needs the
+    operator's explicit confirmation, and is recorded as confirmed."""
     opcua: OpcUaWrite | None = None
     mqtt: MqttWrite | None = None
 

@@ -293,3 +293,41 @@ def test_a_redelivered_command_is_not_run_twice(rig):
         wait_until(lambda: repeated() >= seen + 2, timeout=20, what="the redelivery seen twice")
         assert _command(api, "trailer-002", cmd["id"])["state"] == "succeeded"
     assert len(device.writes) == writes
+
+
+def test_a_setpoint_outside_the_loads_profile_needs_confirmation_and_is_recorded_confirmed(rig):
+    """trailer-002 carries a WHO refrigerator shipment (below -0.5 degC is an excursion): -15 only with confirm."""
+    cloud, _, _, device, _ = rig
+    with cloud.client() as api:
+        for site in ("dc-1", "store-1"):
+            api.post("/api/v1/sites", json={"id": site}).raise_for_status()
+        api.post("/api/v1/shipments", json={"id": "shp-cmd", "profile": "who-30-day-refrigerator",
+                                            "origin_site": "dc-1", "destination_site": "store-1"}).raise_for_status()
+        api.post("/api/v1/shipments/shp-cmd/custody",
+                 json={"asset": "trailer-002", "from": time.time_ns() - 10**9}).raise_for_status()
+        writes = len(device.writes)
+        refused = api.post("/api/v1/assets/trailer-002/commands",
+                           json={"action": "set", "property": "setpoint", "value": -15, "reason": "wrong trailer?"})
+        assert refused.status_code == 422
+        [err] = refused.json()["errors"]
+        assert err["where"] == "body.confirm"
+        assert "-15 degC is outside profile who-30-day-refrigerator of shipment shp-cmd" in err["msg"]
+        etag = api.get("/api/v1/twins/trailer-002").headers["etag"]
+        r = api.put("/api/v1/twins/trailer-002/desired", headers={"If-Match": etag},
+                    json={"desired": {"setpoint": -15}})
+        assert (r.status_code, r.json()["errors"][0]["where"]) == (422, "body.confirm")
+        assert len(device.writes) == writes  # nothing reached the trailer
+        inside = api.post("/api/v1/assets/trailer-002/commands",
+                          json={"action": "set", "property": "setpoint", "value": 4}).json()
+        assert (inside["confirmed"], _finished(api, "trailer-002", inside["id"])["state"]) == (False, "succeeded")
+        cmd = api.post("/api/v1/assets/trailer-002/commands",
+                       json={"action": "set", "property": "setpoint", "value": -15, "confirm": True,
+                             "reason": "product re-classified frozen"}).json()
+        assert cmd["confirmed"] is True
+        assert _finished(api, "trailer-002", cmd["id"])["state"] == "succeeded"
+        [entry] = [e for e in api.get("/api/v1/audit").json()["items"]
+                   if e["action"] == "command.set" and e["after"]["command"] == cmd["id"]]
+    assert entry["after"]["confirmed"] is True
+    assert entry["after"]["outside_profile"].startswith("-15 degC is outside profile who-30-day-refrigerator")
+    assert device.writes[writes:] == [{"topic": "sim/trailer-002/set/setpoint", "v": 4.0},
+                                      {"topic": "sim/trailer-002/set/setpoint", "v": -15.0}]

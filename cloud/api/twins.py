@@ -39,6 +39,7 @@ class TwinOut(BaseModel):
 class DesiredIn(Body):
     desired: dict[str, Any]
     reason: str = Field("", max_length=2000)
+    confirm: bool = Field(False, description="apply a value outside the profile of the load in custody")
 
 
 class GatewayConfigIn(Body):
@@ -91,9 +92,12 @@ def get_router(platform) -> APIRouter:
         for prop, value in body.desired.items():  # a writable property: what its device can take, or nothing
             if atype is not None and prop in atype.writable:
                 try:
-                    check_set(atype, prop, value, field=prop)
+                    value = check_set(atype, prop, value, field=prop)
                 except InvalidCommand as exc:
                     invalid(f"desired.{prop}", str(exc), "body")
+                if atype.writable[prop].guard == "load_profile" and not body.confirm and (
+                        outside := commands.outside_load_profile(p.tenant, asset, value)):
+                    invalid("confirm", f"desired.{prop}: {outside}: send confirm: true to apply it anyway", "body")
         try:
             twins.put_desired(p.tenant, asset, body.desired, expected, p.actor, body.reason)
         except NotFound as exc:
@@ -104,7 +108,8 @@ def get_router(platform) -> APIRouter:
         st = twins.state(p.tenant, asset)
         if atype is not None and atype.writable:
             try:  # desired values the device does not report yet go to it, as set commands
-                commands.sets_for_delta(p.tenant, asset, st.delta, actor=p.actor, why=body.reason)
+                commands.sets_for_delta(p.tenant, asset, st.delta, actor=p.actor, why=body.reason,
+                                        confirmed=body.confirm)
             except (NoGateway, RateLimited) as exc:
                 response.headers["Warning"] = f'199 - "desired state stored, not sent: {exc}"'
         response.headers["ETag"] = f'"{st.version}"'
