@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import json
 import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -387,3 +388,51 @@ def test_the_report_as_pdf_opens_and_its_first_page_shows_the_chart_with_the_ala
     assert page.shape[1] > page.shape[0]  # A4 landscape
     assert _near(page, "#1f77b4") > 400  # the trailer's temperature line
     assert _near(page, "#d62728", tol=30) > 1000  # the dashed alarm boundaries, the shaded excursion
+
+
+def _verify(tmp_path: Path, doc: object, key: str) -> subprocess.CompletedProcess:
+    (tmp_path / "doc.json").write_text(json.dumps(doc))
+    (tmp_path / "key.pem").write_text(key)
+    return subprocess.run([sys.executable, "-m", "twin", "coldchain", "verify", str(tmp_path / "doc.json"),
+                           "--key", str(tmp_path / "key.pem")], capture_output=True, text=True, timeout=120,
+                          cwd=Path(__file__).resolve().parents[1])
+
+
+def test_a_signed_decision_verifies_offline_with_the_public_key_and_one_altered_byte_breaks_it(platform, tmp_path):
+    p, c, _ = platform
+    _shipment(c["operator"], "s1", [("trailer-1", T0, None)], [{"lot": "A"}, {"lot": "B"}])
+    attach(p).quarantine_for_excursion("acme", "trailer-1", T0 + H, T0 + 2 * H, "heat-spike")
+    first = c["qa"].post("/api/v1/batches/A/release", json={**QUINN, "reason": "reviewed"}).json()["decision"]
+    (old,) = c["viewer"].get("/api/v1/signing-keys").json()["items"]
+
+    ok = _verify(tmp_path, first, old["public_key"])
+    assert ok.returncode == 0, ok.stderr
+    assert ok.stdout.startswith("verified  lot A  released  by Quinn Quality (quinn)")
+    # One byte of the signed record changed (the batch's version), however the file was edited: not verified.
+    altered = json.loads(json.dumps(first))
+    altered["record"]["batch"]["version"] = 2
+    bad = _verify(tmp_path, altered, old["public_key"])
+    assert bad.returncode == 1 and bad.stdout.startswith("NOT VERIFIED  lot A")
+    text = json.dumps(first)
+    i = text.index('"reason": "reviewed"') + len('"reason": "r')
+    assert _verify(tmp_path, json.loads(text[:i] + "E" + text[i + 1:]), old["public_key"]).returncode == 1
+    assert _verify(tmp_path, {"nothing": 1}, old["public_key"]).returncode == 2
+
+    # Rotation: the next decision is signed with a new key; the first still verifies with the retired one, and a
+    # whole report verifies against the published key list.
+    assert c["operator"].post("/api/v1/signing-keys/rotate").status_code == 403
+    rotated = c["admin"].post("/api/v1/signing-keys/rotate")
+    assert rotated.status_code == 201
+    second = c["qa"].post("/api/v1/batches/B/reject", json={**QUINN, "reason": "no data"}).json()["decision"]
+    keys = c["viewer"].get("/api/v1/signing-keys").json()
+    assert [k["id"] for k in keys["items"]] == [old["id"], rotated.json()["id"]] == [first["key_id"],
+                                                                                   second["key_id"]]
+    assert keys["items"][0]["retired_ns"] is not None and keys["items"][1]["retired_ns"] is None
+    assert _verify(tmp_path, second, old["public_key"]).returncode == 1  # another key
+    report = c["viewer"].get("/api/v1/shipments/s1/report").json()
+    assert [d["verified"] for d in report["decisions"]] == [True, True]
+    (tmp_path / "keys.json").write_text(json.dumps(keys))
+    (tmp_path / "doc.json").write_text(json.dumps(report))
+    both = subprocess.run([sys.executable, "-m", "twin", "coldchain", "verify", str(tmp_path / "doc.json"), "--key",
+                           str(tmp_path / "keys.json")], capture_output=True, text=True, timeout=120)
+    assert both.returncode == 0 and both.stdout.count("verified  lot") == 2, both.stdout + both.stderr
