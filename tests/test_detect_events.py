@@ -123,3 +123,24 @@ def test_restart_in_the_middle_of_an_open_event_closes_it_once(tmp_path):
     rest = feed(after, masks[3:], t0=3 * S)
     assert [e.is_open for e in opened] == [True]
     assert rest == whole  # the close, and the later event: same seq numbers as without the restart
+
+
+def test_release_holds_an_event_through_samples_scoring_above_it_and_ends_at_the_first_below():
+    # a novelty-style onset flag, then samples that continue the anomaly just under 0.5, then calm ones
+    scores = [0.1, 0.9, 0.4998, 0.4998, 0.3, 0.4998, 0.1]
+    masks = [0, 1, 0, 0, 0, 0, 0]
+    held = feed(EventTracker(1, NAMES, release=0.4995), masks, scores=scores)
+    assert closed(held) == [(1, 3, 1)]  # held through 2 and 3; the 0.3 at 4 ends it; 5 starts nothing
+    default = feed(EventTracker(1, NAMES), masks, scores=scores)
+    assert closed(default) == [(1, 1, 1)]  # without release, any unflagged sample ends it, as before
+
+
+def test_release_survives_save_and_load_and_old_state_without_it_loads_as_never_holding(tmp_path):
+    tr = EventTracker(2, NAMES, release=[0.4995, 0.45])
+    tr.save(tmp_path / "e.npz")
+    again = EventTracker(2, NAMES)
+    again.load(tmp_path / "e.npz")
+    assert again.release.tolist() == [0.4995, 0.45]
+    old = {k: v for k, v in tr.state().items() if k != "release"}
+    again.load_state(old)
+    assert np.isinf(again.release).all()
