@@ -17,6 +17,7 @@ from sqlalchemy import and_, bindparam, func, select, update
 
 from cloud.registry import Alert, AnomalyRecord, Asset, Gateway, Registry, Twin
 from cloud.store import TimeSeriesStore
+from models.catalogue import get_type
 
 STALE_AFTER_NS = 5 * 60 * 1_000_000_000
 OFFLINE_AFTER_NS = 60 * 60 * 1_000_000_000
@@ -67,15 +68,28 @@ def health_of(open_alert_severities: list[str], open_anomalies: int, status: str
     return round(max(0.0, min(1.0, h)), 3)
 
 
-def delta_of(desired: dict[str, Any], reported_points: dict[str, dict]) -> dict[str, Any]:
-    """Desired keys that name a point and differ from its last reported value (or are not reported)."""
+def delta_of(desired: dict[str, Any], reported_points: dict[str, dict],
+             confirmed_by: dict[str, tuple[str, float]] | None = None) -> dict[str, Any]:
+    """Desired keys that differ from their last reported value (or are not reported). A writable property is
+    reported by the point its type names, within its tolerance (``confirmed_by``: property -> (point, tolerance);
+    a drive's speed reference is met when the shaft runs within its slip of it)."""
     out = {}
     for key, want in desired.items():
-        have = reported_points.get(key, {}).get("value")
+        point, tolerance = (confirmed_by or {}).get(key, (key, 1e-9))
+        have = reported_points.get(point, {}).get("value")
         numeric = isinstance(want, int | float) and isinstance(have, int | float)  # a text point reports a string
-        if have is None or (numeric and abs(float(want) - float(have)) > 1e-9) or (not numeric and want != have):
+        if have is None or (numeric and abs(float(want) - float(have)) > tolerance) or (not numeric and want != have):
             out[key] = {"desired": want, "reported": have}
     return out
+
+
+def _confirmed_by(type_id: str | None) -> dict[str, tuple[str, float]]:
+    """For each writable property of the type: the point that reports it and how close counts as applied."""
+    try:
+        writable = get_type(type_id or "").writable
+    except KeyError:
+        return {}
+    return {name: (w.point or name, max(w.tolerance, 1e-9)) for name, w in writable.items()}
 
 
 def _registry_query():
@@ -144,7 +158,8 @@ class TwinService:
         desired = dict(a.desired or {})
         return TwinState(asset=asset, type=a.type, gateway=a.gateway, version=a.version or 0,
                          status=status, health=health_of(severities, len(anomalies), status), reported=reported,
-                         desired=desired, delta=delta_of(desired, points), model=dict(a.model or {}))
+                         desired=desired, delta=delta_of(desired, points, _confirmed_by(a.type)),
+                         model=dict(a.model or {}))
 
     def put_desired(self, tenant: str, asset: str, desired: dict[str, Any], if_match: int, actor: str,
                     reason: str = "") -> int:

@@ -12,8 +12,12 @@ import uuid
 
 import paho.mqtt.client as mqtt
 import pytest
+from fastapi.testclient import TestClient
 from websockets.sync.client import connect as ws_connect
 
+from cloud.api.app import create_app
+from cloud.registry import Asset
+from cloud.store import Rows
 from models import topics
 from models.wire import Command, CommandQueue, encode
 from simulators.opcua_server import NAMESPACE_URI, SimOpcUaServer
@@ -331,3 +335,33 @@ def test_a_setpoint_outside_the_loads_profile_needs_confirmation_and_is_recorded
     assert entry["after"]["outside_profile"].startswith("-15 degC is outside profile who-30-day-refrigerator")
     assert device.writes[writes:] == [{"topic": "sim/trailer-002/set/setpoint", "v": 4.0},
                                       {"topic": "sim/trailer-002/set/setpoint", "v": -15.0}]
+
+
+def test_a_drives_speed_reference_is_met_within_its_slip_and_commands_are_rate_limited_per_asset(linked_platform):
+    """The machine's ``speed_setpoint`` is reported by its ``speed`` point, within 60 rpm; and at most 30 commands a
+    minute reach one asset (429 problem+json), another asset is not held up by it."""
+    p = linked_platform
+    p.registry.ensure_tenant("acme")
+    with p.registry.session() as s:
+        s.add(Asset(tenant="acme", id="pump-001", type="rotating-machine", gateway="gw-m", first_seen_ns=0))
+        s.add(Asset(tenant="acme", id="pump-002", type="rotating-machine", gateway="gw-m", first_seen_ns=0))
+    now = time.time_ns()
+    rows = Rows()
+    rows.extend_series("acme", "pump-001", "speed", [now - 10**9], [1765.0], [0])
+    p.store.write(rows)
+    p.twins.put_desired("acme", "pump-001", {"speed_setpoint": 1800.0}, 0, "test")
+    assert p.twins.state("acme", "pump-001").delta == {}
+    p.twins.put_desired("acme", "pump-001", {"speed_setpoint": 1700.0}, 1, "test")
+    assert p.twins.state("acme", "pump-001").delta == {"speed_setpoint": {"desired": 1700.0, "reported": 1765.0}}
+
+    key = p.registry.create_api_key("acme", "operator", "olga")
+    api = TestClient(create_app(p), headers={"Authorization": f"Bearer {key}"})
+    codes = [api.post("/api/v1/assets/pump-001/commands", json={"action": "rebirth", "ttl_s": 5}).status_code
+             for _ in range(31)]
+    assert codes == [202] * 30 + [429]
+    r = api.post("/api/v1/assets/pump-001/commands", json={"action": "rebirth"})
+    assert r.headers["content-type"].startswith("application/problem+json") and 0 < r.json()["retry_after_s"] <= 60
+    assert api.post("/api/v1/assets/pump-002/commands", json={"action": "rebirth"}).status_code == 202
+    r = api.post("/api/v1/assets/pump-001/commands", json={"action": "set", "property": "speed_setpoint",
+                                                          "value": 2400})
+    assert r.status_code == 422 and r.json()["errors"][0]["where"] == "body.value"
