@@ -21,6 +21,8 @@ import httpx
 import pytest
 import uvicorn
 from fastapi.testclient import TestClient
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from cloud.api.app import create_app
 from cloud.housekeeping import Housekeeping
@@ -31,6 +33,7 @@ from cloud.store import Rows
 from cloud.store.embedded import EmbeddedStore
 from cloud.store.influx import InfluxStore
 from cloud.store.rollup import DAY_NS, HOUR_NS, MINUTE_NS, Resolution, plan
+from models.wire import T_NS_MAX, T_NS_MIN
 from tests import test_web
 from tests.harness.processes import wait_until
 from tests.harness.servers import InfluxServer, free_port
@@ -330,6 +333,58 @@ def test_windowed_reads_take_the_coarsest_exact_rollup_and_raw_for_the_unsettled
 def test_a_store_without_rollups_reads_raw_everywhere():
     assert _plan(1000, DAY_NS, (RAW30,)) == [("raw", DAY_NS, NOW - 1000 * DAY_NS, NOW)]
     assert _plan(1000, None, ()) == [("raw", 0, NOW - 1000 * DAY_NS, NOW)]
+
+
+@settings(max_examples=500, deadline=None)
+@given(start=st.integers(T_NS_MIN, T_NS_MAX - 1), length=st.integers(1, 2**64), now=st.integers(0, 2**62),
+       every=st.none() | st.integers(1, 36_500 * DAY_NS), raw_keep=st.sampled_from([0, DAY_NS, 30 * DAY_NS]),
+       rollups=st.sampled_from([(), (M400,), (M400, H5Y), (Resolution("1m", MINUTE_NS, 0), H5Y)]))
+def test_any_plan_covers_the_range_once_in_order_and_cuts_only_between_whole_windows(start, length, now, every,
+                                                                                     raw_keep, rollups):
+    end = min(start + length, T_NS_MAX)
+    resolutions = (Resolution("raw", 0, raw_keep), *rollups)
+    spans = plan(resolutions, start, end, now, every)
+    assert spans[0].start_ns == start and spans[-1].end_ns == end
+    for a, b in itertools.pairwise(spans):
+        assert a.end_ns == b.start_ns and (a.resolution, a.every_ns) != (b.resolution, b.every_ns)
+        assert a.end_ns % max([every or 1, *(r.every_ns for r in rollups)]) == 0  # no window of the answer is cut
+    for sp in spans:
+        assert sp.start_ns < sp.end_ns and sp.resolution in resolutions
+        if every is None:  # samples: raw ones are exact, a roll-up's windows are not
+            assert (sp.every_ns, sp.exact) == (sp.resolution.every_ns, sp.resolution.raw)
+        elif sp.resolution.raw or every % sp.resolution.every_ns == 0:
+            assert (sp.every_ns, sp.exact) == (every, True)
+        else:  # no resolution there answers such windows: the finest one's, coarser or not aligned, and said so
+            assert (sp.every_ns, sp.exact) == (max(every, sp.resolution.every_ns), False)
+
+
+def test_hostile_windows_and_ranges_over_rollups_are_answered_or_refused_never_a_server_error(influxd, db, tmp_path):
+    init(influxd.raw_url, "", _spec(db))
+    p = Platform.open(_settings(tmp_path, influxd, db))
+    try:
+        key = p.registry.create_api_key(TENANT, "admin", "ops")
+        client = TestClient(create_app(p), headers={"Authorization": f"Bearer {key}"})
+        assert client.post("/api/v1/assets", json={"id": ASSET, "type": "refrigerated-trailer"}).status_code == 201
+        write_by_day(p.store, history(time.time_ns(), days=2))
+        p.store.maintain()
+        statuses = {}
+        for start in (str(T_NS_MIN), "0", "1970-01-01T00:00:00Z", str(time.time_ns() - 3 * DAY_NS)):
+            for every in (None, "1ms", "7m", "90s", "1h", "36500d", "0s", "1y", "-1h"):
+                for agg in ("mean", "last", "count", "median"):
+                    params = {"point": POINT, "start": start, "end": str(T_NS_MAX), "agg": agg,
+                              **({"every": every} if every else {})}
+                    r = client.get(f"/api/v1/assets/{ASSET}/telemetry", params=params)
+                    statuses[r.status_code] = statuses.get(r.status_code, 0) + 1
+                    assert r.status_code in (200, 422), (params, r.text)
+                    if r.status_code == 200:
+                        body = r.json()
+                        assert body["sources"][0]["start_ns"] == body["start_ns"]
+                        assert body["sources"][-1]["end_ns"] == body["end_ns"]
+                    else:
+                        assert r.headers["content-type"].startswith("application/problem+json")
+        assert statuses[200] > 10 and statuses[422] > 10
+    finally:
+        p.close()
 
 
 # -- the platform runs it ----------------------------------------------------------------------------------------

@@ -31,8 +31,9 @@ class SourceOut(BaseModel):
     end_ns: int
     resolution: str = Field(description="raw, or the roll-up window the values come from (1m, 1h, ...)")
     every_ns: int | None = Field(None, description="the window each value there stands for; none: samples")
-    exact: bool = Field(description="the values are what the raw samples would give (a roll-up answers a window "
-                                    "that is a whole number of its own windows exactly)")
+    exact: bool = Field(description="the values are what raw samples would answer for what was asked: windows "
+                                    "made of whole roll-up windows are; a roll-up's windows standing for samples, "
+                                    "or for windows they do not divide, are not")
 
 
 class TelemetryOut(BaseModel):

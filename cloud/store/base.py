@@ -11,6 +11,10 @@ see ``cloud/pii.py``) also carries its pseudonym as the ``subject`` tag: a subje
 series that the store can find and erase by tag (InfluxDB deletes by tag and time, never by field value).
 In InfluxDB that is measurement ``text``, tags ``tenant``, ``asset``, ``point`` and, when personal,
 ``subject``; field ``value`` (string).
+
+Raw samples are kept for a while, roll-ups longer (``cloud.store.rollup``): ``read`` and ``read_windows`` take
+each stretch of a range from the resolution that still holds it, and say which (``Series.spans``);
+``query_range`` and ``query_window`` read raw samples only, for rules that need them.
 """
 
 from __future__ import annotations
@@ -24,6 +28,8 @@ from typing import Any, Literal, NamedTuple
 from cloud.store.rollup import RAW_FOREVER, Resolution, Span, plan
 
 Agg = Literal["mean", "min", "max", "last", "count"]
+_T_MIN = -(2**63) + 2
+"""The earliest time a store takes (``models.wire.T_NS_MIN``)."""
 AGGS: tuple[str, ...] = ("mean", "min", "max", "last", "count")
 
 
@@ -187,9 +193,9 @@ class TimeSeriesStore(ABC):
             if sp.resolution.raw:
                 part = self.query_window(tenant, asset, point, sp.start_ns, sp.end_ns, sp.every_ns, agg)
             else:  # from the roll-up window holding the start: the first window keeps what precedes it there
-                g = sp.resolution.every_ns
-                part = self.query_rollup_window(sp.resolution, tenant, asset, point, sp.start_ns // g * g,
-                                                sp.end_ns, sp.every_ns, agg)
+                first = max(sp.start_ns // sp.resolution.every_ns * sp.resolution.every_ns, _T_MIN)
+                part = self.query_rollup_window(sp.resolution, tenant, asset, point, first, sp.end_ns,
+                                                sp.every_ns, agg)
             out.t_ns += part.t_ns
             out.values += part.values
         return out

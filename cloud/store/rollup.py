@@ -97,17 +97,14 @@ RAW_FOREVER = Resolution("raw", 0, 0)
 
 @dataclass(frozen=True)
 class Span:
-    """Part of a read served by one resolution; ``every_ns``: the window of each value there (0: samples)."""
+    """Part of a read served by one resolution; ``every_ns``: the window of each value there (0: samples);
+    ``exact``: the values are what raw samples would answer for what was asked."""
 
     start_ns: int
     end_ns: int
     resolution: Resolution
     every_ns: int = 0
-
-    @property
-    def exact(self) -> bool:
-        """Whether the values are what raw samples would have answered."""
-        return self.resolution.raw or (self.every_ns > 0 and self.every_ns % self.resolution.every_ns == 0)
+    exact: bool = True
 
 
 def _floor(t: int, step: int) -> int:
@@ -130,7 +127,7 @@ def plan(resolutions: Sequence[Resolution], start_ns: int, end_ns: int, now_ns: 
         return []
     rollups = [r for r in resolutions if not r.raw]
     if not rollups:
-        return [Span(start_ns, end_ns, resolutions[0] if resolutions else RAW_FOREVER, every or 0)]
+        return [Span(start_ns, end_ns, resolutions[0] if resolutions else RAW_FOREVER, every or 0, True)]
     coarsest = max(r.every_ns for r in rollups)
     step = math.lcm(every, coarsest) if every else coarsest
     bounds: dict[Resolution, tuple[int | None, int | None]] = {}
@@ -146,22 +143,24 @@ def plan(resolutions: Sequence[Resolution], start_ns: int, end_ns: int, now_ns: 
     for a, b in itertools.pairwise(edges):
         have = [r for r in resolutions if (bounds[r][0] is None or a >= bounds[r][0])
                 and (bounds[r][1] is None or b <= bounds[r][1])]
-        r, span_every = _choose(resolutions, have, every)
+        r, span_every, exact = _choose(resolutions, have, every)
         if spans and spans[-1].resolution == r and spans[-1].every_ns == span_every:
-            spans[-1] = Span(spans[-1].start_ns, b, r, span_every)
+            spans[-1] = Span(spans[-1].start_ns, b, r, span_every, exact)
         else:
-            spans.append(Span(a, b, r, span_every))
+            spans.append(Span(a, b, r, span_every, exact))
     return spans
 
 
-def _choose(resolutions: Sequence[Resolution], have: list[Resolution], every: int | None) -> tuple[Resolution, int]:
-    """The resolution for one stretch of time, and the window its values will have there."""
+def _choose(resolutions: Sequence[Resolution], have: list[Resolution],
+            every: int | None) -> tuple[Resolution, int, bool]:
+    """The resolution for one stretch of time, the window its values will have there, and whether they are what
+    raw samples would answer."""
     if not have:  # older than every retention: whatever was kept longest may still hold some of it
         have = [max(resolutions, key=lambda r: (r.keep_ns == 0, r.keep_ns, r.every_ns))]
     finest = min(have, key=lambda r: r.every_ns)
     if every is None:
-        return finest, finest.every_ns
+        return finest, finest.every_ns, finest.raw
     exact = [r for r in have if r.raw or every % r.every_ns == 0]
     if exact:
-        return max(exact, key=lambda r: r.every_ns), every
-    return finest, max(every, finest.every_ns)
+        return max(exact, key=lambda r: r.every_ns), every, True
+    return finest, max(every, finest.every_ns), False
