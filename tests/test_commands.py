@@ -6,7 +6,6 @@ reported, and the twin's delta closed."""
 from __future__ import annotations
 
 import json
-import threading
 import time
 import uuid
 
@@ -20,48 +19,12 @@ from cloud.registry import Asset
 from cloud.store import Rows
 from models import topics
 from models.wire import Command, CommandQueue, encode
+from simulators.obedient import MqttReefer, ReeferPlant, follow_setpoint
 from simulators.opcua_server import NAMESPACE_URI, SimOpcUaServer
 from tests.harness import free_port
 from tests.harness.processes import CloudProcess, EdgeProcess, gateway_config, wait_until
 
 GATEWAY = "gw-cmd"
-
-
-class MqttReefer:
-    """A reefer on MQTT that obeys: a setpoint published to ``sim/{asset}/set/setpoint`` is taken and reported on
-    ``sim/{asset}/setpoint``; every write is logged (``writes``) so a test can prove what reached it."""
-
-    def __init__(self, url: str, asset: str, setpoint: float) -> None:
-        host, port = url.removeprefix("mqtt://").split(":")
-        self.asset, self.setpoint = asset, setpoint
-        self.writes: list[dict] = []
-        self.c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv311)
-        self.c.on_connect = lambda c, *_: c.subscribe([(f"sim/{asset}/set/#", 1), (f"sim/{asset}/cmd/#", 1)])
-        self.c.on_message = self._on_message
-        self.c.connect(host, int(port))
-        self.c.loop_start()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._report_every_second, daemon=True)
-        self._thread.start()
-
-    def _report(self) -> None:
-        self.c.publish(f"sim/{self.asset}/setpoint", json.dumps({"v": self.setpoint}), qos=1)
-
-    def _report_every_second(self) -> None:
-        while not self._stop.wait(1.0):
-            self._report()
-
-    def _on_message(self, client, userdata, msg) -> None:
-        body = json.loads(msg.payload)
-        self.writes.append({"topic": msg.topic, **body})
-        if msg.topic.endswith("/set/setpoint"):
-            self.setpoint = float(body["v"])
-            self._report()
-
-    def close(self) -> None:
-        self._stop.set()
-        self.c.disconnect()
-        self.c.loop_stop()
 
 
 @pytest.fixture(scope="module")
@@ -73,7 +36,10 @@ def rig(tmp_path_factory, mosquitto, influxdb, postgres):
     sim = SimOpcUaServer(free_port(), [("trailer-001", "refrigerated-trailer")])
     sim.start()
     sim.set_value("trailer-001", "setpoint", 4.0)
-    device = MqttReefer(mosquitto.url, "trailer-002", 4.0)
+    sim.set_value("trailer-001", "supply_air", 4.0)
+    plc_plant = follow_setpoint(sim, "trailer-001", ReeferPlant(setpoint_c=4.0, supply_air_c=4.0, tau_s=3.0))
+    device = MqttReefer(mosquitto.url, "trailer-002", ReeferPlant(setpoint_c=4.0, supply_air_c=4.0, tau_s=3.0,
+                                                                  defrost_s=10.0))
     cloud = CloudProcess(work, mosquitto.url, postgres.url_for(db), influxdb.url, db)
     cloud.start()
     cloud.wait_ready()
@@ -93,6 +59,7 @@ def rig(tmp_path_factory, mosquitto, influxdb, postgres):
     edge.stop()
     cloud.stop()
     device.close()
+    plc_plant.set()
     sim.stop()
     influxdb.drop_database(db)
     postgres.drop_database(db)
@@ -127,6 +94,9 @@ def test_desired_setpoint_reaches_the_opcua_trailer_is_read_back_and_the_delta_c
         wait_until(lambda: sim.value("trailer-001", "setpoint") == -18.0, timeout=30, what="the PLC's setpoint -18")
         twin = wait_until(lambda: (t := _twin(api, "trailer-001"))["delta"] == {} and t, timeout=30,
                           what="the delta closed")
+        # ...and the trailer follows physically: its supply air, read by the gateway, comes down towards -18.
+        wait_until(lambda: (_reported(api, "trailer-001", "supply_air") or 99) < -15.0, timeout=30,
+                   what="trailer-001's supply air below -15")
     assert twin["desired"] == {"setpoint": -18.0}
     assert twin["reported"]["points"]["setpoint"]["value"] == -18.0
     node = "ns=2;s=trailer-001.setpoint"
@@ -152,6 +122,8 @@ def test_setpoint_command_reaches_the_mqtt_trailer_and_succeeds_with_the_reporte
         assert done["delivered_ns"] is not None and done["evidence"] == {"forecast_supply_air_c": -17.2}
         wait_until(lambda: _reported(api, "trailer-002", "setpoint") == -18.0, timeout=30,
                    what="trailer-002 reports -18")
+        wait_until(lambda: (_reported(api, "trailer-002", "supply_air") or 99) < -15.0, timeout=30,
+                   what="trailer-002's supply air below -15")
         [entry] = [e for e in api.get("/api/v1/audit").json()["items"] if e["action"] == "command.set"
                    and e["after"]["command"] == cmd["id"]]
     assert device.writes[before:] == [{"topic": "sim/trailer-002/set/setpoint", "v": -18.0}]
@@ -335,6 +307,21 @@ def test_a_setpoint_outside_the_loads_profile_needs_confirmation_and_is_recorded
     assert entry["after"]["outside_profile"].startswith("-15 degC is outside profile who-30-day-refrigerator")
     assert device.writes[writes:] == [{"topic": "sim/trailer-002/set/setpoint", "v": 4.0},
                                       {"topic": "sim/trailer-002/set/setpoint", "v": -15.0}]
+
+
+def test_start_defrost_reaches_the_mqtt_trailer_and_its_supply_air_warms(rig):
+    cloud, _, _, device, _ = rig
+    writes = len(device.writes)
+    with cloud.client() as api:
+        cold = wait_until(lambda: (v := _reported(api, "trailer-002", "supply_air")) is not None and v < 0 and v,
+                          timeout=30, what="trailer-002 running cold")
+        cmd = api.post("/api/v1/assets/trailer-002/commands",
+                       json={"action": "command", "name": "start_defrost", "reason": "ice on the coil"}).json()
+        done = _finished(api, "trailer-002", cmd["id"])
+        assert (done["state"], done["reason"]) == ("succeeded", "published to sim/trailer-002/cmd/defrost")
+        wait_until(lambda: _reported(api, "trailer-002", "supply_air") > cold + 5, timeout=30,
+                   what="the defrost warming the supply air")
+    assert device.writes[writes:] == [{"topic": "sim/trailer-002/cmd/defrost", "start": 1}]
 
 
 def test_a_drives_speed_reference_is_met_within_its_slip_and_commands_are_rate_limited_per_asset(linked_platform):
