@@ -352,3 +352,39 @@ def test_a_drives_speed_reference_is_met_within_its_slip_and_commands_are_rate_l
     r = api.post("/api/v1/assets/pump-001/commands", json={"action": "set", "property": "speed_setpoint",
                                                           "value": 2400})
     assert r.status_code == 422 and r.json()["errors"][0]["where"] == "body.value"
+
+
+def test_an_opcua_write_the_server_refuses_returns_its_status_and_reads_back_nothing():
+    """The source's write as the actuator uses it, on a real asyncua server: a Double node written as Int16 is
+    BadTypeMismatch, a node it does not have BadUserAccessDenied (asyncua's answer), a namespace it does not have
+    BadNodeIdUnknown without a Write, a good write reads back what it wrote."""
+    from edge.config import OpcUaSource
+    from edge.sources.opcua import OpcUaSourceRunner
+    from tests.harness.opcua import Recorder
+
+    with SimOpcUaServer(free_port(), [("trailer-009", "refrigerated-trailer")]) as sim:
+        cfg = OpcUaSource.model_validate({"type": "opcua", "endpoint": sim.endpoint, "reconnect_min_s": 0.1,
+                                          "nodes": [{"node": sim.node_id("trailer-009", "setpoint"),
+                                                     "asset": "trailer-009", "point": "setpoint"}]})
+        runner = OpcUaSourceRunner(cfg)
+        runner.start(Recorder())
+        try:
+            node = sim.node_id("trailer-009", "setpoint")
+            status = wait_until(lambda: _try_write(runner, node, 3, "Int16"), timeout=20, what="a session")
+            assert status == ("BadTypeMismatch", None)
+            assert runner.write(f"nsu={NAMESPACE_URI};s=trailer-009.nothing", 1.0, "Double", 10) == (
+                "BadUserAccessDenied", None)
+            assert runner.write("nsu=urn:elsewhere;s=trailer-009.setpoint", 1.0, "Double", 10) == (
+                "BadNodeIdUnknown", None)
+            assert runner.write(node, -18.0, "Double", 10) == ("Good", -18.0)
+        finally:
+            runner.stop()
+    assert [(v, s) for _, v, s in sim.writes] == [(3, "BadTypeMismatch"), (1.0, "BadUserAccessDenied"),
+                                                  (-18.0, "Good")]
+
+
+def _try_write(runner, node: str, value: float, data_type: str):
+    try:
+        return runner.write(node, value, data_type, 10)
+    except ConnectionError:
+        return None
