@@ -27,6 +27,7 @@ and ``twin influx backfill`` does it by hand for a period on 1.x.
 from __future__ import annotations
 
 import re
+import time
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -206,6 +207,16 @@ def coarse_select(spec: InitSpec, where: str = "") -> str:
             f'{f" WHERE {where}" if where else ""} GROUP BY time({format_duration(spec.coarse_every_s)}), *')
 
 
+def legacy_coarse_select(spec: InitSpec, where: str) -> str:
+    """The coarse roll-up of fine rows written before sums and counts were kept (``value`` their mean only)."""
+    if spec.coarse_policy is None:
+        raise ValueError("this layout has no coarse roll-up")
+    return (f'SELECT mean("value") AS "value", min("value_min") AS "value_min", max("value_max") AS "value_max", '
+            f'last("value") AS "value_last", max("quality") AS "quality" '
+            f'INTO {_rp_measurement(spec, spec.coarse_policy)} FROM {_rp_measurement(spec, spec.rollup_policy)} '
+            f'WHERE {where} GROUP BY time({format_duration(spec.coarse_every_s)}), *')
+
+
 def continuous_query_name(spec: InitSpec, every_s: int | None = None) -> str:
     return f"{MEASUREMENT}_{format_duration(every_s or spec.rollup_every_s)}"
 
@@ -366,7 +377,7 @@ class _V1:
 
     def query(self, q: str, *, write: bool = False) -> list[dict]:
         try:
-            r = self._http.request("POST" if write else "GET", "/query", params={"q": q})
+            r = self._http.request("POST" if write else "GET", "/query", params={"q": q, "epoch": "ns"})
         except httpx.HTTPError as exc:
             raise InfluxAdminError(f"InfluxDB unreachable at {self.url}: {exc}") from None
         body = r.json() if r.content else {}
@@ -384,9 +395,11 @@ class _V1:
             self._continuous_query(spec, report, continuous_query_name(spec), continuous_query(spec),
                                    f"{spec.raw_policy} → {spec.rollup_policy}")
             if spec.coarse_policy is not None:
-                self._policy(spec, report, spec.coarse_policy, spec.coarse_retention_s, default=False)
+                added = self._policy(spec, report, spec.coarse_policy, spec.coarse_retention_s, default=False)
                 self._continuous_query(spec, report, continuous_query_name(spec, spec.coarse_every_s),
                                        coarse_continuous_query(spec), f"{spec.rollup_policy} → {spec.coarse_policy}")
+                if added == "created":
+                    self._coarse_from_history(spec, report)
         finally:
             self._http.close()
         return report
@@ -400,7 +413,8 @@ class _V1:
         self.query(f"CREATE DATABASE {_ql_ident(spec.database)}", write=True)
         report.add("created", what)
 
-    def _policy(self, spec: InitSpec, report: InitReport, name: str, retention_s: int, *, default: bool) -> None:
+    def _policy(self, spec: InitSpec, report: InitReport, name: str, retention_s: int, *,
+                default: bool) -> Outcome:
         keep = format_duration(retention_s) if retention_s else "INF"
         what = f"retention policy {name!r} on {spec.database!r} ({keep}{', default' if default else ''})"
         rows = {row[0]: row for s in self.query(f"SHOW RETENTION POLICIES ON {_ql_ident(spec.database)}")
@@ -412,12 +426,33 @@ class _V1:
             self.query(f"CREATE RETENTION POLICY {target} DURATION {keep} REPLICATION 1 SHARD DURATION "
                        f"{format_duration(shard_duration_s(retention_s))}{' DEFAULT' if default else ''}", write=True)
             report.add("created", what)
-        elif _go_duration_s(row[1]) != retention_s or (default and not row[4]):
+            return "created"
+        if _go_duration_s(row[1]) != retention_s or (default and not row[4]):
             self.query(f"ALTER RETENTION POLICY {target} {duration}{' DEFAULT' if default else ''}", write=True)
             was = format_duration(_go_duration_s(row[1])) if _go_duration_s(row[1]) else "INF"
             report.add("changed", f"{what}, was {was}{', default' if row[4] else ''}")
-        else:
-            report.add("unchanged", what)
+            return "changed"
+        report.add("unchanged", what)
+        return "unchanged"
+
+    def _coarse_from_history(self, spec: InitSpec, report: InitReport) -> None:
+        """A coarse roll-up added beside a fine one that already holds history (an upgrade): roll that history
+        up too, a day at a time, or reads of the past would find the coarse roll-up empty. Fine rows from before
+        sums and counts were kept give their coarse windows the mean of the minutes' means, the extremes, the
+        last minute's mean and the worst quality (``legacy_coarse_select``); newer rows the exact values."""
+        assert spec.coarse_policy is not None
+        fine = _rp_measurement(spec, spec.rollup_policy)
+        first = self.query(f'SELECT first("value_max") FROM {fine}')
+        if not first:
+            return
+        day = 86_400 * 1_000_000_000
+        start, now, days = int(first[0]["values"][0][0]) // day * day, time.time_ns(), 0
+        for a in range(start, now, day):
+            where = f"time >= {a} AND time < {a + day}"
+            self.query(legacy_coarse_select(spec, where), write=True)
+            self.query(coarse_select(spec, where), write=True)
+            days += 1
+        report.add("created", f"{spec.coarse_policy} rolled up from the {spec.rollup_policy} history ({days} days)")
 
     def _continuous_query(self, spec: InitSpec, report: InitReport, name: str, wanted: str, route: str) -> None:
         what = f"continuous query {name!r} on {spec.database!r} ({route})"

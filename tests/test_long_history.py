@@ -10,6 +10,7 @@ samples), valued in halves so that every sum is exact in floating point and mean
 from __future__ import annotations
 
 import itertools
+import sqlite3
 import threading
 import time
 import uuid
@@ -238,6 +239,34 @@ def test_the_platforms_rollup_writes_what_the_continuous_query_writes(influxd, d
         influxd.drop_database(other)
 
 
+def test_an_upgrade_rolls_the_minutes_history_up_into_the_new_hourly_rollup(influxd, db):
+    """A database set up before the hourly roll-up, its minutes written by the old continuous query (mean, min,
+    max and quality only): the next ``init`` adds the hourly roll-up with that history in it, so a year's view
+    still finds the past. Old minutes give the mean of their means; minutes with sums and counts, exact values."""
+    influxd.query(f'CREATE RETENTION POLICY "downsampled_1m" ON "{db}" DURATION 400d REPLICATION 1', method="POST")
+    hour = (time.time_ns() // DAY_NS - 20) * DAY_NS + 6 * HOUR_NS  # twenty days ago: 21 days up to today
+    old = [f"telemetry,asset={ASSET},point={POINT},tenant={TENANT} value={m % 7}.5,value_min={m % 7},"
+           f"value_max={m % 7 + 1},quality={m % 2}i {hour + m * MINUTE_NS}" for m in range(120)]
+    r = httpx.post(f"{influxd.raw_url}/write", params={"db": db, "rp": "downsampled_1m"}, content="\n".join(old),
+                   timeout=10)
+    assert r.status_code == 204, r.text
+
+    report = init(influxd.raw_url, "", _spec(db))
+
+    assert report.of("created")[-1] == "downsampled_1h rolled up from the downsampled_1m history (21 days)"
+    store = InfluxStore(influxd.url, "", "-", f"{db}/autogen", db)
+    try:
+        means = [(m % 7) + 0.5 for m in range(120)]
+        for agg, expected in (("mean", [sum(means[:60]) / 60, sum(means[60:]) / 60]),
+                              ("min", [0.0, 0.0]), ("max", [7.0, 7.0]), ("last", [means[59], means[119]])):
+            ser = store.read_windows(TENANT, ASSET, POINT, hour, hour + 2 * HOUR_NS, HOUR_NS, agg)
+            assert (ser.t_ns, ser.values) == ([hour, hour + HOUR_NS], expected), agg
+            assert [s.resolution.name for s in ser.spans] == ["1h"]
+        assert init(influxd.raw_url, "", _spec(db)).no_op  # once: a second run rolls nothing up again
+    finally:
+        store.close()
+
+
 def test_a_windowed_read_takes_the_coarsest_rollup_that_is_exact_and_raw_where_it_is_not(influxd, db, tmp_path):
     now = time.time_ns()
     samples = history(now, days=3, step_s=120)
@@ -296,6 +325,24 @@ def test_a_late_sample_updates_the_embedded_rollups_in_its_write(tmp_path):
     ser = store.read_windows(TENANT, ASSET, POINT, hour, hour + HOUR_NS, HOUR_NS, "mean")
     assert (ser.values, ser.spans[0].resolution.name) == ([59.5], "1h")
     assert store.read_windows(TENANT, ASSET, POINT, hour, hour + HOUR_NS, HOUR_NS, "last").values == [119.0]
+    store.close()
+
+
+def test_an_embedded_store_from_before_rollups_rolls_up_what_it_holds_when_opened(tmp_path):
+    now = time.time_ns()
+    samples = history(now, days=3, step_s=300)
+    path = tmp_path / "ts.sqlite"
+    store = EmbeddedStore(path)
+    write_by_day(store, samples)
+    store.close()
+    with sqlite3.connect(path) as con:  # as a demo's file was before this release
+        con.execute("DROP TABLE rollup")
+
+    store = EmbeddedStore(path)
+
+    ser = store.read_windows(TENANT, ASSET, POINT, samples[0][0], now, HOUR_NS, "mean")
+    assert ser.spans[0].resolution.name == "1h"
+    assert (ser.t_ns, ser.values) == windows(samples, HOUR_NS, "mean")
     store.close()
 
 
