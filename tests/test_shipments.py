@@ -436,3 +436,60 @@ def test_a_signed_decision_verifies_offline_with_the_public_key_and_one_altered_
     both = subprocess.run([sys.executable, "-m", "twin", "coldchain", "verify", str(tmp_path / "doc.json"), "--key",
                            str(tmp_path / "keys.json")], capture_output=True, text=True, timeout=120)
     assert both.returncode == 0 and both.stdout.count("verified  lot") == 2, both.stdout + both.stderr
+
+
+GMP = """\
+name: gmp-2-8
+description: 2-8 degC product released by QA, then by the qualified person
+boundaries:
+  - {name: warm, above: 8.0, after: 30m, mode: single, severity: high}
+approvals: [qa, qp]
+"""
+
+
+def test_a_profile_that_asks_for_qa_then_the_qualified_person_releases_only_after_both_sign(platform, tmp_path):
+    p, c, _ = platform
+    (tmp_path / "gmp.yaml").write_text(GMP)
+    svc = attach(p)
+    assert svc.register_profile(tmp_path / "gmp.yaml") == "gmp-2-8"
+    create_user(p.registry, "acme", "test", username="petra", full_name="Petra Person", role="qp",
+                password="qualified person's")
+    r = c["operator"].post("/api/v1/shipments", json={"id": "gmp", "profile": "gmp-2-8", "origin_site": "dc-1",
+                                                      "destination_site": "store-7"})
+    assert r.status_code == 201, r.text
+    c["operator"].post("/api/v1/shipments/gmp/custody", json={"asset": "trailer-1", "from": T0}).raise_for_status()
+    for lot in ("G1", "G2"):
+        c["operator"].post("/api/v1/shipments/gmp/batches", json={"lot": lot, "product": "vaccine",
+                                                                   "quantity": 5}).raise_for_status()
+    svc.quarantine_for_excursion("acme", "trailer-1", T0 + H, T0 + 2 * H, "warm")
+    petra = {"username": "petra", "password": "qualified person's"}
+
+    # The qualified person cannot sign first: QA's stage comes before.
+    r = c["qa"].post("/api/v1/batches/G1/release", json={**petra, "reason": "fine"})
+    assert r.status_code == 403 and "next stage is qa" in r.json()["detail"]
+    first = c["qa"].post("/api/v1/batches/G1/release", json={**QUINN, "reason": "data reviewed"})
+    assert first.status_code == 200, first.text
+    d1 = first.json()["decision"]
+    assert (d1["meaning"], d1["record"]["stage"], d1["record"]["final"]) == ("approved", "qa", False)
+    assert d1["record"]["statement"] == "approved (qa); release awaits qp"
+    assert first.json()["batch"]["state"] == "quarantined"
+    # QA cannot sign the qualified person's stage, nor can an admin who already signed one stage sign the next.
+    r = c["qa"].post("/api/v1/batches/G1/release", json={**QUINN, "reason": "again"})
+    assert r.status_code == 403 and "next stage is qp" in r.json()["detail"]
+    c["qa"].post("/api/v1/batches/G2/release", json={**ALICE, "reason": "as admin"}).raise_for_status()
+    r = c["qa"].post("/api/v1/batches/G2/release", json={**ALICE, "reason": "as admin again"})
+    assert r.status_code == 403 and "signed an earlier stage" in r.json()["detail"]
+
+    final = c["qa"].post("/api/v1/batches/G1/release", json={**petra, "reason": "certified"})
+    assert final.status_code == 200, final.text
+    d2 = final.json()["decision"]
+    assert (d2["meaning"], d2["record"]["stage"], d2["record"]["final"], d2["signer"]) == (
+        "released", "qp", True, "Petra Person (petra)")
+    assert d2["record"]["previous_signature"] == d1["signature"]
+    batch = final.json()["batch"]
+    assert batch["state"] == "released" and [d["verified"] for d in batch["decisions"]] == [True, True]
+    audit = c["admin"].get("/api/v1/audit", params={"limit": 1000}).json()["items"][::-1]
+    assert [(e["action"], e["actor"]) for e in audit if e["target"] == "batch:G1" and e["action"] != "batch.create"
+            and e["action"] != "signature.refused"] == [
+        ("batch.quarantine", "system:coldchain"), ("batch.approve", "Quinn Quality (quinn)"),
+        ("batch.release", "Petra Person (petra)")]

@@ -73,7 +73,7 @@ class DecisionIn(Body):
 class UserIn(Body):
     username: str = Field(min_length=2, max_length=64)
     full_name: str = Field(min_length=1, max_length=200, description="printed with every signature")
-    role: Literal["viewer", "operator", "qa", "admin"]
+    role: Literal["viewer", "operator", "qa", "qp", "admin"]
     password: str = Field(min_length=12, max_length=1024)
 
 

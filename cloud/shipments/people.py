@@ -23,8 +23,9 @@ from cloud.shipments.records import ShipmentConflict, ShipmentInvalid
 SCRYPT_N, SCRYPT_R, SCRYPT_P = 2**14, 8, 1
 """16 MiB and ~50 ms per hash: OWASP's floor for scrypt, paid once per sign-in or signature."""
 MIN_PASSWORD = 12
-SIGNING_ROLES = ("qa", "admin")
-ROLES = ("viewer", "operator", "qa", "admin")
+SIGNING_ROLES = ("qa", "qp", "admin")
+ROLES = ("viewer", "operator", "qa", "qp", "admin")
+"""``qp``: the qualified person, who signs the last stage of a release where the profile asks for one."""
 _USERNAME = re.compile(r"[a-z][a-z0-9._-]{1,63}")
 
 
@@ -94,5 +95,5 @@ def authenticate_signer(s: Any, tenant: str, username: str, password: str) -> Us
             hash_password(password)  # the same time as a wrong password: no telling which logins exist
         raise SignatureRefused("signature refused: login name or password does not match an active account")
     if u.role not in SIGNING_ROLES:
-        raise SignatureRefused(f"signature refused: {username} is {u.role}; only qa or admin sign decisions")
+        raise SignatureRefused(f"signature refused: {username} is {u.role}; only qa, qp or admin sign decisions")
     return u

@@ -15,6 +15,8 @@ DEFAULT_POINT = "supply_air"
 SYSTEM_ACTOR = "system:coldchain"
 MEANINGS = {"released": "batch.release", "rejected": "batch.reject"}
 """What a QA signature means (21 CFR 11.50(a)(3)) and its audit action; the batch's new state is the meaning."""
+APPROVED = "approved"
+"""A release signed at a stage before the last its profile asks for (``approvals``): the lot stays quarantined."""
 USABLE = ("available", "released")
 """States an excursion moves to ``quarantined``; a rejected lot stays rejected."""
 NOT_EXCURSIONS = frozenset(CLASSIFICATIONS)

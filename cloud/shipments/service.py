@@ -32,6 +32,7 @@ from cloud.rules.coldchain import iso, shipped_profiles
 from cloud.shipments import queries as q
 from cloud.shipments.people import authenticate_signer, signer_name
 from cloud.shipments.records import (
+    APPROVED,
     DEFAULT_POINT,
     MEANINGS,
     SYSTEM_ACTOR,
@@ -85,6 +86,15 @@ class ShipmentService:
         """Profiles a shipment or a lot may name."""
 
     # -- shipments, legs, batches -----------------------------------------------------------------------
+
+    def register_profile(self, ref: str | Path) -> str:
+        """A profile of this deployment's own (a YAML file) that shipments and lots may name; its name."""
+        from cloud.rules.coldchain.profiles import load_profile
+
+        name = load_profile(ref).name
+        self.profile_refs[name] = str(ref)
+        self.profiles = (*shipped_profiles(), *self.profile_refs)
+        return name
 
     def create_shipment(self, tenant: str, actor: str, *, profile: str, origin_site: str, destination_site: str,
                         shipment_id: str | None = None, reference: str = "") -> dict[str, Any]:
@@ -303,7 +313,11 @@ class ShipmentService:
         password now (``SignatureRefused`` otherwise; the refusal is audited). The signed record binds the
         signer's name, the time, the meaning and the reason to the batch's state at signing (its version and
         the excursions behind the quarantine) and to the previous decision's signature on this lot; Ed25519
-        under the tenant's key, held outside the registry. ``actor``: the API client the request came from."""
+        under the tenant's key, held outside the registry. ``actor``: the API client the request came from.
+
+        Where the lot's profile asks for approval in stages (``approvals: [qa, qp]``), each release signature is
+        one stage, by a person of that stage's role (or an admin) who signed no earlier stage of it; the lot stays
+        quarantined (meaning ``approved``) until the last stage releases it. A reject ends it at any stage."""
         from cloud.shipments.people import SignatureRefused
 
         if meaning not in MEANINGS:
@@ -313,24 +327,42 @@ class ShipmentService:
             raise ShipmentInvalid("reason: required; say why the batch is " + meaning)
         reg, now = self.registry, time.time_ns()
         with reg.session() as s:
-            q.batch(s, tenant, lot)  # another tenant's lot, or none: not found, before any password is checked
+            b = q.batch(s, tenant, lot)  # another tenant's lot, or none: not found, before any password is checked
+            stages = self._approvals(s, b)
+            pending = _pending_stages(q.decisions(s, tenant, [lot]))
         try:
             with reg.session() as s:
                 user = authenticate_signer(s, tenant, username, password)
+            stage = stages[min(len(pending), len(stages) - 1)] if meaning == "released" else None
+            if stage is not None and user.role not in (stage, "admin"):
+                raise SignatureRefused(f"signature refused: this release's next stage is {stage} "
+                                       f"({' then '.join(stages)}); {username} is {user.role}")
+            if stage is not None and user.username in pending:
+                raise SignatureRefused(f"signature refused: {username} signed an earlier stage of this release; "
+                                       "each stage is another person's")
         except SignatureRefused as exc:
             with reg.session() as s:
                 reg.audit(s, tenant, actor, "signature.refused", f"batch:{lot}", reason=str(exc),
                           after={"username": username, "meaning": meaning})
             raise
         signer = signer_name(user)
+        final = meaning != "released" or len(pending) + 1 >= len(stages)
+        if not final:
+            meaning = APPROVED
         with reg.session() as s:
             b = q.batch(s, tenant, lot, lock=True)
             if b.state != "quarantined":
-                raise ShipmentConflict(f"batch {lot} is {b.state}; only a quarantined batch can be {meaning}")
+                raise ShipmentConflict(f"batch {lot} is {b.state}; only a quarantined batch can be "
+                                       f"{'released' if meaning == APPROVED else meaning}")
             previous = q.decisions(s, tenant, [lot])
+            if _pending_stages(previous) != pending:
+                raise ShipmentConflict(f"batch {lot}: another stage was signed meanwhile; reload and sign again")
             key_id, key = self.keys.current(s, reg, tenant)
             record = {"v": SIGNATURE_VERSION, "alg": ALGORITHM, "kind": "batch-decision", "tenant": tenant,
-                      "lot": lot, "meaning": meaning, "statement": statement(meaning, reason), "reason": reason,
+                      "lot": lot, "meaning": meaning, "reason": reason,
+                      "statement": f"approved ({stage}); release awaits {', '.join(stages[len(pending) + 1:])}"
+                      if meaning == APPROVED else statement(meaning, reason),
+                      "stage": stage, "stages": stages if stage else None, "final": final,
                       "signer": signer, "signer_login": user.username, "signer_role": user.role,
                       "authentication": "login name and password, entered at signing", "signed_at": iso(now),
                       "key_id": key_id, "batch": signed_batch(b),
@@ -341,9 +373,9 @@ class ShipmentService:
                               record=record, digest=digest, signature=signature, key_id=key_id)
             s.add(d)
             before = batch_dict(b)
-            b.state, b.version, b.updated_ns = meaning, b.version + 1, now
+            b.state, b.version, b.updated_ns = b.state if meaning == APPROVED else meaning, b.version + 1, now
             s.flush()
-            reg.audit(s, tenant, signer, MEANINGS[meaning], f"batch:{lot}",
+            reg.audit(s, tenant, signer, MEANINGS.get(meaning, "batch.approve"), f"batch:{lot}",
                       reason=reason, before=before,
                       after={**batch_dict(b), "decision_id": d.id, "meaning": meaning, "signature": signature,
                              "via": actor})
@@ -355,6 +387,16 @@ class ShipmentService:
                 "signer": signer, "signature": signature, "t_ns": now})
         self._send([note])
         return out
+
+    def _approvals(self, s: Session, b: Batch) -> list[str]:
+        """The release stages the lot's profile asks for (its product's, else its shipment's)."""
+        from cloud.rules.coldchain.profiles import ProfileError, load_profile
+
+        name = b.profile or q.shipment(s, b.tenant, b.shipment).profile
+        try:
+            return list(load_profile(self.profile_refs.get(name, name)).approvals)
+        except ProfileError:
+            return ["qa"]
 
     def verify(self, tenant: str, decision: dict[str, Any]) -> bool:
         """Does the decision's signature verify on its record under the published key it names, and does the
@@ -400,6 +442,14 @@ class ShipmentService:
                         log.warning("notification to %s not sent: broker not connected", topic)
                 except Exception:
                     log.exception("notification to %s failed", topic)
+
+
+def _pending_stages(decisions: list[BatchDecision]) -> list[str]:
+    """Logins that signed the stages of the release under way: the ``approved`` decisions since the last final."""
+    out: list[str] = []
+    for d in decisions:
+        out = [*out, str(d.record.get("signer_login"))] if d.meaning == APPROVED else []
+    return out
 
 
 def attach(platform) -> ShipmentService:

@@ -12,18 +12,17 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from cloud.rules.coldchain.excursions import iso
-from cloud.rules.coldchain.profiles import Profile
-from cloud.rules.coldchain.reefer import (
+from cloud.rules.coldchain.live import (
     PREDICTED_RULE,
     LiveAlarm,
     ReeferRuleSettings,
     SeriesLike,
-    _control_air,
     _evidence,
-    _rate_per_s,
     clean,
     held_at,
 )
+from cloud.rules.coldchain.profiles import Profile
+from cloud.rules.coldchain.reefer import _control_air, _rate_per_s
 
 if TYPE_CHECKING:
     from cloud.thermal import ThermalModel

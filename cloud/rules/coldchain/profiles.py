@@ -148,6 +148,9 @@ class Profile(BaseModel):
     boundaries: list[Boundary] = Field(default_factory=list)
     mkt: MktSpec | None = None
     disposition: str | None = Field(None, description="what to do with the product when nothing fired")
+    approvals: list[Literal["qa", "qp"]] = Field(
+        default_factory=lambda: ["qa"], min_length=1, max_length=4,
+        description="who signs a release of a quarantined lot, in order: qa, then qp (the qualified person)")
 
     @model_validator(mode="after")
     def _unique(self) -> Profile:
