@@ -227,13 +227,17 @@ def test_a_young_healthy_engine_is_estimated_beyond_the_cap_and_scored_both_ways
     life = len(train)
     rul = np.append(np.loadtxt(tmp_path / "RUL_FD001.txt"), life - 5)
     np.savetxt(tmp_path / "RUL_FD001.txt", rul, fmt="%d")
-    params = replace(QUICK, cap=60.0)  # lives of 80-160: a young engine has far more than 60 left
+    params = replace(QUICK, cap=60.0, extend_ramp=20.0)  # lives of 80-160: a young engine has far more than 60 left
     model = RulModel(params).fit(from_array(synthetic_rows(40, 1)[0]))
     pred = model.predict(from_array(np.loadtxt(tmp_path / "test_FD001.txt")))
     assert pred.rul_capped[-1] > 55.0 and pred.rul[-1] > 60.0 + 30.0  # fleet lives average ~120: ~115 left
     assert pred.lower[-1] <= rul[-1] <= pred.upper[-1]
+    off = RulModel(replace(params, extend_ramp=0.0)).fit(from_array(synthetic_rows(40, 1)[0]))
+    default = off.predict(from_array(np.loadtxt(tmp_path / "test_FD001.txt")))  # by default: the capped estimate
+    np.testing.assert_array_equal(default.rul, default.rul_capped)
+    np.testing.assert_array_equal(default.rul_capped, pred.rul_capped)  # the extension never moves it
     r = evaluate_dataset(tmp_path, "FD001", model=model)
-    assert r["rmse"] == pytest.approx(rmse(pred.rul, rul), rel=1e-12)
+    assert r["rmse"] == pytest.approx(rmse(pred.rul, rul), rel=1e-12) and r["target_rmse"] == 12.5
     assert r["rmse_capped_truth"] == pytest.approx(rmse(pred.rul_capped, np.minimum(rul, 60.0)), rel=1e-12)
     assert r["coverage"] == pytest.approx(np.mean((rul >= pred.lower) & (rul <= pred.upper)))
 
