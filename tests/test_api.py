@@ -87,7 +87,8 @@ def test_keys_roles_and_tenants(platform):
 # Routes whose cross-tenant answers tests/test_shipments.py checks (they need a shipment and a lot to exist).
 SHIPMENT_ROUTES = {"/api/v1/batches/{lot}", "/api/v1/batches/{lot}/reject", "/api/v1/batches/{lot}/release",
                    "/api/v1/shipments/{shipment_id}", "/api/v1/shipments/{shipment_id}/report",
-                   "/api/v1/shipments/{shipment_id}/batches", "/api/v1/shipments/{shipment_id}/custody"}
+                   "/api/v1/shipments/{shipment_id}/batches", "/api/v1/shipments/{shipment_id}/custody",
+                   "/api/v1/shipments/{shipment_id}/consignee"}
 
 
 def test_every_route_that_names_a_resource_answers_404_to_another_tenant(platform):

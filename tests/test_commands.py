@@ -352,6 +352,10 @@ def test_a_drives_speed_reference_is_met_within_its_slip_and_commands_are_rate_l
     r = api.post("/api/v1/assets/pump-001/commands", json={"action": "set", "property": "speed_setpoint",
                                                           "value": 2400})
     assert r.status_code == 422 and r.json()["errors"][0]["where"] == "body.value"
+    for body in (b'{"action": "rebirth", "evidence": {"forecast": NaN}}', b'{"action": "set", "property": '
+                 b'"speed_setpoint", "value": Infinity}', b'{"action": "rebirth", "ttl_s": 1e400}'):
+        r = api.post("/api/v1/assets/pump-002/commands", content=body, headers={"Content-Type": "application/json"})
+        assert r.status_code == 422, r.text
 
 
 def test_an_opcua_write_the_server_refuses_returns_its_status_and_reads_back_nothing():

@@ -8,10 +8,11 @@ and nothing is sent.
 
 from __future__ import annotations
 
+import json
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Path
-from pydantic import Field, StrictBool, StrictFloat, StrictInt
+from pydantic import Field, StrictBool, StrictFloat, StrictInt, field_validator
 
 from cloud.api.auth import Operator, Viewer
 from cloud.api.params import NAME, AssetId, Body, invalid
@@ -33,6 +34,19 @@ class CommandIn(Body):
     reason: str = Field(default="", max_length=2000)
     confirm: bool = False
     evidence: dict[str, Any] | None = Field(default=None, description="what the decision rests on (a forecast)")
+
+    @field_validator("evidence")
+    @classmethod
+    def _storable(cls, v: dict[str, Any] | None) -> dict[str, Any] | None:
+        """Kept in the audit trail as JSON: no NaN or infinity (PostgreSQL refuses them), at most 64 KiB."""
+        if v is not None:
+            try:
+                size = len(json.dumps(v, allow_nan=False))
+            except ValueError:
+                raise ValueError("NaN or infinity cannot be stored; send null or leave it out") from None
+            if size > 65536:
+                raise ValueError(f"{size} bytes as JSON; at most 65536")
+        return v
 
 
 def get_router(platform) -> APIRouter:
