@@ -15,6 +15,7 @@ becomes a ``set`` command; the twin's delta closes when the device reports the v
 from __future__ import annotations
 
 import logging
+import math
 import secrets
 import threading
 import time
@@ -250,7 +251,8 @@ class CommandService:
                 r.delivered_ns = now
             else:
                 r.delivered_ns = r.delivered_ns or now
-                r.finished_ns, r.reason, r.value = now, rep.reason, rep.value
+                finite = not isinstance(rep.value, float) or math.isfinite(rep.value)  # JSON columns take no NaN
+                r.finished_ns, r.reason, r.value = now, rep.reason, rep.value if finite else None
             out = command_out(r)
         log.info("command %s %s%s", rep.id, rep.state, f": {rep.reason}" if rep.reason else "",
                  extra={"tenant": parts.tenant, "asset": rep.asset, "command": rep.id})
