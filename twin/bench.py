@@ -499,9 +499,9 @@ def pdm(json_out: Path | None = typer.Option(None, "--json"),
              "`twin pdm evaluate`. The published figures (`../shared/data/README.md`) score the capped estimate "
              "against the test truth clipped at the cap: against the unclipped file no estimate capped at 125 can "
              "score under 18.3 on FD002 or 19.5 on FD004, a fifth of whose test engines have more than 125 cycles "
-             "left. Against the official file the model's estimate goes beyond the cap for an engine that shows no "
-             "wear (the training fleet's expected remaining life given its age), and the 90 % interval "
-             "(split-conformal on grouped-CV residuals) is about those cycles.")
+             "left. The 90 % interval (split-conformal on grouped-CV residuals, by bin of the estimate) is about "
+             "the cycles really left, so its coverage is against the official file. The beyond-cap estimate "
+             "(`--extend-ramp`) is off: see `cloud.pdm.model`.")
     record("pdm", "Predictive maintenance: remaining useful life on C-MAPSS", rows,
            {"results": results, "train_seconds_total": train_s, "jobs": jobs}, notes, json_out)
 
