@@ -307,6 +307,8 @@ class Shipment(Base):
     reference: Mapped[str] = mapped_column(String(200), default="")
     created_ns: Mapped[int] = mapped_column(BigInteger)
     created_by: Mapped[str] = mapped_column(String(200))
+    # the receiving customer, told before arrival (cloud/shipments/notices.py); the secret signs its webhook bodies
+    consignee: Mapped[dict | None] = mapped_column(JSON, nullable=True)
 
 
 class CustodyLeg(Base):

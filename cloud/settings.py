@@ -107,6 +107,10 @@ class CloudSettings(BaseSettings):
     # cloud-metadata addresses are refused (after DNS, at registration and at every delivery) unless listed
     # here: networks ("10.20.0.0/16", "127.0.0.1") or exact host names, comma-separated or a JSON list.
     webhook_allow: Annotated[list[str], NoDecode] = []
+    # Consignee notices by e-mail (cloud/shipments/notices.py): the SMTP relay; empty host: no e-mail is sent
+    smtp_host: str = ""
+    smtp_port: int = Field(25, ge=1, le=65535)
+    smtp_from: str = "assettwin@localhost"
     webhook_timeout_s: float = Field(5.0, gt=0, le=60)  # connect, send and answer, each
     webhook_max_attempts: int = Field(12, ge=1, le=100)
     webhook_retry_base_s: float = Field(2.0, gt=0)  # doubling after each failed attempt (±20 %), up to max

@@ -255,6 +255,7 @@ def test_another_tenants_shipments_and_batches_are_not_found(platform):
                                ("get", "/api/v1/batches/A", None),
                                ("post", "/api/v1/shipments/s1/custody", {"asset": "trailer-1", "from": T0 + H}),
                                ("post", "/api/v1/shipments/s1/batches", {"lot": "X", "product": "p", "quantity": 1}),
+                               ("put", "/api/v1/shipments/s1/consignee", {"name": "n", "email": "a@b.example"}),
                                ("post", "/api/v1/batches/A/release", {**QUINN, "reason": "mine now"}),
                                ("post", "/api/v1/batches/A/reject", {**QUINN, "reason": "mine now"})):
         r = getattr(other, method)(path, **({"json": body} if body else {}))
@@ -493,3 +494,20 @@ def test_a_profile_that_asks_for_qa_then_the_qualified_person_releases_only_afte
             and e["action"] != "signature.refused"] == [
         ("batch.quarantine", "system:coldchain"), ("batch.approve", "Quinn Quality (quinn)"),
         ("batch.release", "Petra Person (petra)")]
+
+
+def test_a_consignee_is_checked_and_its_webhook_secret_shown_once(platform):
+    _, c, _ = platform
+    _shipment(c["operator"], "s1", [("trailer-1", T0, None)], [{"lot": "A"}])
+    for body, words in (({"name": "n"}, "give an email, a webhook, or both"),
+                        ({"name": "n", "email": "not-an-address"}, "is not an e-mail address"),
+                        ({"name": "n", "webhook": "http://10.0.0.1/hook"}, "TWIN_WEBHOOK_ALLOW can admit it"),
+                        ({"name": "n", "webhook": "ftp://store.example/x"}, "only http and https")):
+        r = c["operator"].put("/api/v1/shipments/s1/consignee", json=body)
+        assert r.status_code == 422 and words in r.json()["detail"], (body, r.text)
+    assert c["viewer"].put("/api/v1/shipments/s1/consignee", json={"name": "n", "email": "a@b.example"}) \
+        .status_code == 403
+    r = c["operator"].put("/api/v1/shipments/s1/consignee", json={"name": "Store 7", "email": "in@store7.example"})
+    assert r.status_code == 200 and len(r.json()["secret"]) >= 40
+    assert c["viewer"].get("/api/v1/shipments/s1").json()["consignee"] == {
+        "name": "Store 7", "email": "in@store7.example", "webhook": None}

@@ -70,6 +70,12 @@ class DecisionIn(Body):
         return v.strip()
 
 
+class ConsigneeIn(Body):
+    name: str = Field(min_length=1, max_length=200, description="the receiving organisation")
+    email: str | None = Field(None, max_length=320)
+    webhook: str | None = Field(None, max_length=2000, description="http(s) URL; bodies signed with the secret")
+
+
 class UserIn(Body):
     username: str = Field(min_length=2, max_length=64)
     full_name: str = Field(min_length=1, max_length=200, description="printed with every signature")
@@ -116,6 +122,13 @@ def get_router(platform) -> APIRouter:
         """Add a custody leg; the open current leg ends where a later one begins."""
         return _call(svc.add_leg, p.tenant, p.actor, shipment_id, body.asset, body.start, body.end,
                      body.point)
+
+    @r.put("/shipments/{shipment_id}/consignee", tags=["shipments"])
+    def set_consignee(shipment_id: ShipmentId, body: ConsigneeIn, p: Operator) -> dict[str, Any]:
+        """Who receives the shipment: told by e-mail and webhook when the thermal twin predicts an excursion or
+        a lot is quarantined, before arrival. The webhook secret is in this answer only."""
+        return _call(svc.set_consignee, p.tenant, p.actor, shipment_id, name=body.name, email=body.email,
+                     webhook=body.webhook)
 
     @r.post("/shipments/{shipment_id}/batches", status_code=201, tags=["shipments"])
     def add_batch(shipment_id: ShipmentId, body: BatchIn, p: Operator) -> dict[str, Any]:

@@ -50,7 +50,8 @@ def is_excursion_rule(rule: str) -> bool:
 def shipment_dict(sh: Shipment) -> dict[str, Any]:
     return {"id": sh.id, "profile": sh.profile, "origin_site": sh.origin_site,
             "destination_site": sh.destination_site, "reference": sh.reference or "", "created_ns": sh.created_ns,
-            "created_by": sh.created_by}
+            "created_by": sh.created_by,
+            "consignee": {k: v for k, v in sh.consignee.items() if k != "secret"} if sh.consignee else None}
 
 
 def leg_dict(leg: CustodyLeg) -> dict[str, Any]:
@@ -79,6 +80,11 @@ def on_board(b: Batch, leg: CustodyLeg, start_ns: int, end_ns: int) -> bool:
     lo = max(leg.from_ns, b.loaded_ns if b.loaded_ns is not None else leg.from_ns)
     hi = min(leg.to_ns if leg.to_ns is not None else FOREVER, b.unloaded_ns if b.unloaded_ns is not None else FOREVER)
     return lo < hi and lo <= end_ns and hi > start_ns
+
+
+def on_board_at(b: Batch, t_ns: int) -> bool:
+    """Was the batch on board its shipment at ``t_ns`` (loaded, not yet unloaded)?"""
+    return (b.loaded_ns is None or b.loaded_ns <= t_ns) and (b.unloaded_ns is None or b.unloaded_ns > t_ns)
 
 
 def overlaps(a_from: int, a_to: int | None, b_from: int, b_to: int | None) -> bool:

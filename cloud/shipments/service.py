@@ -29,7 +29,9 @@ from cloud.registry import (
     Site,
 )
 from cloud.rules.coldchain import iso, shipped_profiles
+from cloud.rules.coldchain.live import PREDICTED_RULE
 from cloud.shipments import queries as q
+from cloud.shipments.notices import ConsigneeNotifier
 from cloud.shipments.people import authenticate_signer, signer_name
 from cloud.shipments.records import (
     APPROVED,
@@ -47,6 +49,7 @@ from cloud.shipments.records import (
     leg_dict,
     notification_topic,
     on_board,
+    on_board_at,
     overlaps,
     shipment_dict,
 )
@@ -80,6 +83,7 @@ class ShipmentService:
         self.store = store
         self.publish = publish
         self.keys = KeyStore(key_dir)
+        self.notices: ConsigneeNotifier | None = None  # set by attach: the platform's SMTP relay and address policy
         self.profile_refs = dict(extra_profiles or {})
         """The deployment's own profiles, name -> file (its rules judge by it; shipments may name it)."""
         self.profiles = (*shipped_profiles(), *self.profile_refs)
@@ -203,6 +207,53 @@ class ShipmentService:
                 query = query.where(Batch.state == state)
             return [batch_dict(b) for b in s.scalars(query.order_by(Batch.lot).limit(limit))]
 
+    def set_consignee(self, tenant: str, actor: str, shipment_id: str, *, name: str, email: str | None,
+                      webhook: str | None) -> dict[str, Any]:
+        """Who receives the shipment, told before arrival (``notices``); the webhook secret is shown once."""
+        notices = self.notices or ConsigneeNotifier(self.registry)
+        contacts = notices.contacts(email, webhook, name)
+        with self.registry.session() as s:
+            sh = q.shipment(s, tenant, shipment_id, lock=True)
+            before = {k: v for k, v in (sh.consignee or {}).items() if k != "secret"}
+            sh.consignee = contacts
+            self.registry.audit(s, tenant, actor, "shipment.consignee", f"shipment:{shipment_id}", before=before,
+                                after={k: v for k, v in contacts.items() if k != "secret"})
+        return contacts
+
+    def _tell_consignees(self, tenant: str, shipment_ids: list[str], body: dict[str, Any]) -> None:
+        if self.notices is None:
+            return
+        for sid in shipment_ids:
+            with self.registry.session() as s:
+                sh = s.get(Shipment, (tenant, sid))
+                if sh is not None:
+                    s.expunge(sh)
+            if sh is not None and sh.consignee:
+                try:
+                    self.notices.send(tenant, sh, body)
+                except Exception:
+                    log.exception("consignee notice for %s/%s failed", tenant, sid)
+
+    def _predicted(self, tenant: str, alert: dict[str, Any]) -> None:
+        """The twin predicts an excursion: the consignees of the shipments on board now hear it first."""
+        ev = alert.get("evidence") or {}
+        at = int(alert.get("opened_ns") or time.time_ns())
+        with self.registry.session() as s:
+            legs = s.scalars(select(CustodyLeg).where(
+                CustodyLeg.tenant == tenant, CustodyLeg.asset == alert["asset"], CustodyLeg.from_ns <= at,
+                or_(CustodyLeg.to_ns.is_(None), CustodyLeg.to_ns > at))).all()
+            on_board = {leg.shipment: [b.lot for b in q.batches(s, tenant, leg.shipment) if on_board_at(b, at)]
+                        for leg in legs}
+        forecast = ev.get("forecast") or {}
+        for sid, lots in on_board.items():
+            self._tell_consignees(tenant, [sid], {
+                "event": "excursion.predicted", "asset": alert["asset"], "lots": lots,
+                "summary": f"excursion expected at {forecast.get('excursion_at')} in {alert['asset']}: "
+                           f"{alert.get('title')}",
+                "explanation": ev.get("explanation", ""), "excursion_at": forecast.get("excursion_at"),
+                "lead_s": ev.get("lead_s"), "limit_c": ev.get("limit_c"),
+                "evidence": {k: ev.get(k) for k in ("values", "thresholds", "forecast", "window")}})
+
     def get_batch(self, tenant: str, lot: str) -> dict[str, Any]:
         """The batch with the excursions it went through and every decision on it (signatures re-verified)."""
         with self.registry.session() as s:
@@ -256,6 +307,12 @@ class ShipmentService:
         Runs on the notifier's thread before the alert's own MQTT and webhook delivery, so it never raises.
         """
         alert = event.get("alert") or {}
+        if event.get("event") == "alert.opened" and alert.get("rule") == PREDICTED_RULE:
+            try:
+                self._predicted(tenant, alert)
+            except Exception:
+                log.exception("consignee notice for alert %s failed", alert.get("id"))
+            return
         if event.get("event") != "alert.opened" or not is_excursion_rule(str(alert.get("rule", ""))):
             return
         try:
@@ -431,6 +488,15 @@ class ShipmentService:
     def _send(self, notes: list[Note]) -> None:
         """Tell the distribution centre and the store; after the commit, so nobody hears of a change that
         was rolled back. A broker that is down costs the message, not the record (it is in the audit)."""
+        for n in notes:
+            if n.body.get("event") == "batches.quarantined":
+                exc = n.body["excursion"]
+                self._tell_consignees(n.tenant, [n.body["shipment"]], {
+                    "event": "batches.quarantined", "lots": n.body["lots"], "asset": exc["asset"],
+                    "summary": f"lots {', '.join(n.body['lots'])} quarantined: {exc['reason']}",
+                    "explanation": f"An excursion in {exc['asset']} from {iso(exc['start_ns'])} to "
+                                   f"{iso(exc['end_ns'])} quarantined them; quality assurance decides on each.",
+                    "evidence": {"excursion": exc}})
         if self.publish is None:
             return
         for n in notes:
@@ -459,6 +525,8 @@ def attach(platform) -> ShipmentService:
         service = getattr(listener, "__self__", None)
         if isinstance(service, ShipmentService) and service.registry is platform.registry:
             return service
+    from cloud.webhooks.targets import AddressPolicy
+
     link, settings = platform.link, platform.settings
     ref = settings.coldchain_profile
     name = None if ref in shipped_profiles() else _profile_name(ref)
@@ -466,6 +534,9 @@ def attach(platform) -> ShipmentService:
                               publish=(lambda topic, body: link.publish(topic, body)) if link is not None else None,
                               key_dir=getattr(settings, "signing_key_dir", "") or DEFAULT_KEY_DIR,
                               extra_profiles={name: ref} if name else None)
+    service.notices = ConsigneeNotifier(platform.registry, AddressPolicy(settings.webhook_allow),
+                                        settings.smtp_host, settings.smtp_port, settings.smtp_from,
+                                        settings.webhook_timeout_s)
     platform.notifier.listeners.append(service.on_alert_event)
     return service
 
