@@ -22,6 +22,9 @@ Every step looks before it acts, so running it again changes nothing and says so
 cover data that arrives up to a window late; what a gateway replays after a longer outage is rolled up by
 the platform (ingest marks the windows it touched, housekeeping rolls them up again: ``InfluxStore.maintain``),
 and ``twin influx backfill`` does it by hand for a period on 1.x.
+
+It is one module, over 500 lines, on purpose: the 1.x and 2.x paths create the same layout (names,
+retention, roll-ups) and read best side by side; split, each half would restate the other's names.
 """
 
 from __future__ import annotations

@@ -1,6 +1,10 @@
 """The registry: everything relational about the fleet (tenants, gateways, assets, anomalies, alarms,
 dead letters, API keys, ingest de-duplication). SQLAlchemy 2; SQLite by default, PostgreSQL in
 production, the same code and tests on both.
+
+It is one module, over 500 lines, on purpose: its tables are one schema, which alembic compares as a whole against
+the migrations (``tests/test_migrations.py``), and the session/insert helpers every table uses sit beside them.
+Behaviour on those tables lives in the domain modules (shipments, sharing, commands, webhooks), not here.
 """
 
 from __future__ import annotations

@@ -16,6 +16,9 @@ more than ``LATE_SLACK_NS`` after their time are marked, right after they are wr
 ``arrived``); ``maintain`` rolls those windows up again from raw data, then records how far it got in
 ``rollup_progress``. Both measurements expire with the raw data, which is when the windows could no longer be
 recomputed anyway. The retention of each resolution is read from ``SHOW RETENTION POLICIES``.
+
+It is one module, over 500 lines, on purpose: writing, reading across raw data and roll-ups, and marking
+late data for the roll-up job share one client, one layout and one set of InfluxQL helpers.
 """
 
 from __future__ import annotations
