@@ -9,9 +9,14 @@ nothing before a fault starts, nothing on a healthy ship, nothing over a normal 
 ``test_vessel_e2e.py`` runs the same rules in the real processes (``twin sim vessels`` → ``twin edge run`` →
 ``twin cloud run``).
 
-Measured (``.venv/bin/pytest -q -s tests/test_vessel_pack.py -k "scored or normal_week"``):
-see the report printed by ``test_the_fault_scenario_scored_against_its_ground_truth`` and
-``test_a_normal_week_of_voyages_raises_no_alarm``.
+Measured (``.venv/bin/pytest -q -s tests/test_vessel_pack.py -k "scored or normal_week"``): vessel-faults.yaml,
+3/3 faults caught with their classification — the injector (cylinder 4) 0.25 days after onset, the turbocharger
+fouling 1.25 days after onset (8.75 days before the growth stopped, the service limit predicted for day 10), the
+bearing 7.0 days after onset and 4.0 days before its failure — and 0 false alarms in 56 vessel-days;
+vessel-normal-week.yaml, 0 alarms in 21 ship-days (7 sea passages, Beaufort 2-7). Over 40 seeds
+(``VESSEL_SEEDS=40 .venv/bin/pytest -q -s --timeout 0 tests/test_vessel_pack.py -k many_seeds``, 3.5 min): 160/160
+faults named (injector hot or cold, median 0.25 days after onset; turbocharger 1.25, at most 3.0; bearing 6.0, at
+most 7.0), none misclassified or early, 0 alarms in 200 normal ship-weeks.
 """
 
 from __future__ import annotations
@@ -279,7 +284,8 @@ def _offline(runs: list[VesselRun], t0: int, days: float, step_h: int = 6) -> di
 
 
 def test_over_many_seeds_every_fault_is_named_and_normal_voyages_raise_nothing():
-    """Figures: ``VESSEL_SEEDS=40 .venv/bin/pytest -q -s tests/test_vessel_pack.py -k many_seeds`` (default 3)."""
+    """Figures: ``VESSEL_SEEDS=40 .venv/bin/pytest -q -s --timeout 0 tests/test_vessel_pack.py -k many_seeds``
+    (default 3 seeds)."""
     import os
 
     from simulators.vessel import Vessel, VesselFault, VesselParams

@@ -10,8 +10,10 @@ shop test.
   temperature (the mean of the cylinders near their median, so one bad injector does not move it) and the
   scavenge air pressure are compared with the shop-test curves; a trend of each (weighted linear least squares
   with a residual bootstrap, ``cloud.rules.maintenance.fit_trend``) predicts when it crosses its service limit. Exhaust
-  rising *and* scavenge air falling at the same load is the signature of a fouled turbocharger (less air for
-  the same fuel); either alone is reported as what it is.
+  rising *and* scavenge air falling at the same load, both heading for their limits, is the signature of a fouled
+  turbocharger (less air for the same fuel): alarmed when the first limit is predicted within ``horizon_days``.
+  One of them alone is alarmed only once past its limit, as what it is: a single trend over a few days of
+  voyages is the weather and the load as often as the engine (a step of a few kelvin extrapolates far).
 
 Every alarm carries its evidence: the rule, the windows judged, their values, the thresholds, and for trends
 the fit and the predicted date with its interval.
@@ -183,14 +185,16 @@ def performance(w: Windows, cfg: VesselConfig, now_ns: int) -> tuple[Alarm | Non
     first = exh if _lead(exh) <= _lead(scav) else scav
     summary = {"exhaust": exh, "scavenge": scav, "due_days": _r(due, 2), "due_ns": first["at_ns"],
                "due": first["at"], "windows": len(t), "fits": fits}
-    if due > spec.horizon_days:
+    beyond = [t for t in (exh, scav) if _lead(t) == 0.0]
+    together = exh["rising"] and scav["rising"] and max(_lead(exh), _lead(scav)) <= 2 * spec.horizon_days
+    if not beyond and not (together and due <= spec.horizon_days):
         return None, summary
-    if exh["rising"] and scav["rising"]:
+    if together:
         classification, what = "turbocharger_fouling", "turbocharger fouling"
-    elif _lead(exh) <= _lead(scav):
-        classification, what = "exhaust_temperature_rise", "exhaust temperature rising above the shop test"
+    elif exh in beyond:
+        classification, what = "exhaust_temperature_rise", "exhaust temperature above the shop test"
     else:
-        classification, what = "scavenge_pressure_drop", "scavenge air falling below the shop test"
+        classification, what = "scavenge_pressure_drop", "scavenge air below the shop test"
     severity = "high" if due <= 7.0 else "medium"
     when = "now" if due == 0 else f"in {due:.1f} days ({first['at'][:10]})"
     title = (f"{what}: exhaust {exh['level']:+.0f} K and scavenge air {-scav['level']:+.1f} % against the shop test "
