@@ -313,6 +313,8 @@ class Shipment(Base):
     created_by: Mapped[str] = mapped_column(String(200))
     # the receiving customer, told before arrival (cloud/shipments/notices.py); the secret signs its webhook bodies
     consignee: Mapped[dict | None] = mapped_column(JSON, nullable=True)
+    consignee_grantee: Mapped[str | None] = mapped_column(String(64), nullable=True)  # its customer keys see it
+    __table_args__ = (Index("shipments_consignee", "tenant", "consignee_grantee"),)
 
 
 class CustodyLeg(Base):

@@ -88,7 +88,8 @@ def test_keys_roles_and_tenants(platform):
 SHIPMENT_ROUTES = {"/api/v1/batches/{lot}", "/api/v1/batches/{lot}/reject", "/api/v1/batches/{lot}/release",
                    "/api/v1/shipments/{shipment_id}", "/api/v1/shipments/{shipment_id}/report",
                    "/api/v1/shipments/{shipment_id}/batches", "/api/v1/shipments/{shipment_id}/custody",
-                   "/api/v1/shipments/{shipment_id}/consignee"}
+                   "/api/v1/shipments/{shipment_id}/consignee", "/api/v1/shared/shipments/{shipment_id}",
+                   "/api/v1/shared/shipments/{shipment_id}/report"}
 
 
 def test_every_route_that_names_a_resource_answers_404_to_another_tenant(platform):

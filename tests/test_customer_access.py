@@ -24,7 +24,8 @@ GRANTEE = "charterer-a"
 MINE = ["vessel-001", "vessel-002"]
 PUBLIC = {"/health", "/", "/static/{path:path}", "/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc"}
 """Served to anyone, key or not: a customer key must get exactly what an anonymous request gets."""
-VIEW = {"/api/v1/shared/assets", "/api/v1/shared/assets/{asset}"}
+VIEW = {"/api/v1/shared/assets", "/api/v1/shared/assets/{asset}", "/api/v1/shared/shipments",
+        "/api/v1/shared/shipments/{shipment_id}", "/api/v1/shared/shipments/{shipment_id}/report"}
 DETAIL_KEYS = {"id", "name", "type", "status", "health", "last_seen_ns", "open_alerts", "predicted_maintenance"}
 ALERT_KEYS = {"severity", "state", "title", "classification", "opened_ns", "last_seen_ns"}
 DUE = {"what": "turbocharger cleaning", "at_ns": 1_767_225_600 * S, "at": "2026-01-01T00:00:00Z",

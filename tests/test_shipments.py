@@ -23,6 +23,7 @@ from cloud.platform import Platform
 from cloud.registry import Asset, Site, User
 from cloud.rules.coldchain import evaluate, load_profile, mkt_c
 from cloud.rules.coldchain.mkt import hold_durations_ns
+from cloud.sharing import issue_customer_key
 from cloud.shipments import attach, canonical_json, create_user, verify_record
 from cloud.shipments.signing import KeyStore
 from cloud.store import Rows
@@ -252,6 +253,8 @@ def test_another_tenants_shipments_and_batches_are_not_found(platform):
     other = c["other"]
     assert other.get("/api/v1/shipments").json()["items"] == []
     for method, path, body in (("get", "/api/v1/shipments/s1", None), ("get", "/api/v1/shipments/s1/report", None),
+                               ("get", "/api/v1/shared/shipments/s1", None),
+                               ("get", "/api/v1/shared/shipments/s1/report", None),
                                ("get", "/api/v1/batches/A", None),
                                ("post", "/api/v1/shipments/s1/custody", {"asset": "trailer-1", "from": T0 + H}),
                                ("post", "/api/v1/shipments/s1/batches", {"lot": "X", "product": "p", "quantity": 1}),
@@ -510,4 +513,37 @@ def test_a_consignee_is_checked_and_its_webhook_secret_shown_once(platform):
     r = c["operator"].put("/api/v1/shipments/s1/consignee", json={"name": "Store 7", "email": "in@store7.example"})
     assert r.status_code == 200 and len(r.json()["secret"]) >= 40
     assert c["viewer"].get("/api/v1/shipments/s1").json()["consignee"] == {
-        "name": "Store 7", "email": "in@store7.example", "webhook": None}
+        "name": "Store 7", "email": "in@store7.example", "webhook": None, "grantee": None}
+
+
+def test_a_consignee_key_sees_its_shipments_and_nothing_else(platform):
+    p, c, _ = platform
+    _shipment(c["operator"], "s1", [("trailer-1", T0, None)], [{"lot": "A"}])
+    _shipment(c["operator"], "s2", [("trailer-2", T0, None)], [{"lot": "B"}])
+    r = c["operator"].put("/api/v1/shipments/s1/consignee", json={"name": "Store 7 Co", "email": "in@store7.example",
+                                                                   "grantee": "store-7-co"})
+    assert r.status_code == 200, r.text
+    attach(p).quarantine_for_excursion("acme", "trailer-1", T0 + H, T0 + 2 * H, "heat-spike")
+    c["qa"].post("/api/v1/batches/A/reject", json={**QUINN, "reason": "1 h too warm"}).raise_for_status()
+    _, key = issue_customer_key(p.registry, "acme", "store-7-co", "test")
+    _, other_key = issue_customer_key(p.registry, "acme", "store-8-co", "test")
+    mine = TestClient(create_app(p), headers={"Authorization": f"Bearer {key}"})
+    theirs = TestClient(create_app(p), headers={"Authorization": f"Bearer {other_key}"})
+
+    (shown,) = mine.get("/api/v1/shared/shipments").json()["items"]
+    assert shown == mine.get("/api/v1/shared/shipments/s1").json()
+    assert (shown["id"], [(b["lot"], b["state"]) for b in shown["batches"]]) == ("s1", [("A", "rejected")])
+    assert [(d["lot"], d["statement"], d["signer"], d["verified"]) for d in shown["decisions"]] == [
+        ("A", "rejected: 1 h too warm", "Quinn Quality (quinn)", True)]
+    assert [e["reason"] for e in shown["excursions"]] == ["heat-spike"]
+    report = mine.get("/api/v1/shared/shipments/s1/report").json()
+    assert report["audit"] == [] and report["decisions"][0]["verified"] is True
+    pdf = mine.get("/api/v1/shared/shipments/s1/report", params={"format": "pdf"})
+    assert pdf.status_code == 200 and pdf.content[:5] == b"%PDF-"
+    for path in ("/api/v1/shared/shipments/s2", "/api/v1/shared/shipments/s2/report", "/api/v1/shared/shipments/no",
+                 "/api/v1/shipments/s1", "/api/v1/shipments/s1/report", "/api/v1/batches/A", "/api/v1/shipments"):
+        r = mine.get(path)
+        assert r.status_code == 404 and r.json()["detail"] == "no such resource", (path, r.text)
+    assert theirs.get("/api/v1/shared/shipments").json()["items"] == []
+    assert theirs.get("/api/v1/shared/shipments/s1").status_code == 404
+    assert c["viewer"].get("/api/v1/shared/shipments").status_code == 404  # the staff's view is the other one

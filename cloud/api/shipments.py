@@ -17,9 +17,9 @@ from fastapi import APIRouter, Depends, Query
 from fastapi.responses import HTMLResponse, Response
 from pydantic import Field, field_validator
 
-from cloud.api.auth import Admin, Operator, Principal, Viewer, require
+from cloud.api.auth import Admin, Customer, Operator, Principal, Viewer, require
 from cloud.api.deps import Page, encode_cursor
-from cloud.api.params import Body, Lot, NameCursor, ShipmentId, TimeNs
+from cloud.api.params import NAME, Body, Lot, NameCursor, ShipmentId, TimeNs
 from cloud.api.problems import Problem
 from cloud.shipments import DEFAULT_POINT, ShipmentConflict, ShipmentInvalid, SignatureRefused, attach, create_user
 from models.wire import Name
@@ -74,6 +74,8 @@ class ConsigneeIn(Body):
     name: str = Field(min_length=1, max_length=200, description="the receiving organisation")
     email: str | None = Field(None, max_length=320)
     webhook: str | None = Field(None, max_length=2000, description="http(s) URL; bodies signed with the secret")
+    grantee: str | None = Field(None, min_length=1, max_length=64, pattern=NAME,
+                                description="the consignee's organisation: its customer keys see this shipment")
 
 
 class UserIn(Body):
@@ -128,7 +130,33 @@ def get_router(platform) -> APIRouter:
         """Who receives the shipment: told by e-mail and webhook when the thermal twin predicts an excursion or
         a lot is quarantined, before arrival. The webhook secret is in this answer only."""
         return _call(svc.set_consignee, p.tenant, p.actor, shipment_id, name=body.name, email=body.email,
-                     webhook=body.webhook)
+                     webhook=body.webhook, grantee=body.grantee)
+
+    # -- the consignee's view (a customer key of the shipment's consignee organisation) ---------------------------
+
+    def _shared(fn: Callable[..., Any], *args: Any) -> Any:
+        try:
+            return fn(*args)
+        except LookupError:
+            raise Problem(404, "Not found", "no such resource") from None
+
+    @r.get("/shared/shipments", tags=["shared"])
+    def list_shared_shipments(p: Customer) -> dict[str, Any]:
+        """The shipments consigned to the key's organisation: custody, lot states, excursions, signed decisions."""
+        return {"items": svc.shared_shipments(p.tenant, p.grantee or "")}
+
+    @r.get("/shared/shipments/{shipment_id}", tags=["shared"])
+    def get_shared_shipment(shipment_id: ShipmentId, p: Customer) -> dict[str, Any]:
+        return _shared(svc.shared_shipment, p.tenant, p.grantee or "", shipment_id)
+
+    @r.get("/shared/shipments/{shipment_id}/report", tags=["shared"])
+    def shared_report(shipment_id: ShipmentId, p: Customer, format: Literal["json", "html", "pdf"] = "json"):
+        """The cold-chain report of a shipment consigned to the key's organisation (without the audit trail)."""
+        rep = _shared(svc.shared_report, p.tenant, p.grantee or "", shipment_id)
+        if format == "pdf":
+            return Response(rep.to_pdf(), media_type="application/pdf", headers={
+                "Content-Disposition": f'inline; filename="shipment-{shipment_id}.pdf"'})
+        return HTMLResponse(rep.to_html()) if format == "html" else rep.data
 
     @r.post("/shipments/{shipment_id}/batches", status_code=201, tags=["shipments"])
     def add_batch(shipment_id: ShipmentId, body: BatchIn, p: Operator) -> dict[str, Any]:

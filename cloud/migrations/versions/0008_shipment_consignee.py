@@ -1,4 +1,4 @@
-"""a shipment's consignee (e-mail, webhook and its secret), told before arrival
+"""a shipment's consignee (e-mail, webhook and its secret, the organisation whose customer keys see it)
 
 Revision ID: 0008
 Revises: 0007
@@ -19,8 +19,12 @@ depends_on = None
 def upgrade() -> None:
     with op.batch_alter_table('shipments', schema=None) as batch_op:
         batch_op.add_column(sa.Column('consignee', sa.JSON(), nullable=True))
+        batch_op.add_column(sa.Column('consignee_grantee', sa.String(length=64), nullable=True))
+        batch_op.create_index('shipments_consignee', ['tenant', 'consignee_grantee'], unique=False)
 
 
 def downgrade() -> None:
     with op.batch_alter_table('shipments', schema=None) as batch_op:
+        batch_op.drop_index('shipments_consignee')
+        batch_op.drop_column('consignee_grantee')
         batch_op.drop_column('consignee')
