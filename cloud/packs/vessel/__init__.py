@@ -61,8 +61,6 @@ class VesselPack(Pack):
     type_id = TYPE_ID
     sources = (engine.SOURCE, shaft.SOURCE)
     question = VesselQuestion
-    not_compared = {"now_ns": "the moment judged; explain judges as of the same one",
-                    "probability_zone_d_within_horizon": "not part of the vessel rules' evidence"}
 
     def __init__(self, platform: Any, rules: Any = None, config: VesselConfig | None = None) -> None:
         super().__init__(platform, rules)
