@@ -302,6 +302,31 @@ def test_the_asset_page_shows_the_panel_of_its_pack(tab, stack):
     assert page.locator("#what-if input[name=compressor_off]").count() == 1  # the pack's what-if questions
 
 
+def test_a_vessels_page_shows_its_engine_and_shaft_line(tab, stack):
+    """cloud/packs/vessel/panel.js: each cylinder against the mean of the cylinders, the shaft line's ISO zone, and
+    the maintenance the vessel pack predicted (the twin's model)."""
+    p, now = stack.platform, time.time_ns()
+    with p.registry.session() as s:
+        s.add(Asset(tenant="acme", id="vessel-web", type="vessel", first_seen_ns=0))
+    values = {"me_speed": 92.0, "me_shaft_power": 10_400.0, "ship_speed": 18.2, "me_scav_air_pressure": 2.6,
+              "me_tc_speed": 13_300.0, "me_fuel_index": 62.0, "shaft_vib_1": 1.8, "shaft_vib_2": 4.2,
+              "shaft_bearing_1_temp": 47.0, "shaft_bearing_2_temp": 55.0,
+              **{f"me_exh_temp_cyl{i}": v for i, v in enumerate([318.0, 322.0, 320.0, 381.0, 316.0, 319.0], 1)}}
+    rows = Rows()
+    for point, v in values.items():
+        rows.extend_series("acme", "vessel-web", point, [now - S], [v], [0])
+    p.store.write(rows)
+    p.twins.put_model("acme", "vessel-web", {"maintenance": {"turbocharger": {
+        "what": "turbocharger cleaning", "at_ns": now + 20 * 86_400 * S, "interval_ns": [None, None]}}})
+    page = tab("viewer").open("asset/vessel-web")
+    page.wait_for_selector('#pack-panel[data-pack="vessel"] #pack-facts')
+    assert page.inner_text("#pack-panel h2") == "Engine and shaft line"
+    facts = page.inner_text("#pack-facts")
+    assert "10400 kW (73 % MCR)" in facts and "4: 381 (+52)" in facts and "mean 329 °C" in facts, facts
+    assert "Shaft bearing 2: 4.20 mm/s (zone B), 55.0 °C" in facts and "turbocharger cleaning by" in facts, facts
+    assert page.locator("#what-if input[name=postpone_days]").count() == 1
+
+
 def test_operator_acknowledges_an_alert_through_the_ui(tab, stack):
     now = time.time_ns()
     alert_id, _ = stack.platform.alerts.raise_alert(
