@@ -125,3 +125,17 @@ def test_a_charterer_sees_its_ship_and_nothing_else(fleet):
         for path in ("/api/v1/assets", "/api/v1/assets/vessel-002", "/api/v1/twins/vessel-002", "/api/v1/alerts",
                      "/api/v1/assets/vessel-002/telemetry?point=me_shaft_power", "/metrics", "/api/v1/me"):
             assert c.get(path).status_code == 404, path
+
+
+def test_what_if_the_turbocharger_cleaning_is_postponed(fleet):
+    """``POST /assets/{id}/simulate`` with the vessel pack's question, against the trends the running cloud fits."""
+    cloud, _, _ = fleet
+    with cloud.client() as api:
+        now = api.post("/api/v1/assets/vessel-002/simulate", json={"postpone_days": 0})
+        later = api.post("/api/v1/assets/vessel-002/simulate", json={"postpone_days": 30})
+        healthy = api.post("/api/v1/assets/vessel-004/simulate", json={"postpone_days": 30})
+        wrong = api.post("/api/v1/assets/vessel-002/simulate", json={"horizon_h": 6})
+    assert (now.status_code, later.status_code, healthy.status_code, wrong.status_code) == (200, 200, 200, 422)
+    scav = "engine_scavenge_drop_pct"
+    assert later.json()["limits"][scav]["probability_before"] == 1.0  # fouled on: past -10 % within the month
+    assert all(x["probability_before"] == 0.0 for x in healthy.json()["limits"].values())
