@@ -397,6 +397,13 @@ def test_shipments_page_creates_a_shipment_shows_its_chart_and_qa_signs_its_rele
         page.fill(f"#batch-form input[name={name}]", value)
     page.click("#batch-form button[type=submit]")
     page.wait_for_selector("#batches-table tr[data-lot=WEB-LOT-1]")
+    page.fill("#consignee-form input[name=name]", "Depot 2 receiving")
+    page.fill("#consignee-form input[name=email]", "receiving@depot2.example")
+    page.click("#consignee-form button[type=submit]")
+    page.wait_for_selector("#consignee-form .msg-ok")
+    assert "webhook secret, shown this once" in page.inner_text("#consignee-form")
+    with stack.api("viewer") as api:
+        assert api.get("/api/v1/shipments/web-1").json()["consignee"]["email"] == "receiving@depot2.example"
     page.wait_for_selector("#shipment-chart svg polyline")  # the trailer's live readings, boundaries dashed
     assert page.locator("#shipment-chart svg line[stroke-dasharray]").count() >= 1
     assert "who-type-1 · dc-1 → dc-2" in page.inner_text("#shipment-status")

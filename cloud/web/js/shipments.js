@@ -106,7 +106,8 @@ async function detail(root, id, signal) {
     h('h2', {}, `Shipment ${sh.id}`, ' ', verdict ? badge(verdict.result, verdict.result === 'pass' ? 'resolved' : 'high') : null),
     h('p', { id: 'shipment-status' }, `${sh.profile} · ${sh.origin_site} → ${sh.destination_site}`,
       rep.temperature.mkt_c != null ? ` · MKT ${rep.temperature.mkt_c.toFixed(2)} °C over ${rep.temperature.readings} readings` : '',
-      ` · ${rep.excursions.length} excursion(s)`),
+      ` · ${rep.excursions.length} excursion(s)`,
+      sh.consignee ? ` · consignee ${sh.consignee.name}${sh.consignee.grantee ? ` (${sh.consignee.grantee})` : ''}` : ''),
     h('div', { class: 'report-links' },
       h('button', { id: 'report-html', onclick: () => openReport(id, 'html') }, 'Report (HTML)'),
       h('button', { id: 'report-pdf', onclick: () => openReport(id, 'pdf') }, 'Report (PDF)')),
@@ -132,6 +133,16 @@ async function detail(root, id, signal) {
           body: { asset: v.asset, from: isoOrNull(v.from), to: isoOrNull(v.to) } });
         setTimeout(reload, 800);
         return `Leg in ${v.asset} added.`;
+      }),
+      h('h3', {}, 'Consignee (told before arrival)'),
+      form('consignee-form', [{ name: 'name', label: 'name', required: true, value: sh.consignee?.name },
+        { name: 'email', label: 'e-mail', value: sh.consignee?.email },
+        { name: 'webhook', label: 'webhook URL', value: sh.consignee?.webhook },
+        { name: 'grantee', label: 'organisation (its customer keys see this shipment)', value: sh.consignee?.grantee }],
+      'Save consignee', async (v) => {
+        const c = await api(`/api/v1/shipments/${encodeURIComponent(id)}/consignee`, { method: 'PUT',
+          body: { name: v.name, email: v.email || null, webhook: v.webhook || null, grantee: v.grantee || null } });
+        return `Consignee saved. Its webhook secret, shown this once: ${c.secret}`;
       }),
       h('h3', {}, 'Add a batch'),
       form('batch-form', [{ name: 'lot', label: 'lot', required: true }, { name: 'product', label: 'product', required: true },
