@@ -60,6 +60,7 @@ BODIES = {
     "/api/v1/shipments/{shipment_id}/batches": {"lot": "lot-9", "product": "vaccine", "quantity": 1},
     "/api/v1/batches/{lot}/release": {"reason": "probe", "username": "probe", "password": "probe"},
     "/api/v1/batches/{lot}/reject": {"reason": "probe", "username": "probe", "password": "probe"},
+    "/api/v1/shipments/{shipment_id}/consignee": {"name": "probe", "email": "probe@store.example"},
 }
 """Valid bodies, so that a request with a body reaches the code that uses its path parameters."""
 

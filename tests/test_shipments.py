@@ -547,3 +547,29 @@ def test_a_consignee_key_sees_its_shipments_and_nothing_else(platform):
     assert theirs.get("/api/v1/shared/shipments").json()["items"] == []
     assert theirs.get("/api/v1/shared/shipments/s1").status_code == 404
     assert c["viewer"].get("/api/v1/shared/shipments").status_code == 404  # the staff's view is the other one
+
+
+def test_people_who_sign_are_listed_without_secrets_and_a_disabled_one_signs_no_more(platform):
+    p, c, _ = platform
+    _shipment(c["operator"], "s1", [("trailer-1", T0, None)], [{"lot": "A"}])
+    attach(p).quarantine_for_excursion("acme", "trailer-1", T0 + H, T0 + 2 * H, "heat-spike")
+    for body in ({"username": "Bad Name", "full_name": "x", "role": "qa", "password": "long enough pass"},
+                 {"username": "zed", "full_name": "Zed", "role": "qa", "password": "short"},
+                 {"username": "zed", "full_name": "Zed", "role": "root", "password": "long enough pass"}):
+        assert c["admin"].post("/api/v1/users", json=body).status_code == 422, body
+    r = c["admin"].post("/api/v1/users", json={"username": "zed", "full_name": "Zed Zero", "role": "qa",
+                                               "password": "long enough pass"})
+    assert r.status_code == 201 and "password" not in r.text and "scrypt" not in r.text
+    assert c["admin"].post("/api/v1/users", json={"username": "zed", "full_name": "Z", "role": "qa",
+                                                  "password": "long enough pass"}).status_code == 409
+    assert c["qa"].get("/api/v1/users").status_code == 403
+    listed = c["admin"].get("/api/v1/users").json()["items"]
+    assert [(u["username"], u["role"], u["disabled"]) for u in listed] == [
+        ("alice", "admin", False), ("olga", "operator", False), ("quinn", "qa", False), ("zed", "qa", False)]
+    assert "hash" not in json.dumps(listed)
+    r = c["admin"].post("/api/v1/users/disable", json={"username": "zed", "reason": "left the company"})
+    assert r.status_code == 200 and r.json()["disabled"] is True
+    assert c["admin"].post("/api/v1/users/disable", json={"username": "nobody", "reason": "x"}).status_code == 404
+    r = c["qa"].post("/api/v1/batches/A/release", json={"username": "zed", "password": "long enough pass",
+                                                        "reason": "fine"})
+    assert r.status_code == 403 and _states(c["viewer"], ["A"]) == {"A": "quarantined"}

@@ -22,6 +22,7 @@ from cloud.api.deps import Page, encode_cursor
 from cloud.api.params import NAME, Body, Lot, NameCursor, ShipmentId, TimeNs
 from cloud.api.problems import Problem
 from cloud.shipments import DEFAULT_POINT, ShipmentConflict, ShipmentInvalid, SignatureRefused, attach, create_user
+from cloud.shipments.people import disable_user, list_users
 from models.wire import Name
 
 QA = Annotated[Principal, Depends(require("qa"))]
@@ -76,6 +77,11 @@ class ConsigneeIn(Body):
     webhook: str | None = Field(None, max_length=2000, description="http(s) URL; bodies signed with the secret")
     grantee: str | None = Field(None, min_length=1, max_length=64, pattern=NAME,
                                 description="the consignee's organisation: its customer keys see this shipment")
+
+
+class DisableIn(Body):
+    username: str = Field(min_length=1, max_length=64)
+    reason: str = Field(min_length=1, max_length=2000)
 
 
 class UserIn(Body):
@@ -208,6 +214,16 @@ def get_router(platform) -> APIRouter:
         """A person's account: who signs QA decisions (role qa or admin) with their password."""
         return _call(create_user, platform.registry, p.tenant, p.actor, username=body.username,
                      full_name=body.full_name, role=body.role, password=body.password)
+
+    @r.get("/users", tags=["signatures"])
+    def users(p: Admin) -> dict[str, Any]:
+        """The people who may sign, and whether they still may (never their password or its hash)."""
+        return {"items": list_users(platform.registry, p.tenant)}
+
+    @r.post("/users/disable", tags=["signatures"])
+    def disable(body: DisableIn, p: Admin) -> dict[str, Any]:
+        """The person signs no more; the account is kept (a login is never reused)."""
+        return _call(disable_user, platform.registry, p.tenant, p.actor, body.username, body.reason)
 
     @r.get("/signing-keys", tags=["signatures"])
     def signing_keys(p: Viewer) -> dict[str, Any]:

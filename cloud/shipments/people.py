@@ -86,6 +86,27 @@ def create_user(registry: Registry, tenant: str, actor: str, *, username: str, f
     return out
 
 
+def list_users(registry: Registry, tenant: str) -> list[dict[str, Any]]:
+    from sqlalchemy import select
+
+    with registry.session() as s:
+        return [user_dict(u) for u in s.scalars(select(User).where(User.tenant == tenant).order_by(User.username))]
+
+
+def disable_user(registry: Registry, tenant: str, actor: str, username: str, reason: str) -> dict[str, Any]:
+    """The person signs no more (left, or the password was disclosed); the account stays, so the login is never
+    given to someone else and the signatures it made keep their name."""
+    with registry.session() as s:
+        u = s.get(User, (tenant, username))
+        if u is None:
+            raise LookupError(f"no user {username!r}")
+        before = user_dict(u)
+        u.disabled = True
+        out = user_dict(u)
+        registry.audit(s, tenant, actor, "user.disable", f"user:{username}", reason=reason, before=before, after=out)
+    return out
+
+
 def authenticate_signer(s: Any, tenant: str, username: str, password: str) -> User:
     """The person signing, re-authenticated now; SignatureRefused names why not (not which component was wrong,
     for a wrong login or password: that would tell a guesser which half to keep)."""
