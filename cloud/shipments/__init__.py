@@ -17,8 +17,10 @@ rules call :meth:`ShipmentService.quarantine_for_excursion`.
 
 One job per module: ``records`` (the rows as dicts, states, errors), ``signing`` (canonical JSON, Ed25519 under
 a key held outside the registry, verification), ``people`` (accounts, scrypt passwords, re-authentication at
-signing), ``queries`` (one function per question), ``service`` (the changes and their audit),
-``report`` (the record recomputed) and ``printable`` (the report as HTML with an SVG chart).
+signing), ``queries`` (one function per question), ``service`` (shipments, custody, batches, quarantine and their
+audit), ``decisions`` (signed release and reject, in the stages a profile asks for), ``consignees`` and ``notices``
+(who receives a shipment, its view, and the notices it gets before arrival), ``report`` (the record recomputed),
+``printable`` (the report as HTML with an SVG chart) and ``pdf`` (the same as PDF).
 """
 
 from cloud.shipments.people import SignatureRefused, create_user

@@ -20,7 +20,6 @@ from sqlalchemy.orm import Session
 from cloud.registry import (
     Asset,
     Batch,
-    BatchDecision,
     BatchExcursion,
     CustodyLeg,
     Excursion,
@@ -31,40 +30,30 @@ from cloud.registry import (
 from cloud.rules.coldchain import iso, shipped_profiles
 from cloud.rules.coldchain.live import PREDICTED_RULE
 from cloud.shipments import queries as q
+from cloud.shipments.consignees import Consignees
+from cloud.shipments.decisions import Decisions
 from cloud.shipments.notices import ConsigneeNotifier
-from cloud.shipments.people import authenticate_signer, signer_name
 from cloud.shipments.records import (
-    APPROVED,
     DEFAULT_POINT,
-    MEANINGS,
     SYSTEM_ACTOR,
     USABLE,
     Note,
     ShipmentConflict,
     ShipmentInvalid,
     batch_dict,
-    decision_dict,
     excursion_dict,
     is_excursion_rule,
     leg_dict,
     notification_topic,
     on_board,
-    on_board_at,
     overlaps,
     shipment_dict,
 )
 from cloud.shipments.report import ShipmentReport, build_report
 from cloud.shipments.signing import (
-    ALGORITHM,
-    SIGNATURE_VERSION,
     KeyStore,
     decision_out,
     public_keys,
-    sign_record,
-    signed_batch,
-    signed_excursion,
-    statement,
-    verified,
 )
 from cloud.store import TimeSeriesStore
 
@@ -73,7 +62,7 @@ DEFAULT_KEY_DIR = "~/.local/state/assettwin/signing-keys"
 """Where tenants' private signing keys live unless ``TWIN_SIGNING_KEY_DIR`` says (a mounted secret in production)."""
 
 
-class ShipmentService:
+class ShipmentService(Decisions, Consignees):
     """Shipments, custody, batches, quarantine and signed decisions of every tenant, on one registry and store."""
 
     def __init__(self, registry: Registry, store: TimeSeriesStore,
@@ -207,92 +196,6 @@ class ShipmentService:
                 query = query.where(Batch.state == state)
             return [batch_dict(b) for b in s.scalars(query.order_by(Batch.lot).limit(limit))]
 
-    def set_consignee(self, tenant: str, actor: str, shipment_id: str, *, name: str, email: str | None,
-                      webhook: str | None, grantee: str | None = None) -> dict[str, Any]:
-        """Who receives the shipment, told before arrival (``notices``); the webhook secret is shown once.
-        ``grantee``: the consignee's organisation (``cloud.sharing``), whose customer keys see this shipment."""
-        notices = self.notices or ConsigneeNotifier(self.registry)
-        contacts = {**notices.contacts(email, webhook, name), "grantee": grantee}
-        with self.registry.session() as s:
-            sh = q.shipment(s, tenant, shipment_id, lock=True)
-            before = {k: v for k, v in (sh.consignee or {}).items() if k != "secret"}
-            sh.consignee, sh.consignee_grantee = contacts, grantee
-            self.registry.audit(s, tenant, actor, "shipment.consignee", f"shipment:{shipment_id}", before=before,
-                                after={k: v for k, v in contacts.items() if k != "secret"})
-        return contacts
-
-    def shared_shipments(self, tenant: str, grantee: str) -> list[dict[str, Any]]:
-        """The shipments whose consignee is ``grantee``, as its customer keys see them."""
-        with self.registry.session() as s:
-            ids = list(s.scalars(select(Shipment.id).where(Shipment.tenant == tenant,
-                                                           Shipment.consignee_grantee == grantee)
-                                 .order_by(Shipment.id).limit(1000)))
-        return [self.shared_shipment(tenant, grantee, sid) for sid in ids]
-
-    def shared_shipment(self, tenant: str, grantee: str, shipment_id: str) -> dict[str, Any]:
-        """What a consignee sees of its shipment: custody, its lots' states, excursions, the signed decisions'
-        statements (verified); no audit trail, no staff ids. LookupError unless shared with ``grantee``."""
-        with self.registry.session() as s:
-            sh = s.get(Shipment, (tenant, shipment_id))
-            if sh is None or sh.consignee_grantee != grantee:
-                raise LookupError("no such resource")
-            lots = q.batches(s, tenant, shipment_id)
-            keys = public_keys(s, tenant)
-            decisions = [decision_out(d, keys) for d in q.decisions(s, tenant, [b.lot for b in lots])]
-            excursions = {e.id: e for b in lots for e in q.batch_excursions(s, tenant, b.lot)}
-            return {"id": sh.id, "reference": sh.reference or "", "profile": sh.profile,
-                    "origin_site": sh.origin_site, "destination_site": sh.destination_site,
-                    "legs": [{"asset": x.asset, "from_ns": x.from_ns, "to_ns": x.to_ns}
-                             for x in q.legs(s, tenant, shipment_id)],
-                    "batches": [{"lot": b.lot, "product": b.product, "quantity": b.quantity, "unit": b.unit or "",
-                                 "state": b.state} for b in lots],
-                    "excursions": [{"asset": e.asset, "start_ns": e.start_ns, "end_ns": e.end_ns, "reason": e.reason}
-                                   for e in sorted(excursions.values(), key=lambda e: e.start_ns)],
-                    "decisions": [{"lot": d["lot"], "statement": d["record"].get("statement", d["meaning"]),
-                                   "signer": d["signer"], "signed_at": d["signed_at"], "signature": d["signature"],
-                                   "key_id": d["key_id"], "verified": d["verified"]} for d in decisions]}
-
-    def shared_report(self, tenant: str, grantee: str, shipment_id: str) -> ShipmentReport:
-        """The report a consignee may read: the shipment's, without the audit trail (staff actions and ids)."""
-        self.shared_shipment(tenant, grantee, shipment_id)
-        rep = self.report(tenant, shipment_id)
-        rep.data["audit"] = []
-        return rep
-
-    def _tell_consignees(self, tenant: str, shipment_ids: list[str], body: dict[str, Any]) -> None:
-        if self.notices is None:
-            return
-        for sid in shipment_ids:
-            with self.registry.session() as s:
-                sh = s.get(Shipment, (tenant, sid))
-                if sh is not None:
-                    s.expunge(sh)
-            if sh is not None and sh.consignee:
-                try:
-                    self.notices.send(tenant, sh, body)
-                except Exception:
-                    log.exception("consignee notice for %s/%s failed", tenant, sid)
-
-    def _predicted(self, tenant: str, alert: dict[str, Any]) -> None:
-        """The twin predicts an excursion: the consignees of the shipments on board now hear it first."""
-        ev = alert.get("evidence") or {}
-        at = int(alert.get("opened_ns") or time.time_ns())
-        with self.registry.session() as s:
-            legs = s.scalars(select(CustodyLeg).where(
-                CustodyLeg.tenant == tenant, CustodyLeg.asset == alert["asset"], CustodyLeg.from_ns <= at,
-                or_(CustodyLeg.to_ns.is_(None), CustodyLeg.to_ns > at))).all()
-            on_board = {leg.shipment: [b.lot for b in q.batches(s, tenant, leg.shipment) if on_board_at(b, at)]
-                        for leg in legs}
-        forecast = ev.get("forecast") or {}
-        for sid, lots in on_board.items():
-            self._tell_consignees(tenant, [sid], {
-                "event": "excursion.predicted", "asset": alert["asset"], "lots": lots,
-                "summary": f"excursion expected at {forecast.get('excursion_at')} in {alert['asset']}: "
-                           f"{alert.get('title')}",
-                "explanation": ev.get("explanation", ""), "excursion_at": forecast.get("excursion_at"),
-                "lead_s": ev.get("lead_s"), "limit_c": ev.get("limit_c"),
-                "evidence": {k: ev.get(k) for k in ("values", "thresholds", "forecast", "window")}})
-
     def get_batch(self, tenant: str, lot: str) -> dict[str, Any]:
         """The batch with the excursions it went through and every decision on it (signatures re-verified)."""
         with self.registry.session() as s:
@@ -401,121 +304,6 @@ class ShipmentService:
                 "excursion": excursion_dict(exc), "t_ns": now}))
         return notes
 
-    # -- quality decisions ------------------------------------------------------------------------------
-
-    def decide(self, tenant: str, lot: str, meaning: str, reason: str, actor: str, *, username: str,
-               password: str) -> dict[str, Any]:
-        """Release or reject a quarantined batch, signed by the person ``username``, re-authenticated by their
-        password now (``SignatureRefused`` otherwise; the refusal is audited). The signed record binds the
-        signer's name, the time, the meaning and the reason to the batch's state at signing (its version and
-        the excursions behind the quarantine) and to the previous decision's signature on this lot; Ed25519
-        under the tenant's key, held outside the registry. ``actor``: the API client the request came from.
-
-        Where the lot's profile asks for approval in stages (``approvals: [qa, qp]``), each release signature is
-        one stage, by a person of that stage's role (or an admin) who signed no earlier stage of it; the lot stays
-        quarantined (meaning ``approved``) until the last stage releases it. A reject ends it at any stage."""
-        from cloud.shipments.people import SignatureRefused
-
-        if meaning not in MEANINGS:
-            raise ShipmentInvalid(f"meaning: {meaning!r} is not one of {', '.join(MEANINGS)}")
-        reason = reason.strip()
-        if not reason:
-            raise ShipmentInvalid("reason: required; say why the batch is " + meaning)
-        reg, now = self.registry, time.time_ns()
-        with reg.session() as s:
-            b = q.batch(s, tenant, lot)  # another tenant's lot, or none: not found, before any password is checked
-            stages = self._approvals(s, b)
-            pending = _pending_stages(q.decisions(s, tenant, [lot]))
-        try:
-            with reg.session() as s:
-                user = authenticate_signer(s, tenant, username, password)
-            stage = stages[min(len(pending), len(stages) - 1)] if meaning == "released" else None
-            if stage is not None and user.role not in (stage, "admin"):
-                raise SignatureRefused(f"signature refused: this release's next stage is {stage} "
-                                       f"({' then '.join(stages)}); {username} is {user.role}")
-            if stage is not None and user.username in pending:
-                raise SignatureRefused(f"signature refused: {username} signed an earlier stage of this release; "
-                                       "each stage is another person's")
-        except SignatureRefused as exc:
-            with reg.session() as s:
-                reg.audit(s, tenant, actor, "signature.refused", f"batch:{lot}", reason=str(exc),
-                          after={"username": username, "meaning": meaning})
-            raise
-        signer = signer_name(user)
-        final = meaning != "released" or len(pending) + 1 >= len(stages)
-        if not final:
-            meaning = APPROVED
-        with reg.session() as s:
-            b = q.batch(s, tenant, lot, lock=True)
-            if b.state != "quarantined":
-                raise ShipmentConflict(f"batch {lot} is {b.state}; only a quarantined batch can be "
-                                       f"{'released' if meaning == APPROVED else meaning}")
-            previous = q.decisions(s, tenant, [lot])
-            if _pending_stages(previous) != pending:
-                raise ShipmentConflict(f"batch {lot}: another stage was signed meanwhile; reload and sign again")
-            key_id, key = self.keys.current(s, reg, tenant)
-            record = {"v": SIGNATURE_VERSION, "alg": ALGORITHM, "kind": "batch-decision", "tenant": tenant,
-                      "lot": lot, "meaning": meaning, "reason": reason,
-                      "statement": f"approved ({stage}); release awaits {', '.join(stages[len(pending) + 1:])}"
-                      if meaning == APPROVED else statement(meaning, reason),
-                      "stage": stage, "stages": stages if stage else None, "final": final,
-                      "signer": signer, "signer_login": user.username, "signer_role": user.role,
-                      "authentication": "login name and password, entered at signing", "signed_at": iso(now),
-                      "key_id": key_id, "batch": signed_batch(b),
-                      "excursions": [signed_excursion(e) for e in q.batch_excursions(s, tenant, lot)],
-                      "previous_signature": previous[-1].signature if previous else None}
-            digest, signature = sign_record(key, record)
-            d = BatchDecision(tenant=tenant, lot=lot, meaning=meaning, reason=reason, signer=signer, signed_ns=now,
-                              record=record, digest=digest, signature=signature, key_id=key_id)
-            s.add(d)
-            before = batch_dict(b)
-            b.state, b.version, b.updated_ns = b.state if meaning == APPROVED else meaning, b.version + 1, now
-            s.flush()
-            reg.audit(s, tenant, signer, MEANINGS.get(meaning, "batch.approve"), f"batch:{lot}",
-                      reason=reason, before=before,
-                      after={**batch_dict(b), "decision_id": d.id, "meaning": meaning, "signature": signature,
-                             "via": actor})
-            out = decision_dict(d)
-            sh = q.shipment(s, tenant, b.shipment)
-            note = Note(tenant, sh.origin_site, sh.destination_site, {
-                "event": f"batch.{meaning}", "tenant": tenant, "shipment": b.shipment, "lots": [lot],
-                "origin_site": sh.origin_site, "destination_site": sh.destination_site, "reason": reason,
-                "signer": signer, "signature": signature, "t_ns": now})
-        self._send([note])
-        return out
-
-    def _approvals(self, s: Session, b: Batch) -> list[str]:
-        """The release stages the lot's profile asks for (its product's, else its shipment's)."""
-        from cloud.rules.coldchain.profiles import ProfileError, load_profile
-
-        name = b.profile or q.shipment(s, b.tenant, b.shipment).profile
-        try:
-            return list(load_profile(self.profile_refs.get(name, name)).approvals)
-        except ProfileError:
-            return ["qa"]
-
-    def verify(self, tenant: str, decision: dict[str, Any]) -> bool:
-        """Does the decision's signature verify on its record under the published key it names, and does the
-        record say what the decision's columns say? False for any edit of either."""
-        with self.registry.session() as s:
-            key = public_keys(s, tenant).get(str(decision.get("key_id")))
-            return verified(decision, key.public_key if key else None)
-
-    def signing_keys(self, tenant: str) -> list[dict[str, Any]]:
-        """The tenant's published public keys (current and retired): what ``twin coldchain verify`` needs."""
-        with self.registry.session() as s:
-            return [{"id": k.id, "algorithm": k.algorithm, "public_key": k.public_key, "created_ns": k.created_ns,
-                     "retired_ns": k.retired_ns} for k in sorted(public_keys(s, tenant).values(),
-                                                                 key=lambda k: k.created_ns)]
-
-    def rotate_signing_key(self, tenant: str, actor: str) -> str:
-        """A new signing key for the tenant's next decisions; earlier ones still verify with the old public key."""
-        with self.registry.session() as s:
-            key_id = self.keys.rotate(s, self.registry, tenant)
-            self.registry.audit(s, tenant, actor, "signing_key.rotate", f"signing_key:{key_id}",
-                                after={"id": key_id})
-        return key_id
-
     # -- the report -------------------------------------------------------------------------------------
 
     def report(self, tenant: str, shipment_id: str, now_ns: int | None = None) -> ShipmentReport:
@@ -547,14 +335,6 @@ class ShipmentService:
                         log.warning("notification to %s not sent: broker not connected", topic)
                 except Exception:
                     log.exception("notification to %s failed", topic)
-
-
-def _pending_stages(decisions: list[BatchDecision]) -> list[str]:
-    """Logins that signed the stages of the release under way: the ``approved`` decisions since the last final."""
-    out: list[str] = []
-    for d in decisions:
-        out = [*out, str(d.record.get("signer_login"))] if d.meaning == APPROVED else []
-    return out
 
 
 def attach(platform) -> ShipmentService:
