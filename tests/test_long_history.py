@@ -197,7 +197,7 @@ def test_a_replay_three_days_late_is_rolled_up_by_the_platform(influxd, db, tmp_
         platform.housekeeping = Housekeeping(platform.store, platform.registry, platform.settings)
         platform.housekeeping.start()
         wait_until(lambda: _count(influxd, db, 'SELECT sum("value_count") FROM "downsampled_1h"."telemetry"') == 360,
-                   timeout=30, what="the replayed hours in the hourly roll-up")
+                   timeout=120, what="the replayed hours in the hourly roll-up")
         assert _count(influxd, db, 'SELECT sum("value_count") FROM "downsampled_1m"."telemetry"') == 360
 
         r = client.get(f"/api/v1/assets/{ASSET}/telemetry", params={
