@@ -33,7 +33,7 @@ import math
 from collections.abc import Callable
 from functools import cached_property
 from pathlib import Path
-from typing import Any, Literal, NamedTuple
+from typing import Any, ClassVar, Literal, NamedTuple
 
 import numpy as np
 import yaml
@@ -42,6 +42,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from models.wire import Quality
 from simulators.devices import interleave, publish_readings
 from simulators.scenario import (
+    NumberedEntry,
     Scenario,
     ScenarioResult,
     ScenarioRun,
@@ -413,23 +414,18 @@ def envelope_spectrum(block: np.ndarray, sample_rate_hz: float, band_hz: tuple[f
 # Scenarios with machines: the trailer scenario YAML plus an optional top-level ``machines:`` list
 
 
-class MachineEntry(BaseModel):
+class MachineEntry(NumberedEntry):
     """One machine (``id``) or ``count`` numbered ones (``{prefix}-001`` ...); onset and failure from the
     scenario start (seconds, or 90s / 15m / 36h / 2d), needed unless ``defect`` is none."""
 
-    model_config = ConfigDict(extra="forbid")
-    id: str | None = None
-    count: int | None = Field(None, ge=1)
+    entry: ClassVar[str] = "machine"
     prefix: str = "pump"
     defect: DefectKind = "none"
     onset: Seconds | None = None
     failure: Seconds | None = None
-    params: dict[str, Any] = Field(default_factory=dict)
 
     @model_validator(mode="after")
     def _check(self) -> MachineEntry:
-        if (self.id is None) == (self.count is None):
-            raise ValueError("machine entry: give either 'id' or 'count'")
         if self.defect != "none" and (self.onset is None or self.failure is None):
             raise ValueError(f"machine entry {self.id or self.prefix}: a {self.defect} defect needs onset and failure")
         return self

@@ -32,7 +32,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 import numpy as np
 import yaml
@@ -64,21 +64,28 @@ def _seconds(value: Any) -> Any:
 Seconds = Annotated[float, BeforeValidator(_seconds), Field(ge=0)]
 
 
-class FleetEntry(BaseModel):
-    """One trailer (``id``) or ``count`` numbered ones (``{prefix}-001`` …), with their parameters."""
+class NumberedEntry(BaseModel):
+    """One asset (``id``) or ``count`` numbered ones (``{prefix}-001`` …), with their parameters: the shape of a
+    scenario's trailers, machines and vessels. ``entry`` names the kind in the error."""
 
+    entry: ClassVar[str] = "fleet"
     model_config = ConfigDict(extra="forbid")
     id: str | None = None
     count: int | None = Field(None, ge=1)
-    prefix: str = "trailer"
-    setpoint_c: float | None = None
     params: dict[str, Any] = Field(default_factory=dict)
 
     @model_validator(mode="after")
-    def _one_way(self) -> FleetEntry:
+    def _one_way(self) -> NumberedEntry:
         if (self.id is None) == (self.count is None):
-            raise ValueError("fleet entry: give either 'id' or 'count'")
+            raise ValueError(f"{self.entry} entry: give either 'id' or 'count'")
         return self
+
+
+class FleetEntry(NumberedEntry):
+    """One trailer (``id``) or ``count`` numbered ones (``{prefix}-001`` …), with their parameters."""
+
+    prefix: str = "trailer"
+    setpoint_c: float | None = None
 
 
 class FaultSpec(BaseModel):

@@ -47,7 +47,7 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 import yaml
@@ -56,7 +56,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from models.catalogue import get_type
 from models.wire import Quality
 from simulators.devices import PublishReport, interleave, publish_readings
-from simulators.scenario import ScenarioRun, Seconds, _start_ns, asset_seed
+from simulators.scenario import NumberedEntry, ScenarioRun, Seconds, _start_ns, asset_seed
 
 ASSET_TYPE = "vessel"
 POINTS: tuple[str, ...] = tuple(get_type(ASSET_TYPE).points)
@@ -437,20 +437,11 @@ def _quantise(v: np.ndarray, quantum: float) -> np.ndarray:
 # Scenarios: the run settings every scenario file shares, plus ``vessels:`` and their ``faults:``
 
 
-class VesselEntry(BaseModel):
+class VesselEntry(NumberedEntry):
     """One vessel (``id``) or ``count`` numbered ones (``{prefix}-001`` …), with their parameters."""
 
-    model_config = ConfigDict(extra="forbid")
-    id: str | None = None
-    count: int | None = Field(None, ge=1)
+    entry: ClassVar[str] = "vessel"
     prefix: str = "vessel"
-    params: dict[str, Any] = Field(default_factory=dict)
-
-    @model_validator(mode="after")
-    def _one_way(self) -> VesselEntry:
-        if (self.id is None) == (self.count is None):
-            raise ValueError("vessel entry: give either 'id' or 'count'")
-        return self
 
 
 class VesselFaultSpec(BaseModel):
