@@ -17,6 +17,9 @@ $(VENV)/.demo-installed: pyproject.toml | $(PY)
 
 $(VENV)/.dev-installed: pyproject.toml | $(PY)
 	$(PIP) install -e '.[dev,bench]'
+	# pysparkplug, the independent Sparkplug B implementation of tests/test_sparkplug.py, pins paho-mqtt < 2 for an
+	# API paho 2 still serves (version-1 callbacks): installed without its pins, on the paho and protobuf above.
+	$(PIP) install --no-deps 'pysparkplug==0.6.1'
 	touch $@
 
 ## Run the whole platform on embedded defaults (no server to install); Ctrl-C stops it.
@@ -25,12 +28,14 @@ demo: $(VENV)/.demo-installed
 
 ## Install what the tests need (Python packages and the real servers) and run the suite.
 test: $(VENV)/.dev-installed servers
-	$(PY) -m pytest -q $(PYTEST_ARGS)
+	$(PY) -m pytest -q -n 3 --dist loadfile $(PYTEST_ARGS)
 
 ## The real servers and peers the tests start on loopback: Mosquitto, InfluxDB, PostgreSQL, Node.js (for
 ## node-opcua, an independent OPC-UA implementation), Chromium (the dashboard's browser tests) and openssl
 ## (deploy/mosquitto/make-certs.sh, for the TLS broker tests), gcc and Python's headers (twin edge compile,
-## for the ahead-of-time kernel tests), poppler-utils (pdftoppm and pdftotext read the shipment report's PDF).
+## for the ahead-of-time kernel tests), poppler-utils (pdftoppm and pdftotext read the shipment report's PDF),
+## nats-server (the 3-node NATS JetStream cluster of the ingest scale-out test and `twin bench ingest --workers`),
+## socat (a pseudo-terminal pair: the Modbus RTU line of tests/test_modbus.py).
 servers:
 	@missing=""; \
 	command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || missing="$$missing mosquitto"; \
@@ -42,6 +47,8 @@ servers:
 	command -v openssl >/dev/null 2>&1 || missing="$$missing openssl"; \
 	command -v gcc >/dev/null 2>&1 || missing="$$missing gcc"; \
 	command -v pdftoppm >/dev/null 2>&1 || missing="$$missing poppler-utils"; \
+	command -v nats-server >/dev/null 2>&1 || [ -x /usr/sbin/nats-server ] || missing="$$missing nats-server"; \
+	command -v socat >/dev/null 2>&1 || missing="$$missing socat"; \
 	python3 -c "import os, sysconfig; assert os.path.exists(os.path.join(sysconfig.get_paths()['include'], 'Python.h'))" \
 	  2>/dev/null || missing="$$missing python3-dev"; \
 	if [ -n "$$missing" ]; then \
@@ -50,7 +57,7 @@ servers:
 	    $(if $(filter 0,$(shell id -u)),,sudo) apt-get update -qq && \
 	    DEBIAN_FRONTEND=noninteractive $(if $(filter 0,$(shell id -u)),,sudo) apt-get install -y -qq $$missing >/dev/null; \
 	  else \
-	    echo "The tests need real servers. Install:$$missing (Debian: apt-get install -y mosquitto influxdb postgresql nodejs npm chromium docker-compose openssl gcc python3-dev poppler-utils)"; \
+	    echo "The tests need real servers. Install:$$missing (Debian: apt-get install -y mosquitto influxdb postgresql nodejs npm chromium docker-compose openssl gcc python3-dev poppler-utils nats-server socat)"; \
 	    exit 1; \
 	  fi; \
 	fi

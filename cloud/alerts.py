@@ -47,7 +47,8 @@ class Notifier:
         cfg = settings or CloudSettings()
         self.webhooks = WebhookDispatcher(registry, AddressPolicy(cfg.webhook_allow), DeliverySettings(
             timeout_s=cfg.webhook_timeout_s, max_attempts=cfg.webhook_max_attempts,
-            retry_base_s=cfg.webhook_retry_base_s, retry_max_s=cfg.webhook_retry_max_s))
+            retry_base_s=cfg.webhook_retry_base_s, retry_max_s=cfg.webhook_retry_max_s,
+            smtp_host=cfg.smtp_host, smtp_port=cfg.smtp_port, smtp_from=cfg.smtp_from))
         self._q: queue.Queue[tuple[str, dict] | None] = queue.Queue()
         self.listeners: list[Callable[[str, dict], None]] = []  # in-process subscribers (live WebSocket hub)
         self._mqtt_count = 0

@@ -1,6 +1,7 @@
 """Commands to devices, and desired state carried to them: the cloud half of the actuator loop.
 
-A command (set a writable property, a command the asset type declares, a gateway rebirth) is checked against the
+A command (set a writable property, a command the asset type declares, a gateway rebirth, the acknowledgement of an
+alarm the device raised itself: ``acknowledge_alarm``, when an operator acknowledges its alert) is checked against the
 asset's type (declared, right type, in range), stored with who issued it and why, and put in its gateway's
 queue: every outstanding command of a gateway, published retained on its ``commands`` topic, so a gateway that
 is offline gets them when it connects — for as long as their TTL lasts. The gateway reports delivered, then
@@ -33,6 +34,9 @@ from models.wire import TERMINAL_STATES, Command, CommandQueue, CommandReport, W
 log = logging.getLogger("cloud.commands")
 
 OUTSTANDING = ("pending", "delivered")
+ACK_TTL_S = 86400.0
+"""How long the acknowledgement of a device's alarm waits for its gateway: it stays true while the condition waits
+for one (a condition acknowledged there meanwhile answers BadConditionBranchAlreadyAcked: failed, and harmless)."""
 _ORDER = {"pending": 0, "delivered": 1, "succeeded": 2, "failed": 2, "expired": 2}
 
 
@@ -98,42 +102,60 @@ class CommandService:
 
     # -- issuing ----------------------------------------------------------------------------------
 
-    def asset_type(self, tenant: str, asset: str) -> tuple[AssetType, str | None]:
-        """The asset's type and gateway; LookupError for an unknown asset (or one of a type nobody knows)."""
+    def _asset(self, tenant: str, asset: str) -> tuple[str | None, str | None]:
+        """The asset's type id and gateway; LookupError for an unknown asset."""
         with self.registry.session() as s:
             a = s.get(Asset, (tenant, asset))
             if a is None:
                 raise LookupError(f"no asset {asset!r}")
-            type_id, gateway = a.type, a.gateway
+            return a.type, a.gateway
+
+    def asset_type(self, tenant: str, asset: str) -> tuple[AssetType, str | None]:
+        """The asset's type and gateway; LookupError for an unknown asset (or one of a type nobody knows)."""
+        type_id, gateway = self._asset(tenant, asset)
         try:
             return get_type(type_id or ""), gateway
         except KeyError:
             raise LookupError(f"asset {asset!r} is of type {type_id!r}, which declares nothing writable") from None
 
-    def issue(self, tenant: str, asset: str, action: str, args: dict[str, Any], *, ttl_s: float, actor: str,
-              why: str = "", confirmed: bool = False, evidence: dict | None = None) -> dict[str, Any]:
-        """Check, store, audit and queue a command; the stored command. InvalidCommand, LookupError, NoGateway,
-        RateLimited say why not."""
+    def _checked(self, tenant: str, asset: str, action: str, args: dict[str, Any],
+                 confirmed: bool) -> tuple[dict[str, Any], str | None, str]:
+        """The command's arguments as stored, the asset's gateway, and why a setpoint is outside the profile of the
+        load in custody (confirmed). ``acknowledge`` (a device's own alarm, ``acknowledge_alarm``) needs no
+        declaration of the asset's type; ``set`` and ``command`` are checked against it."""
+        if action == "acknowledge":
+            condition = args.get("condition")
+            if not isinstance(condition, str) or not condition:
+                raise InvalidCommand("condition", "an acknowledgement names the condition")
+            return ({"condition": condition, "comment": str(args.get("comment") or "")[:2000]},
+                    self._asset(tenant, asset)[1], "")
         atype, gateway = self.asset_type(tenant, asset)
-        outside = ""
         if action == "set":
             args = {"property": args.get("property"), "value": check_set(atype, args.get("property"),
                                                                          args.get("value"))}
+            outside = ""
             if atype.writable[args["property"]].guard == "load_profile":
                 outside = self.outside_load_profile(tenant, asset, args["value"])
                 if outside and not confirmed:
                     raise NeedsConfirmation(f"{outside}: send confirm: true to apply it anyway")
-        elif action == "command":
+            return args, gateway, outside
+        if action == "command":
             name = args.get("name")
             if not isinstance(name, str) or name not in atype.commands:
                 declared = ", ".join(sorted(atype.commands)) or "none"
                 raise InvalidCommand("name", f"{name!r} is not a command of {atype.id} (commands: {declared})")
-            args = {"name": name}
-        else:
-            args = {}
+            return {"name": name}, gateway, ""
+        return {}, gateway, ""
+
+    def issue(self, tenant: str, asset: str, action: str, args: dict[str, Any], *, ttl_s: float, actor: str,
+              why: str = "", confirmed: bool = False, evidence: dict | None = None) -> dict[str, Any]:
+        """Check, store, audit and queue a command; the stored command. InvalidCommand, LookupError, NoGateway,
+        RateLimited say why not."""
+        args, gateway, outside = self._checked(tenant, asset, action, args, confirmed)
         if gateway is None:
             raise NoGateway(f"asset {asset!r} has no gateway to carry the command")
-        self._take_rate(tenant, asset)
+        if action != "acknowledge":  # at most one per alert: nothing to meter
+            self._take_rate(tenant, asset)
         now = time.time_ns()
         row = CommandRecord(tenant=tenant, id=secrets.token_hex(8), asset=asset, gateway=gateway, action=action,
                             args=args, state="pending", reason="", value=None, issued_by=actor, why=why,
@@ -151,6 +173,23 @@ class CommandService:
         self.notify(tenant, out)
         self.publish_queue(tenant, gateway)
         return out
+
+    def acknowledge_alarm(self, tenant: str, alert: dict[str, Any], actor: str, note: str) -> dict[str, Any] | None:
+        """An operator's acknowledgement of an alert raised from a device's own alarm (an OPC-UA condition: evidence
+        ``source`` opcua), carried back to the device: an ``acknowledge`` command with the condition, the note as
+        its comment and the alert in its evidence. None for any other alert, or one the device reported acknowledged
+        already; a command that could not be issued comes back as ``{"state": "not sent", "reason": ...}``."""
+        ev = alert.get("evidence") or {}
+        if ev.get("source") != "opcua" or not ev.get("condition") or ev.get("acked") == 1:
+            return None
+        why = f"alert {alert['id']} acknowledged" + (f": {note}" if note else "")
+        try:
+            return self.issue(tenant, alert["asset"], "acknowledge", {"condition": ev["condition"], "comment": note},
+                              ttl_s=ACK_TTL_S, actor=actor, why=why, evidence={"alert": alert["id"]})
+        except (LookupError, InvalidCommand) as exc:
+            log.warning("alert %s acknowledged, but not on the device: %s", alert["id"], exc,
+                        extra={"tenant": tenant, "asset": alert["asset"]})
+            return {"state": "not sent", "reason": str(exc)}
 
     def outside_load_profile(self, tenant: str, asset: str, value: float) -> str:
         """Why ``value`` (a temperature the unit will hold) is outside the profile of the shipment in the asset's
@@ -186,9 +225,10 @@ class CommandService:
             q.append(now)
 
     def sets_for_delta(self, tenant: str, asset: str, delta: dict[str, Any], *, actor: str, why: str,
-                       ttl_s: float = 3600.0, confirmed: bool = False) -> list[dict[str, Any]]:
+                       ttl_s: float = 3600.0, confirmed: bool = False,
+                       evidence: dict | None = None) -> list[dict[str, Any]]:
         """A ``set`` for each writable property whose desired value the device does not report yet, unless one
-        with that value is already outstanding."""
+        with that value is already outstanding; each carries the change's evidence (a what-if's forecast)."""
         atype, _ = self.asset_type(tenant, asset)
         with self.registry.session() as s:
             outstanding = [r.args for r in s.scalars(select(CommandRecord).where(
@@ -198,7 +238,7 @@ class CommandService:
         for prop, d in sorted(delta.items()):
             if prop in atype.writable and {"property": prop, "value": float(d["desired"])} not in outstanding:
                 out.append(self.issue(tenant, asset, "set", {"property": prop, "value": d["desired"]}, ttl_s=ttl_s,
-                                      actor=actor, why=why, confirmed=confirmed))
+                                      actor=actor, why=why, confirmed=confirmed, evidence=evidence))
         return out
 
     # -- reading ---------------------------------------------------------------------------------

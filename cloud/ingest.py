@@ -2,7 +2,8 @@
 
 A message is acknowledged to the broker (paho manual ack) only after its data is durably written,
 so a store outage or a killed worker loses nothing: unacknowledged messages are delivered again.
-Several workers split the load (see ``CloudSettings.ingest_mode``).
+Several workers split the load (see ``CloudSettings.ingest_mode``); on a NATS JetStream cluster
+(``TWIN_INGEST_ENGINE=nats``, ``cloud.ingest_nats``) each receives only its partitions, through the same pipeline.
 
 The gateway is told too (``models.wire.Committed`` on its ``committed`` topic): it keeps every batch until
 then, not only until the broker's PUBACK, because a broker that crashes loses what it acknowledged since its
@@ -57,6 +58,7 @@ from sqlalchemy import select, tuple_, update
 from sqlalchemy.exc import DataError, DBAPIError, IntegrityError
 
 from cloud import mqttconn
+from cloud.metrics import STORE_WRITE, observe_ingest_lag
 from cloud.pii import Pseudonymiser, load_key
 from cloud.registry import AlarmRecord, AnomalyRecord, Asset, DeadLetter, Gateway, IngestEpoch, Registry, Tenant
 from cloud.settings import CloudSettings
@@ -195,6 +197,8 @@ class _Msg:
     arrival_ns: int = 0
     """Wall-clock time it arrived (0: when it is classified); what future timestamps and clock offsets are
     measured against."""
+    handle: Any = None
+    """What the engine needs to acknowledge it, when that is not an MQTT message id (``cloud.ingest_nats``)."""
 
 
 @dataclass
@@ -421,10 +425,7 @@ class Ingest:
             with self._pending_lock:
                 self._pending.difference_update(group.keys)
         self._publish_committed(group)
-        epoch = self._epoch
-        for m in group.acks:
-            if m.qos > 0 and m.epoch == epoch:
-                self._client.ack(m.mid, m.qos)
+        self._ack(group.acks)
         for hook, items in ((self._on_status, group.statuses), (self._on_written, [b for _, b in group.batches]),
                             (self._on_events, group.events)):
             if hook is not None and items:
@@ -442,8 +443,19 @@ class Ingest:
             except ValueError:
                 continue  # a gateway id no topic can name: nothing was sent from there
             msg = Committed(epoch=epoch, telemetry=sorted(tel), events=sorted(ev))
-            self._client.publish(topic, encode(msg), qos=1)
+            self._publish(topic, encode(msg))
             self.counters["commits_published"] += 1
+
+    # The engine seam: how written messages are acknowledged and commits published (MQTT here; NATS JetStream in
+    # cloud.ingest_nats, which overrides these two, the client, start, stop and owns).
+    def _ack(self, msgs: list[_Msg]) -> None:
+        epoch = self._epoch
+        for m in msgs:
+            if m.qos > 0 and m.epoch == epoch:
+                self._client.ack(m.mid, m.qos)
+
+    def _publish(self, topic: str, payload: bytes) -> None:
+        self._client.publish(topic, payload, qos=1)
 
     def _retrying(self, fn: Callable[[], None], what: str) -> None:
         """Run ``fn`` until it works, holding the group's messages unacknowledged meanwhile: the registry
@@ -473,7 +485,7 @@ class Ingest:
         # refuses would hold up every message behind this one.
         topic, reason = _printable(m.topic[:MAX_TOPIC_LEN]), _printable(reason[:2000])
         log.warning("dead letter from %s: %s", topic, reason)
-        payload = self.pii.scrub_payload(m.payload if payload is None else payload)  # no clear personal values
+        payload = self.pii.scrub_payload(m.payload if payload is None else payload, self.registry)  # nothing personal
         group.dead.append({"received_ns": time.time_ns(), "tenant": tenant, "topic": topic, "reason": reason,
                            "payload": payload})
 
@@ -604,7 +616,7 @@ class Ingest:
             fresh.append((m, b))
             self._refuse_future(group, m, b)
             for ser in b.series:
-                group.rows.extend_series(b.tenant, ser.asset, ser.point, ser.t_ns, ser.values, ser.quality)
+                group.rows.extend_series(b.tenant, ser.asset, ser.point, ser.t_ns, ser.values, ser.quality, ser.status)
         group.batches = fresh
         self._protect_text(group)
         with self._pending_lock:
@@ -627,11 +639,10 @@ class Ingest:
                 continue
             ok = [i for i, t in enumerate(ser.t_ns) if t <= limit]
             bad = [i for i, t in enumerate(ser.t_ns) if t > limit]
-            out_series.append(ser.model_copy(update={k: [getattr(ser, k)[i] for i in bad]
-                                                     for k in ("t_ns", "values", "quality")}))
+            cols = ("t_ns", "values", "quality") + (("status",) if ser.status else ())
+            out_series.append(ser.model_copy(update={k: [getattr(ser, k)[i] for i in bad] for k in cols}))
             if ok:
-                kept_series.append(ser.model_copy(update={k: [getattr(ser, k)[i] for i in ok]
-                                                          for k in ("t_ns", "values", "quality")}))
+                kept_series.append(ser.model_copy(update={k: [getattr(ser, k)[i] for i in ok] for k in cols}))
         for tx in b.text:
             if not tx.t_ns or max(tx.t_ns) <= limit:
                 kept_text.append(tx)
@@ -676,7 +687,8 @@ class Ingest:
         delay = 0.5
         while True:
             try:
-                self.store.write_prepared(group.encoded)
+                with STORE_WRITE.time():
+                    self.store.write_prepared(group.encoded)
                 break
             except StoreUnavailable as exc:
                 # Hold the messages (not acknowledged) and retry: the broker keeps what follows them.
@@ -692,13 +704,15 @@ class Ingest:
         self.counters["batches_written"] += len(group.batches)
         self.counters["points_written"] += len(group.rows)
         self.counters["groups_written"] += 1
+        observe_ingest_lag(max(s.t_ns[-1] for s in b.series if s.t_ns) for _, b in group.batches
+                           if any(s.t_ns for s in b.series))
 
     def _write_each(self, group: _Group) -> None:
         """Isolate what the store refuses: good series are written, bad ones dead-lettered."""
         for m, b in group.batches:
             for ser in b.series:
                 rows = Rows()
-                rows.extend_series(b.tenant, ser.asset, ser.point, ser.t_ns, ser.values, ser.quality)
+                rows.extend_series(b.tenant, ser.asset, ser.point, ser.t_ns, ser.values, ser.quality, ser.status)
                 try:
                     self.store.write(rows)
                 except StoreRejected as exc:

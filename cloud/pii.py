@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import select, tuple_
+from sqlalchemy.exc import SQLAlchemyError
 
 from cloud.registry import Asset, AssetTypeRecord, Registry
 from cloud.store import Rows, SubjectHit, TimeSeriesStore
@@ -185,11 +186,13 @@ class Pseudonymiser:
                 rows.extend_text(tenant, ser.asset, ser.point, t_ns, values, personal=personal)
         return safe, refused
 
-    def scrub_payload(self, payload: bytes) -> bytes:
+    def scrub_payload(self, payload: bytes, registry: Registry | None = None) -> bytes:
         """A dead letter's payload without clear text values: every text value that is not a pseudonym is
         pseudonymised (or withheld without a key). Whether a point is personal is not known for a message
         that failed validation, so all text values are treated as personal. A payload that cannot be read
-        but may hold text points is withheld whole; one that is neither JSON nor zlib is kept as it is."""
+        but may hold text points is withheld whole; one that is neither JSON nor zlib is kept as it is.
+        With the ``registry``, the numbers of points its asset's type marks personal (a person's glucose) are
+        withheld too (``values``: null)."""
         try:
             raw = inflate(payload)
         except WireError:
@@ -201,9 +204,10 @@ class Pseudonymiser:
         except (ValueError, RecursionError):  # not JSON, or JSON no parser should take (deep, 5,000-digit ints)
             # A "text" key may be spelt with escapes (\u0074ext): any escape counts as a possible text key.
             return WITHHELD if b'"text"' in raw or b"\\u" in raw else payload
+        withheld = registry is not None and self._withhold_personal_numbers(obj, registry)
         text = obj.get("text") if isinstance(obj, dict) else None
         if text is None:
-            return payload
+            return json.dumps(obj).encode() if withheld else payload
         if not isinstance(text, list):
             return WITHHELD
         for ser in text:
@@ -214,6 +218,28 @@ class Pseudonymiser:
             else:
                 return WITHHELD
         return json.dumps(obj).encode()
+
+    def _withhold_personal_numbers(self, obj: Any, registry: Registry) -> bool:
+        """Null the ``values`` of numeric series whose point the asset's type marks personal; whether any was."""
+        series = obj.get("series") if isinstance(obj, dict) else None
+        if not isinstance(series, list):
+            return False
+        tenant = str(obj.get("tenant"))
+        named = [s for s in series if isinstance(s, dict) and _nameable(s.get("asset"))
+                 and isinstance(s.get("point"), str) and s.get("values") is not None]
+        try:
+            types = self.asset_types(registry, {(tenant, s["asset"][:256]) for s in named})
+        except SQLAlchemyError:  # the registry is down: whose numbers these are is unknown, so none are kept
+            for s in named:
+                s["values"] = None
+            return bool(named)
+        found = False
+        for s in named:
+            t = types.get((tenant, s["asset"][:256]))
+            spec = t.points.get(s["point"]) if t is not None else None
+            if spec is not None and spec.personal:
+                s["values"], found = None, True
+        return found
 
     def _scrub(self, tenant: str, v: Any) -> Any:
         if not isinstance(v, str) or is_pseudonym(v):
@@ -283,3 +309,15 @@ class SubjectRequests:
                                 before={"samples": found.samples, "where": [asdict(h) for h in found.hits]},
                                 after={"samples": 0, "erased": erased})
         return found
+
+
+def _nameable(asset: Any) -> bool:
+    """Whether ``asset`` could name a registered asset, so asking the registry about it is safe: a string that
+    UTF-8 can encode (no lone surrogates) and without NUL. Anything else is no one's: its numbers stay."""
+    if not isinstance(asset, str) or "\x00" in asset:
+        return False
+    try:
+        asset.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True

@@ -14,6 +14,7 @@ from cloud.housekeeping import Housekeeping
 from cloud.ingest import Ingest
 from cloud.link import CloudLink
 from cloud.live import LiveHub
+from cloud.machines import SnapshotSink
 from cloud.packs import load_pack_dirs
 from cloud.registry import Gateway, Registry
 from cloud.rules.runner import RuleRunner
@@ -40,6 +41,7 @@ class Platform:
     rules: RuleRunner | None = None
     housekeeping: Housekeeping | None = None
     commands: CommandService | None = None
+    snapshots: SnapshotSink | None = None
     extra_counters: dict[str, int] = field(default_factory=dict)
 
     @classmethod
@@ -54,24 +56,31 @@ class Platform:
         link = None
         commands = CommandService(registry, lambda t, b, retain: link is not None and link.publish(t, b, retain=retain),
                                   live.on_command)
+        snapshots = SnapshotSink(registry)
         if with_link:
             link = CloudLink(settings, {
                 topics.ingest_filter("telemetry", shared=False): live.on_telemetry,
                 topics.ingest_filter("config/reported", shared=False): lambda t, p: _on_reported(registry, t, p),
                 topics.ingest_filter("commands/reported", shared=False): commands.on_report,
+                topics.ingest_filter("snapshots", shared=False): snapshots,
             })
         notifier = Notifier(registry, publish=(lambda t, b: link.publish(t, b)) if link else None,
                             settings=settings)
         alerts = AlertService(registry, notifier)
         p = cls(settings, store, registry, TwinService(registry, store), alerts, notifier, live, link=link,
-                commands=commands)
+                commands=commands, snapshots=snapshots)
         notifier.listeners.append(live.on_alert)
         from cloud.shipments import attach
 
         attach(p)  # excursion alerts quarantine the batches on board, in whichever process raised them
         if with_ingest:
             p.rules = RuleRunner(p, interval_s=settings.rules_interval_s, profile=settings.coldchain_profile)
-            p.ingest = Ingest(settings, store, registry, on_written=p.rules.on_written, on_events=p.rules.on_events,
+            engine: type[Ingest] = Ingest
+            if settings.ingest_engine == "nats":
+                from cloud.ingest_nats import NatsIngest
+
+                engine = NatsIngest
+            p.ingest = engine(settings, store, registry, on_written=p.rules.on_written, on_events=p.rules.on_events,
                               on_status=p.rules.on_status)
             if settings.ingest_partition == 0:  # one process of a deployment: roll-up backfill and retention
                 p.housekeeping = Housekeeping(store, registry, settings)
@@ -114,6 +123,8 @@ class Platform:
         if self.housekeeping is not None:
             out.update(self.housekeeping.counters)
         out.update(self.live.counters)
+        if self.link is not None and self.snapshots is not None:
+            out.update(self.snapshots.counters)
         return out
 
 

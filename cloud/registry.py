@@ -121,6 +121,39 @@ class Twin(Base):
     updated_ns: Mapped[int] = mapped_column(BigInteger, default=0)
 
 
+class MachineProfileRecord(Base):
+    """A rotating machine's ISO 20816 class, bearing and speed (``models.machine.MachineProfile`` as JSON): what its
+    zone rule and the features of its waveforms need; set by an operator."""
+
+    __tablename__ = "machine_profiles"
+    tenant: Mapped[str] = mapped_column(String(64), primary_key=True)
+    asset: Mapped[str] = mapped_column(String(128), primary_key=True)
+    profile: Mapped[dict] = mapped_column(JSON)
+    updated_ns: Mapped[int] = mapped_column(BigInteger)
+    updated_by: Mapped[str] = mapped_column(String(200), default="")
+
+
+class WaveformSnapshot(Base):
+    """Raw accelerometer blocks a gateway uploaded around an anomaly (``models.waveform`` snapshot, as received:
+    zlib-compressed frames), to be looked at as a spectrum and an envelope spectrum."""
+
+    __tablename__ = "waveform_snapshots"
+    __table_args__ = (Index("waveform_snapshots_asset", "tenant", "asset", "t0_ns"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    tenant: Mapped[str] = mapped_column(String(64))
+    asset: Mapped[str] = mapped_column(String(128))
+    gateway: Mapped[str] = mapped_column(String(64))
+    event_id: Mapped[str] = mapped_column(String(300), default="")
+    reason: Mapped[str] = mapped_column(Text, default="")
+    t0_ns: Mapped[int] = mapped_column(BigInteger)
+    t1_ns: Mapped[int] = mapped_column(BigInteger)
+    received_ns: Mapped[int] = mapped_column(BigInteger)
+    sample_rate_hz: Mapped[float] = mapped_column(Float)
+    channels: Mapped[int] = mapped_column(Integer)
+    blocks: Mapped[int] = mapped_column(Integer)
+    data: Mapped[bytes] = mapped_column(LargeBinary)
+
+
 class CommandRecord(Base):
     """A command to a device through its gateway (``cloud/commands.py``): pending → delivered → succeeded | failed
     | expired, who issued it and why; ``evidence`` keeps what the decision rested on (a forecast)."""
@@ -189,6 +222,12 @@ class Webhook(Base):
     rotated_ns: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
     last_delivered_ns: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
     last_error: Mapped[str] = mapped_column(Text, default="", server_default="")
+    # A notification channel (cloud/webhooks/formats.py): the body's format — json (signed), slack, teams — or
+    # email (``url`` is mailto:), and its route: alerts of at least ``min_severity`` on assets of ``asset_group``
+    # ("site:<id>", "line:<id>", "type:<id>"; none: every asset).
+    kind: Mapped[str] = mapped_column(String(16), default="json", server_default="json")
+    min_severity: Mapped[str] = mapped_column(String(16), default="low", server_default="low")
+    asset_group: Mapped[str | None] = mapped_column(String(200), nullable=True)
     __table_args__ = (Index("webhooks_tenant", "tenant"),)
 
 
@@ -549,4 +588,5 @@ def _sqlite_pragmas(dbapi_conn, _record) -> None:
     cur.close()
 
 
+from cloud import people as _people  # noqa: E402,F401  (the identity vault and consents, likewise)
 from cloud import sharing as _sharing  # noqa: E402,F401  (its table, kept beside its queries, is part of the schema)

@@ -16,8 +16,6 @@ from cloud.platform import Platform
 from cloud.settings import CloudSettings
 
 log = logging.getLogger("cloud.run")
-COUNTERS_EVERY_S = 30.0
-"""A worker has no HTTP port: its health and counters go to its structured log this often (and at exit)."""
 
 
 def run_ingest(settings: CloudSettings) -> None:
@@ -27,9 +25,20 @@ def run_ingest(settings: CloudSettings) -> None:
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     platform.start()
-    log.info("ingest worker %s running (partition %d of %d, %s → %s)", settings.ingest_client_id,
-             settings.ingest_partition, settings.ingest_partitions, settings.mqtt_url, settings.store)
-    while not stop.wait(COUNTERS_EVERY_S):
+    if settings.metrics_port:
+        from cloud.metrics import platform_registry, serve
+
+        ingest = platform.ingest
+        serve(settings.metrics_host, settings.metrics_port, platform_registry(platform.counters),
+              lambda: {"status": "ok" if ingest.connected.is_set() else "connecting", "role": "ingest",
+                       "worker": settings.ingest_client_id, "store": settings.store})
+    if settings.ingest_engine == "nats":
+        log.info("ingest worker %s running (engine nats: partitions leased from %s → %s)", settings.ingest_client_id,
+                 settings.nats_url, settings.store)
+    else:
+        log.info("ingest worker %s running (partition %d of %d, %s → %s)", settings.ingest_client_id,
+                 settings.ingest_partition, settings.ingest_partitions, settings.mqtt_url, settings.store)
+    while not stop.wait(settings.ingest_counters_interval_s):
         log.info("ingest counters %s", json.dumps(platform.counters(), sort_keys=True))
     log.info("ingest counters %s", json.dumps(platform.counters(), sort_keys=True))
     platform.close()

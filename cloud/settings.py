@@ -87,6 +87,23 @@ class CloudSettings(BaseSettings):
     # The de-duplication state of a gateway outbox epoch (a wiped outbox starts a new one) is kept this long
     # after the epoch was last heard from: its batches may still be queued in the broker.
     ingest_epoch_retention_s: float = 7 * 24 * 3600.0
+    # Where workers get their messages. "mqtt" (default; the demo's embedded broker, Mosquitto): a subscription,
+    # ingest_mode above. "nats": a NATS JetStream cluster (cloud/ingest_nats.py, deploy/nats/): gateways publish
+    # MQTT to its MQTT front, the engine maps each gateway to one of ingest_nats_partitions partitions (the server
+    # config's mapping must name the same count) and each worker consumes only the partitions it leases.
+    ingest_engine: Literal["mqtt", "nats"] = "mqtt"
+    nats_url: str = "nats://127.0.0.1:4222"  # comma-separated: every node the client may connect to
+    ingest_nats_partitions: int = 12
+    ingest_nats_replicas: int = 3  # copies of the stream and the lease bucket (1 for a one-node engine)
+    # A worker's lease on a partition lapses this long after its last renewal: how soon a dead worker's
+    # partitions move to the others. Renewed three times per period.
+    ingest_lease_ttl_s: float = 6.0
+    # How often a standalone worker logs its counters.
+    ingest_counters_interval_s: float = 30.0
+    # A standalone ingest worker's (``twin cloud ingest``) health + Prometheus endpoint: GET /health, /metrics.
+    # 0 = off; the documented port is 9465 (the API serves its own /metrics on api_port).
+    metrics_host: str = "127.0.0.1"
+    metrics_port: int = Field(0, ge=0, le=65535)
 
     # Personal data: the HMAC key that pseudonymises personal text points arriving in clear (the same key as the
     # gateways' pii_key_file, so a subject has one pseudonym; see cloud/pii.py). Without it such values are
@@ -162,7 +179,8 @@ class CloudSettings(BaseSettings):
 
     @model_validator(mode="after")
     def _ingest_durations_positive(self) -> CloudSettings:
-        for name in ("ingest_future_tolerance_s", "ingest_epoch_retention_s"):
+        for name in ("ingest_future_tolerance_s", "ingest_epoch_retention_s", "ingest_lease_ttl_s",
+                     "ingest_counters_interval_s"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"TWIN_{name.upper()} must be a positive number of seconds")
         return self
@@ -173,6 +191,8 @@ class CloudSettings(BaseSettings):
             raise ValueError(f"TWIN_INGEST_PARTITION={self.ingest_partition} must be in [0, "
                              f"TWIN_INGEST_PARTITIONS={self.ingest_partitions}): that partition's gateways "
                              "would be stored by nobody")
+        if not 1 <= self.ingest_nats_partitions <= 1024:
+            raise ValueError("TWIN_INGEST_NATS_PARTITIONS must be 1 to 1024 (the count in the NATS server's mapping)")
         return self
 
     @model_validator(mode="after")

@@ -160,7 +160,7 @@ class ThermalModel:
                 "door_ua_w_per_k": p["d"] * c, "cargo_heat_capacity_j_per_k": p["h"] * c / p["k"]}
 
     def to_dict(self) -> dict[str, Any]:
-        """For ``TwinService.put_model`` (JSON)."""
+        """For ``TwinService.merge_model`` (JSON)."""
         return {"kind": "reefer-thermal-v1", "params": self.params, "stderr": self.stderr,
                 "residual_c": self.residual_c, "hysteresis_c": self.hysteresis_c,
                 "controls_supply": self.controls_supply, "cargo_c": self.cargo_c,

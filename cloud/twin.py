@@ -9,7 +9,9 @@ writers exactly one wins and the other learns it was too late.
 
 from __future__ import annotations
 
+import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -120,6 +122,7 @@ class TwinService:
         self.registry = registry
         self.store = store
         self._known: set[tuple[str, str]] = set()
+        self._model_lock = threading.Lock()
 
     def exists(self, tenant: str, asset: str) -> bool:
         """Whether the tenant has this asset. Assets are never deleted, so a yes is remembered (no registry
@@ -162,8 +165,9 @@ class TwinService:
                          model=dict(a.model or {}))
 
     def put_desired(self, tenant: str, asset: str, desired: dict[str, Any], if_match: int, actor: str,
-                    reason: str = "") -> int:
-        """Replace the desired state if the twin is still at ``if_match``; returns the new version."""
+                    reason: str = "", evidence: dict[str, Any] | None = None) -> int:
+        """Replace the desired state if the twin is still at ``if_match``; returns the new version. ``evidence``
+        (what the change rests on, e.g. a what-if's forecast) is kept with it in the audit trail."""
         with self.registry.session() as s:
             if s.get(Asset, (tenant, asset)) is None:
                 raise NotFound(f"no asset {asset!r}")
@@ -180,11 +184,33 @@ class TwinService:
                 raise VersionConflict(int(current or 0))
             self.registry.audit(s, tenant, actor, "twin.desired.put", f"asset:{asset}", reason=reason,
                                 before={"version": if_match, "desired": old},
-                                after={"version": if_match + 1, "desired": desired})
+                                after={"version": if_match + 1, "desired": desired,
+                                       **({"evidence": evidence} if evidence else {})})
         return if_match + 1
 
-    def put_model(self, tenant: str, asset: str, model: dict[str, Any]) -> None:
-        """The calibrated model's parameters (written by rules that fit them; not versioned by operators)."""
+    def model(self, tenant: str, asset: str) -> dict[str, Any]:
+        """The twin's model document alone ({} before anything wrote one): what a rule reads its settings from,
+        without ``state``'s reads of the latest values from the store."""
         with self.registry.session() as s:
-            self.registry.upsert(s, Twin, [{"tenant": tenant, "asset": asset, "model": model,
-                                            "updated_ns": time.time_ns()}], keys=("tenant", "asset"))
+            row = s.get(Twin, (tenant, asset))
+            return dict(row.model or {}) if row is not None else {}
+
+    def merge_model(self, tenant: str, asset: str, part: dict[str, Any] | Callable[[dict[str, Any]], dict[str, Any]]
+                    ) -> tuple[dict[str, Any], dict[str, Any]]:
+        """Set these top-level keys of the twin's model document (a rule's estimate, an operator's settings),
+        keeping the others; ``part`` may be a function of the current document. Returns (before, after).
+
+        One read-modify-write under the row's lock (PostgreSQL) and this process's: a RUL estimate and a PATCH of
+        the horizon landing together both survive, where two read-then-put writers lost one (an engine's estimate
+        at its last cycle, once, on a loaded machine)."""
+        mine = select(Twin).where(Twin.tenant == tenant, Twin.asset == asset).with_for_update()
+        with self._model_lock, self.registry.session() as s:
+            row = s.scalar(mine)
+            if row is None:  # the twin's first write: its row, then the lock on it
+                self.registry.insert_ignore(s, Twin, [{"tenant": tenant, "asset": asset, "version": 0,
+                                                       "desired": {}, "model": {}, "updated_ns": 0}])
+                row = s.scalar(mine)
+            before = dict(row.model or {})
+            after = {**before, **(part(before) if callable(part) else part)}
+            row.model, row.updated_ns = after, time.time_ns()
+        return before, after

@@ -9,9 +9,16 @@ What is checked here, whatever the cloud asked: the asset is one of this gateway
 writable by its type in the local configuration, the value has the declared type and range. Then it is written
 through the source that serves the asset (OPC-UA: Write, then a Read of the same node; MQTT: a publish to the
 device topic, then the device's own report of the point), and reported succeeded, or failed with the reason
-(the OPC-UA server's status, a device that did not confirm in time).
+(the OPC-UA server's status, a device that did not confirm in time). ``acknowledge`` calls Acknowledge on the
+condition a device raised (``edge/sources/opcua_alarms.py``), and reports the server's status the same way.
 
-Commands run on their own thread: a write waits for a device, and the tick loop must not.
+A device the gateway cannot reach (its OPC-UA server down, no session) is not a refusal: the command is tried
+again with a doubling backoff (``RETRY_MIN_S`` to ``RETRY_MAX_S``) until its TTL, then reported failed with why
+and how often it was tried. A refusal (a Bad status, a device that answers otherwise) is final at once.
+
+Commands run on their own threads: a write waits for a device, and the tick loop must not. One asset's commands
+run one at a time in the order the cloud issued them (a setpoint, then a mode: never the other way round); up to
+``LANES`` assets' at once, so a PLC that does not answer holds up only its own assets.
 """
 
 from __future__ import annotations
@@ -21,7 +28,9 @@ import logging
 import queue
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from edge.config import GatewayConfig
@@ -35,10 +44,25 @@ log = logging.getLogger("edge.actuators")
 DONE_FILE = "commands.json"
 DONE_KEEP = 2000
 """Command ids remembered (with their last report): far more than a gateway's queue ever holds."""
+RETRY_MIN_S = 0.5
+RETRY_MAX_S = 2.0
+"""Short: a try without a session costs nothing on the wire, and the device is written soon after it is back."""
+LANES = 8
+"""Assets whose commands run at the same time."""
+ACK_TIMEOUT_S = 10.0
+"""How long an OPC-UA server has to answer an Acknowledge call."""
 
 
 class Refused(ValueError):
     """The command cannot run here; the text says why (sent back as the failure reason)."""
+
+
+class Unreachable(ConnectionError):
+    """The device could not be reached now (no session, a connection that broke mid-write): worth another try."""
+
+
+class _Stopped(Exception):
+    """The gateway is stopping during a retry's wait."""
 
 
 class Actuator:
@@ -46,19 +70,28 @@ class Actuator:
     gateway again. The agent calls ``observe`` for every reading of a point awaited as a confirmation."""
 
     def __init__(self, cfg: GatewayConfig, sources: Callable[[], list[Source]],
-                 report: Callable[[CommandReport], None], rebirth: Callable[[], None]) -> None:
+                 report: Callable[[CommandReport], None], rebirth: Callable[[], None],
+                 snapshot: Callable[[str], str] | None = None) -> None:
         self.cfg = cfg
+        self._snapshot = snapshot
         self._sources = sources
         self._report = report
         self._rebirth = rebirth
         self._path: Path = cfg.state_dir / DONE_FILE
         self._done: dict[str, dict] = self._load()
         self._inbox: queue.Queue[bytes | None] = queue.Queue()
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()
+        self._lanes: dict[str, deque[Command]] = {}
+        """Asset -> its commands waiting, while a worker runs them in order (absent: none waiting or running)."""
+        self._taken: set[str] = set()
+        """Ids queued or running: a redelivery meanwhile waits for the result instead of repeating a report."""
+        self._pool = ThreadPoolExecutor(LANES, thread_name_prefix="actuator")
         self.awaited: dict[tuple[str, str], list] = {}
         """(asset, point) -> [target, tolerance, last value seen, Event]: read by the agent's sink."""
-        self.counts = {"commands_run": 0, "commands_failed": 0, "commands_expired": 0, "commands_repeated": 0}
+        self.counts = {"commands_run": 0, "commands_failed": 0, "commands_expired": 0, "commands_repeated": 0,
+                       "commands_retries": 0}
         self._thread: threading.Thread | None = None
+        self._stopping = threading.Event()
 
     # -- from other threads ------------------------------------------------------------------------
 
@@ -78,9 +111,14 @@ class Actuator:
         self._thread.start()
 
     def stop(self) -> None:
+        self._stopping.set()  # ends a retry's wait at once; queued commands stay unrun (a restart runs them)
         self._inbox.put(None)
         if self._thread is not None:
             self._thread.join(30)
+        self._pool.shutdown(wait=False, cancel_futures=True)
+        deadline = time.monotonic() + 30
+        while self._lanes and time.monotonic() < deadline:  # a write under way ends (its own timeout bounds it)
+            time.sleep(0.05)
 
     # -- the command thread ------------------------------------------------------------------------
 
@@ -92,29 +130,68 @@ class Actuator:
                 log.warning("unreadable command queue from the cloud: %s", exc)
                 continue
             for cmd in commands:
-                try:
-                    self._handle(cmd)
-                except Exception:  # one command must not stop the others
-                    log.exception("command %s failed unexpectedly", cmd.id)
+                self._dispatch(cmd)
 
-    def _handle(self, cmd: Command) -> None:
-        done = self._done.get(cmd.id)
+    def _dispatch(self, cmd: Command) -> None:
+        """Into its asset's lane, unless it is there already or done."""
+        with self._lock:
+            if cmd.id in self._taken:
+                return  # queued or running: its report comes when it ends
+            done = self._done.get(cmd.id)
+            if done is None:
+                self._taken.add(cmd.id)
+                lane = self._lanes.get(cmd.asset)
+                if lane is not None:  # a worker is on this asset: it runs this one after the others
+                    lane.append(cmd)
+                    return
+                self._lanes[cmd.asset] = deque([cmd])
         if done is not None:
-            self.counts["commands_repeated"] += 1
+            self._count("commands_repeated")
             self._report(CommandReport.model_validate(done))  # the cloud may have missed it: say it again
             return
+        try:
+            self._pool.submit(self._drain, cmd.asset)
+        except RuntimeError:  # stopping: the pool takes no more
+            with self._lock:
+                self._lanes.pop(cmd.asset, None)
+
+    def _drain(self, asset: str) -> None:
+        """A worker's turn on one asset: its commands in order, until none waits."""
+        while True:
+            with self._lock:
+                lane = self._lanes[asset]
+                if not lane or self._stopping.is_set():
+                    del self._lanes[asset]
+                    return
+                cmd = lane.popleft()
+            try:
+                self._handle(cmd)
+            except Exception:  # one command must not stop the others
+                log.exception("command %s failed unexpectedly", cmd.id)
+            finally:
+                with self._lock:
+                    self._taken.discard(cmd.id)
+
+    def _count(self, name: str) -> None:
+        with self._lock:
+            self.counts[name] += 1
+
+    def _handle(self, cmd: Command) -> None:
         if time.time_ns() > cmd.expires_ns:
-            self.counts["commands_expired"] += 1
+            self._count("commands_expired")
             self._finish(cmd, "expired", f"reached the gateway after its TTL (expired at {cmd.expires_ns} ns)")
             return
         # Recorded before it runs: a crash mid-write must not write again after a restart.
         self._remember(cmd.id, self._make(cmd, "failed", "the gateway stopped while running it"))
         self._report(self._make(cmd, "delivered"))
-        self.counts["commands_run"] += 1
+        self._count("commands_run")
         try:
-            value, reason = self._run(cmd)
+            value, reason = self._run_within_ttl(cmd)
+        except _Stopped:
+            self._forget(cmd.id)  # nothing was written: a restart within the TTL tries it again
+            return
         except (Refused, ConnectionError, TimeoutError) as exc:
-            self.counts["commands_failed"] += 1
+            self._count("commands_failed")
             self._finish(cmd, "failed", str(exc))
             log.warning("command %s (%s on %s) failed: %s", cmd.id, cmd.action, cmd.asset, exc,
                         extra={"command": cmd.id, "asset": cmd.asset})
@@ -123,10 +200,37 @@ class Actuator:
         log.info("command %s (%s on %s) succeeded: %s", cmd.id, cmd.action, cmd.asset, reason,
                  extra={"command": cmd.id, "asset": cmd.asset})
 
+    def _run_within_ttl(self, cmd: Command) -> tuple[float | str | None, str]:
+        """``_run``, tried again while the device is unreachable, backing off, until the command's TTL."""
+        delay, attempts = RETRY_MIN_S, 0
+        while True:
+            attempts += 1
+            try:
+                return self._run(cmd)
+            except Unreachable as exc:
+                left_s = (cmd.expires_ns - time.time_ns()) / 1e9
+                if left_s <= 0:
+                    raise TimeoutError(f"{exc}; tried {attempts} times until the command's TTL ran out") from None
+                log.info("command %s: %s; trying again in %.1f s", cmd.id, exc, min(delay, left_s),
+                         extra={"command": cmd.id, "asset": cmd.asset})
+                self._count("commands_retries")
+                if self._stopping.wait(min(delay, left_s)):
+                    raise _Stopped() from None
+                delay = min(delay * 2, RETRY_MAX_S)
+
     def _run(self, cmd: Command) -> tuple[float | str | None, str]:
         if cmd.action == "rebirth":
             self._rebirth()
             return None, "status announced again"
+        if cmd.action == "snapshot":
+            if self._snapshot is None:
+                raise Refused("this gateway keeps no raw waveform blocks")
+            try:
+                return None, self._snapshot(cmd.asset)
+            except LookupError as exc:
+                raise Refused(str(exc)) from None
+        if cmd.action == "acknowledge":
+            return self._acknowledge(cmd.asset, str(cmd.args.get("condition", "")), str(cmd.args.get("comment", "")))
         asset = next((a for a in self.cfg.assets if a.id == cmd.asset), None)
         if asset is None:
             raise Refused(f"{cmd.asset} is not an asset of gateway {self.cfg.gateway}")
@@ -161,7 +265,11 @@ class Actuator:
                 node = opcua.node.format(asset=asset) if opcua.node else (src.node_for(asset, point) if point else None)
                 if node is None:
                     continue
-                status, back = src.write(node, value, opcua.data_type, timeout)  # type: ignore[attr-defined]
+                try:
+                    status, back = src.write(node, value, opcua.data_type, timeout)  # type: ignore[attr-defined]
+                except (ConnectionError, TimeoutError, OSError) as exc:
+                    raise Unreachable(f"the OPC-UA server did not take the write to {node}: "
+                                      f"{exc or type(exc).__name__}") from None
                 if status != "Good":
                     raise Refused(f"the OPC-UA server refused the write to {node}: {status}")
                 if confirm and not (isinstance(back, int | float) and abs(float(back) - float(value)) <= confirm[0]):
@@ -176,6 +284,27 @@ class Actuator:
                 return self._publish_confirmed(src, topic, body, mqtt.qos, asset, point, float(value), confirm)
         raise Refused(f"no source of gateway {self.cfg.gateway} writes {asset}"
                       f"{'/' + point if point else ''} the way its type declares")
+
+    def _acknowledge(self, asset: str, condition: str, comment: str) -> tuple[str, str]:
+        """A device's own alarm acknowledged on the server that raised it, through the OPC-UA source whose alarm
+        tracker holds the condition (else one that takes the asset's alarms): succeeded with the server's Good, or
+        refused with the status it answered (BadConditionBranchAlreadyAcked: acknowledged there already)."""
+        trackers = [s for s in self._sources() if getattr(s, "alarms", None)]
+        src = (next((s for s in trackers if (asset, condition) in s.alarms.open), None)  # type: ignore[attr-defined]
+               or next((s for s in trackers if asset in s.alarms.assets), None))  # type: ignore[attr-defined]
+        if src is None:
+            raise Refused(f"no source of gateway {self.cfg.gateway} takes the alarms of {asset}")
+        try:
+            status = src.acknowledge(asset, condition, comment, ACK_TIMEOUT_S)  # type: ignore[attr-defined]
+        except (ConnectionError, TimeoutError, OSError, RuntimeError) as exc:  # no session, or it broke: again
+            raise Unreachable(f"the OPC-UA server did not take the acknowledgement of {condition}: "
+                              f"{exc or type(exc).__name__}") from None
+        if status == "BadConditionNotFound":  # the tracker's answer: the server was not asked
+            raise Refused(f"no condition {condition!r} of {asset} is open on the OPC-UA server (never raised here, "
+                          "or cleared and acknowledged): BadConditionNotFound")
+        if status != "Good":
+            raise Refused(f"the OPC-UA server refused to acknowledge {condition} on {asset}: {status}")
+        return status, f"{condition} acknowledged on the OPC-UA server: {status}"
 
     def _publish_confirmed(self, src: MqttSourceRunner, topic: str, body: bytes, qos: int, asset: str, point: str,
                            value: float, confirm: tuple[float, float]) -> tuple[float, str]:
@@ -203,9 +332,13 @@ class Actuator:
         self._report(rep)
 
     def _remember(self, cid: str, rep: CommandReport) -> None:
-        self._done[cid] = rep.model_dump(mode="json")
-        while len(self._done) > DONE_KEEP:
-            self._done.pop(next(iter(self._done)))
+        with self._lock:
+            self._done[cid] = rep.model_dump(mode="json")
+            while len(self._done) > DONE_KEEP:
+                self._done.pop(next(iter(self._done)))
+            self._save()
+
+    def _save(self) -> None:
         tmp = self._path.with_name(self._path.name + ".tmp")
         try:
             self._path.parent.mkdir(parents=True, exist_ok=True)
@@ -213,6 +346,11 @@ class Actuator:
             tmp.replace(self._path)
         except OSError as exc:
             log.warning("command ids not kept in %s (a restart may run one again): %s", self._path, exc)
+
+    def _forget(self, cid: str) -> None:
+        with self._lock:
+            self._done.pop(cid, None)
+            self._save()
 
     def _load(self) -> dict[str, dict]:
         try:

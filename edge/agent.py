@@ -1,6 +1,7 @@
 """The edge agent: sources → sample buffer → (each tick) detectors, local rules → outbox → uplink.
 
-Follow a sample: a source calls ``EdgeAgent.sink`` which appends it to the ``SampleBuffer``; every
+Follow a sample: a source calls ``EdgeAgent.sink`` which appends it to the ``SampleBuffer`` (a waveform block goes
+to the ``BlockStage`` instead, whose features join the buffer at the next tick); every
 ``tick_ms`` the agent swaps the buffer, runs the detectors over the whole tick in one call, turns
 flags into anomaly events, evaluates local rules, and commits the tick as one telemetry batch (with
 its sequence number) to the ``Outbox``; the ``Uplink`` drains the outbox to the cloud.
@@ -21,17 +22,21 @@ import orjson
 
 from edge import kernels
 from edge.actuators import Actuator
+from edge.blocks import BlockStage, machine_profiles
 from edge.buffer import SampleBuffer, Tick
-from edge.config import GatewayConfig, MqttSource, parse_config
+from edge.config import GatewayConfig, ModbusSource, MqttSource, SparkplugSource, parse_config
 from edge.detect.events import AnomalyEvent as DetectedEvent
+from edge.health import DETECT_SECONDS, TICK_SECONDS
 from edge.outbox import Outbox
 from edge.rules import LocalRules
+from edge.source_signals import StatusCodes, alarm_event
 from edge.sources import Source
 from edge.sources.mqtt import MqttSourceRunner
 from edge.uplink import Uplink
 from edge.watch import PointWatch
 from models import topics
 from models.pii import pseudonym
+from models.waveform import Frame
 from models.wire import (
     AlarmEvent,
     AnomalyEvent,
@@ -47,7 +52,7 @@ log = logging.getLogger("edge.agent")
 
 MAX_BATCH_SAMPLES = 20_000
 """Split larger ticks: keeps an MQTT message well under broker limits and a retry cheap."""
-RESTART_ONLY = ("tenant", "gateway", "uplink", "outbox", "state_dir")
+RESTART_ONLY = ("tenant", "gateway", "uplink", "outbox", "state_dir", "sparkplug")
 """What a desired configuration cannot change while the agent runs."""
 DESIRED_FILE = "desired-config.json"
 """The last desired configuration applied, in ``state_dir``: a restart starts from it (``with_saved_desired``)."""
@@ -58,6 +63,15 @@ def build_sources(cfg: GatewayConfig) -> list[Source]:
     for i, s in enumerate(cfg.sources):
         if isinstance(s, MqttSource):
             out.append(MqttSourceRunner(s, f"gw-{cfg.tenant}-{cfg.gateway}-src{i}"))
+        elif isinstance(s, SparkplugSource):
+            from edge.sources.sparkplug import SparkplugHost
+
+            own = (cfg.sparkplug.group, cfg.sparkplug.edge_node or cfg.gateway) if cfg.sparkplug else None
+            out.append(SparkplugHost(s, f"gw-{cfg.tenant}-{cfg.gateway}-src{i}", own))
+        elif isinstance(s, ModbusSource):
+            from edge.sources.modbus import ModbusSourceRunner  # pymodbus only when configured
+
+            out.append(ModbusSourceRunner(s))
         else:
             from edge.sources.opcua import OpcUaSourceRunner  # asyncua only when configured
 
@@ -71,10 +85,14 @@ class EdgeAgent:
         self.points = cfg.points()
         self.index = {p: i for i, p in enumerate(self.points)}
         self.buffer = SampleBuffer()
+        self.history = SampleBuffer(1024)  # historical samples (Sparkplug is_historical): stored, never judged
+        self.blocks = BlockStage(machine_profiles(cfg), self.index, gateway=cfg.gateway, publish=lambda b: (
+            self.uplink.client.publish(topics.snapshots(cfg.tenant, cfg.gateway), b, qos=1)))
         self._text_points = cfg.text_points()
         self._pii_key = cfg.pii_key_file.read_bytes().strip() if cfg.pii_key_file else None
         self._text: list[tuple[str, str, int, str]] = []
         self._text_lock = threading.Lock()
+        self.statuses = StatusCodes(self.index)  # full status codes, beside quality (OPC-UA's)
         self.watch = PointWatch(cfg, self.points)
         self.rules = LocalRules(self._rule_list(cfg), len(self.points))
         self.outbox = Outbox(cfg.outbox.path, cfg.outbox.max_bytes)
@@ -82,8 +100,13 @@ class EdgeAgent:
                        "config_rejected": 0, "personal_dropped": 0, "bad_payloads": 0}
         self.uplink = Uplink(cfg, self.outbox, self.counters, on_desired=self.apply_desired)
         self.sources = build_sources(cfg)
+        self.sparkplug = None
+        if cfg.sparkplug is not None:
+            from edge.sparkplug_node import SparkplugEdgeNode
+
+            self.sparkplug = SparkplugEdgeNode(cfg, self.points, list(self._text_points))
         self.actuator = Actuator(cfg, lambda: self.sources, self._report_command,
-                                 lambda: self.uplink.publish_status("online"))
+                                 lambda: self.uplink.publish_status("online"), self.blocks.request)
         self.uplink.on_commands = self.actuator.on_queue
         self._telemetry_topic = topics.telemetry(cfg.tenant, cfg.gateway)
         self._events_topic = topics.events(cfg.tenant, cfg.gateway)
@@ -103,13 +126,21 @@ class EdgeAgent:
         return rules
 
     # -- hot path ---------------------------------------------------------------------------
-    def sink(self, asset: str, point: str, t_ns: int, value: float | str, quality: int) -> None:
-        if type(value) is str:
-            self._sink_text(asset, point, t_ns, value)
-            return
+    def sink(self, asset: str, point: str, t_ns: int, value: float | str | Frame, quality: int,
+             historical: bool = False) -> None:
+        if type(value) is not float:
+            if type(value) is str:
+                self._sink_text(asset, point, t_ns, value)
+                return
+            if type(value) is Frame:
+                self.blocks.put(value)
+                return
         i = self.index.get((asset, point))
         if i is None:
             self.counts["unmapped"] += 1
+            return
+        if historical:
+            self.history.append(i, t_ns, value, quality)
             return
         self.buffer.append(i, t_ns, value, quality)
         if self.actuator.awaited:  # empty but while a write waits for the device to confirm it
@@ -136,18 +167,27 @@ class EdgeAgent:
 
     def tick(self) -> int:
         marks = [s.mark() for s in self.sources]  # before the swap: marked samples are in this tick
-        tick = self.buffer.swap()
+        self.blocks.drain(self.buffer.append)  # after the marks: a marked block's features are in this tick
+        tick = live = self.buffer.swap()
         with self._text_lock:
             text, self._text = self._text, []
+        if self.sparkplug is not None:
+            self.sparkplug.publish(live, text)
+        if len(self.history):  # stored, never judged: joins the batch after the detectors and rules
+            past = self.history.swap()
+            tick = Tick(*(np.concatenate(ab) for ab in zip((live.idx, live.t_ns, live.x, live.quality),
+                                                         (past.idx, past.t_ns, past.x, past.quality), strict=True)))
         n = len(tick)
         if n == 0 and not text:
             self._commit_sources(marks)
             return 0
         self.counts["ticks"] += 1
         self.counts["samples_in"] += n
-        for ev in self.watch.process(tick):
+        with DETECT_SECONDS.time():
+            events = self.watch.process(live)
+        for ev in events:
             self._emit_anomaly(ev)
-        for f in self.rules.evaluate(tick):
+        for f in self.rules.evaluate(live):
             self._emit_alarm(f)
         for lo in range(0, max(n, 1), MAX_BATCH_SAMPLES):
             part = Tick(*(a[lo : lo + MAX_BATCH_SAMPLES] for a in (tick.idx, tick.t_ns, tick.x, tick.quality)))
@@ -173,6 +213,8 @@ class EdgeAgent:
         names = self.points
         series = [{"asset": names[p][0], "point": names[p][1], "t_ns": t_s[a:b], "values": x_l[a:b],
                    "quality": q_s[a:b]} for p, a, b in zip(uniq.tolist(), bounds[:-1], bounds[1:], strict=True)]
+        if self.statuses:
+            self.statuses.attach(uniq.tolist(), series)
         head = {"v": "v1", "kind": "telemetry", "tenant": self.cfg.tenant, "gateway": self.cfg.gateway,
                 "epoch": self.outbox.epoch}
         if text:
@@ -194,6 +236,8 @@ class EdgeAgent:
             self._last_event_seq = ev.seq
             self.counts["anomalies"] += 1
         asset, point = self.points[ev.point]
+        if ev.end_ns is None:
+            self.blocks.upload(asset, f"{self.cfg.gateway}:{asset}:{point}:{ev.start_ns}", f"anomaly on {point}")
         msg = AnomalyEvent(
             tenant=self.cfg.tenant, gateway=self.cfg.gateway,
             event_id=f"{self.cfg.gateway}:{asset}:{point}:{ev.start_ns}", asset=asset, point=point,
@@ -213,6 +257,10 @@ class EdgeAgent:
                       "for_s": f.rule.for_s})
         self._put_event(ev)
 
+    def _source_alarm(self, a) -> None:
+        self.counts["alarms"] += 1
+        self._put_event(alarm_event(self.cfg.tenant, self.cfg.gateway, a))
+
     def _put_event(self, msg: AnomalyEvent | AlarmEvent) -> None:
         """Numbered by the outbox, in its epoch, so the cloud can say which events it has written."""
         self.outbox.put_event(self._events_topic, lambda seq: encode(
@@ -222,6 +270,9 @@ class EdgeAgent:
     def counters(self) -> dict[str, int]:
         out = dict(self.counts)
         out.update(self.actuator.counts)
+        if self.sparkplug is not None:
+            out.update(self.sparkplug.counts)
+        out.update(self.blocks.counts)
         for s in self.sources:
             for k, v in s.counters().items():
                 out[k] = out.get(k, 0) + v
@@ -294,12 +345,16 @@ class EdgeAgent:
                 watch.carry_from(self.watch)
                 self.points, self.index, self.watch = points, index, watch
                 self._text_points = new.text_points()
+                if self.sparkplug is not None:  # new aliases: NBIRTH and DBIRTHs again
+                    self.sparkplug.relayout(points, list(self._text_points))
                 log.info("assets now %s: %d points", ", ".join(f"{a.id} ({a.type})" for a in new.assets),
                          len(points))
             self.sources = build_sources(new)
             for src in self.sources:
                 src.start(self.sink)
         self.rules = rules
+        self.blocks.index = self.index
+        self.blocks.assets = machine_profiles(new)
         self.cfg = new
         self.uplink.cfg = new
         self.actuator.cfg = new
@@ -338,7 +393,11 @@ class EdgeAgent:
 
     def start(self) -> None:
         self.uplink.start()
+        if self.sparkplug is not None:
+            self.sparkplug.start()
         for s in self.sources:
+            if hasattr(s, "on_alarm"):  # OPC-UA: its devices' own alarms, and status codes beyond the quality
+                s.on_alarm, s.on_status = self._source_alarm, self.statuses
             s.start(self.sink)
         self.actuator.start()  # a queue that came with the uplink's first connect waits in its inbox
 
@@ -350,7 +409,8 @@ class EdgeAgent:
             self._stop.wait(max(0.0, next_tick - time.monotonic()))
             next_tick += self.cfg.tick_ms / 1000
             self._apply_pending_desired()
-            self.tick()
+            with TICK_SECONDS.time():
+                self.tick()
             if time.monotonic() - last_save > 60:
                 self.save_state()
                 last_save = time.monotonic()
@@ -364,6 +424,8 @@ class EdgeAgent:
         for s in self.sources:
             s.stop()
         self.tick()
+        if self.sparkplug is not None:
+            self.sparkplug.stop()  # its NDEATH, after the last tick's DDATA
         self.save_state()
         self.uplink.flush(flush_s)
         self.uplink.stop()
@@ -423,6 +485,10 @@ def run_forever(config_path: Path) -> None:
     signal.signal(signal.SIGTERM, lambda *_: agent.stop())
     signal.signal(signal.SIGINT, lambda *_: agent.stop())
     agent.start()
+    if cfg.metrics_port is not None:
+        from edge import health
+
+        health.start(agent, cfg.metrics_host, cfg.metrics_port)
     log.info("edge agent %s/%s running: %d points, %d sources, detector kernels %s", cfg.tenant, cfg.gateway,
              len(agent.points), len(agent.sources),
              "compiled ahead of time" if kernels.ahead_of_time() else "by numba's JIT")

@@ -29,6 +29,7 @@ import os
 import secrets
 import sqlite3
 import threading
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -93,6 +94,8 @@ class Outbox:
         )
         if "seq" not in {r[1] for r in self._db.execute("PRAGMA table_info(outbox)")}:
             self._db.execute("ALTER TABLE outbox ADD COLUMN seq INTEGER")  # an outbox from before epochs
+        if "created_ns" not in {r[1] for r in self._db.execute("PRAGMA table_info(outbox)")}:
+            self._db.execute("ALTER TABLE outbox ADD COLUMN created_ns INTEGER")  # an outbox from before its age
         self._db.execute("CREATE INDEX IF NOT EXISTS outbox_seq ON outbox (priority, seq)")
         self.epoch = self._epoch()
         self._bytes = self._db.execute("SELECT COALESCE(SUM(LENGTH(payload)), 0) FROM outbox").fetchone()[0]
@@ -150,8 +153,8 @@ class Outbox:
             seq = self._meta("next_seq")
             payload = encode(seq)
             self._db.execute(
-                "INSERT INTO outbox (priority, topic, n_samples, payload, seq) VALUES (?, ?, ?, ?, ?)",
-                (PRIORITY_TELEMETRY, topic, n_samples, payload, seq),
+                "INSERT INTO outbox (priority, topic, n_samples, payload, seq, created_ns) VALUES (?, ?, ?, ?, ?, ?)",
+                (PRIORITY_TELEMETRY, topic, n_samples, payload, seq, time.time_ns()),
             )
             self._db.execute("UPDATE meta SET value = ? WHERE key = 'next_seq'", (seq + 1,))
             if self._unstored[0]:  # what a full disk refused, counted for good now that it can be
@@ -200,8 +203,8 @@ class Outbox:
                 seq = self._meta("next_event_seq")
                 payload = payload(seq)
                 self._db.execute("UPDATE meta SET value = ? WHERE key = 'next_event_seq'", (seq + 1,))
-            self._db.execute("INSERT INTO outbox (priority, topic, payload, seq) VALUES (?, ?, ?, ?)",
-                             (PRIORITY_EVENT, topic, payload, seq))
+            self._db.execute("INSERT INTO outbox (priority, topic, payload, seq, created_ns) VALUES (?, ?, ?, ?, ?)",
+                             (PRIORITY_EVENT, topic, payload, seq, time.time_ns()))
             self._db.execute("COMMIT")
         except BaseException:
             self._rollback()
@@ -354,6 +357,13 @@ class Outbox:
     # -- health ----------------------------------------------------------------------------------
     def _unstored_total(self) -> tuple[int, int]:
         return (self._meta("unstored_batches") + self._unstored[0], self._meta("unstored_samples") + self._unstored[1])
+
+    def oldest_ns(self) -> int | None:
+        """When the oldest batch still waiting for the cloud's commit was put here (None: empty, or it predates
+        the column): the outbox's age, the first sign of a link that delivers nothing."""
+        with self._lock:
+            row = self._db.execute("SELECT created_ns FROM outbox ORDER BY id LIMIT 1").fetchone()
+        return None if row is None else row[0]
 
     def stats(self) -> dict[str, int]:
         with self._lock:

@@ -10,9 +10,9 @@ from typing import Literal, NamedTuple
 
 PREFIX = "twin/v1"
 Kind = Literal["telemetry", "events", "status", "config/desired", "config/reported", "commands", "commands/reported",
-               "committed"]
+               "committed", "snapshots"]
 KINDS: tuple[str, ...] = ("telemetry", "events", "status", "config/desired", "config/reported", "commands",
-                          "commands/reported", "committed")
+                          "commands/reported", "committed", "snapshots")
 INGEST_SHARE_GROUP = "ingest"
 
 
@@ -57,6 +57,11 @@ def commands_reported(tenant: str, gateway: str) -> str:
 def committed(tenant: str, gateway: str) -> str:
     """Where ingest tells a gateway which of its batches are durably written (``models.wire.Committed``)."""
     return topic(tenant, gateway, "committed")
+
+
+def snapshots(tenant: str, gateway: str) -> str:
+    """Raw-waveform snapshots a gateway uploads around an anomaly (``models.waveform.encode_snapshot``)."""
+    return topic(tenant, gateway, "snapshots")
 
 
 def ingest_filter(kind: Kind, shared: bool = True) -> str:

@@ -71,6 +71,9 @@ class PointSeries(BaseModel):
     t_ns: list[int]
     values: list[float | None]
     quality: list[int]
+    status: list[int] | None = None
+    """The source's full status code per sample where it has one (OPC-UA's 32-bit StatusCode: BadSensorFailure,
+    UncertainLastUsableValue...; 0 = plain Good), beside the three-class ``quality``; absent when all are 0."""
 
     @model_validator(mode="after")
     def _consistent(self) -> PointSeries:
@@ -86,6 +89,9 @@ class PointSeries(BaseModel):
             raise ValueError(f"{self.asset}/{self.point}: t_ns must be within [{T_NS_MIN}, {T_NS_MAX}]")
         if n and (min(self.quality) < Quality.GOOD or max(self.quality) > Quality.BAD):
             raise ValueError(f"{self.asset}/{self.point}: quality must be 0 (good), 1 (uncertain) or 2 (bad)")
+        if self.status is not None and (len(self.status) != n or (n and (min(self.status) < 0
+                                                                          or max(self.status) > 0xFFFFFFFF))):
+            raise ValueError(f"{self.asset}/{self.point}: status must be one 32-bit status code per sample")
         return self
 
     def __len__(self) -> int:
@@ -212,13 +218,15 @@ TERMINAL_STATES: frozenset[str] = frozenset({"succeeded", "failed", "expired"})
 
 class Command(_Msg):
     """One thing the cloud asks of a device through its gateway: ``set`` a writable property (``args``:
-    ``property``, ``value``), a command the asset type declares (``args.name``), or ``rebirth`` (the gateway
-    announces itself again). ``id`` makes a redelivery harmless; past ``expires_ns`` it is not run."""
+    ``property``, ``value``), a command the asset type declares (``args.name``), ``rebirth`` (the gateway
+    announces itself again), ``snapshot`` (the gateway uploads the asset's recent raw waveform blocks), or
+    ``acknowledge`` a device's own alarm (``args``: ``condition``, ``comment``; OPC-UA: the condition's Acknowledge).
+    ``id`` makes a redelivery harmless; past ``expires_ns`` it is not run."""
 
     kind: Literal["command"] = "command"
     id: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")
     asset: Name
-    action: Literal["set", "command", "rebirth"]
+    action: Literal["set", "command", "rebirth", "snapshot", "acknowledge"]
     args: dict[str, float | int | bool | str] = Field(default_factory=dict)
     issued_ns: TimeNs
     expires_ns: TimeNs

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 from typing import Annotated
 
@@ -125,6 +126,37 @@ def _simulate(load, run, scenario: Path, broker: str | None, out: Path | None, p
     _summary(result.report)
 
 
+@app.command()
+def waveforms(
+    asset: Annotated[str, typer.Option(help="the machine's asset id")] = "pump-001",
+    life: Annotated[str, typer.Option(help="machine life sent, ending now (e.g. 36d)")] = "36d",
+    every: Annotated[str, typer.Option(help="one block per this much life (e.g. 8h)")] = "8h",
+    onset: Annotated[str, typer.Option(help="outer-race defect appears this far into the life")] = "10d",
+    failure: Annotated[str, typer.Option(help="the bearing fails this far into the life")] = "40d",
+    channels: Annotated[int, typer.Option(min=1, max=4, help="accelerometer channels")] = 4,
+    seed: Annotated[int, typer.Option(help="random seed")] = 0,
+    broker: Annotated[str, typer.Option(help="the DAQ's MQTT broker")] = "mqtt://127.0.0.1:1883",
+    topic: Annotated[str, typer.Option(help="topic template")] = "sim/{asset}/waveform",
+) -> None:
+    """Publish a machine's 25.6 kHz accelerometer blocks (binary waveform frames, models/waveform.py) over its
+    life as history, a bearing wearing out from the onset: the edge's block stage turns them into features."""
+    import time
+
+    from simulators.machine import Machine, MachineParams
+    from simulators.waveforms import machine_frame, publish_frames
+
+    life_s, every_s = _duration(life, "--life"), _duration(every, "--every")
+    try:
+        params = MachineParams(onset_s=_duration(onset, "--onset"), failure_s=_duration(failure, "--failure"))
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from None
+    machine = Machine(asset, params, seed)
+    t0_ns = time.time_ns() - int(life_s * 1e9)
+    times = [k * every_s for k in range(int(life_s // every_s))]
+    n = publish_frames(broker, (machine_frame(machine, t0_ns, t, channels) for t in times), topic_template=topic)
+    console.print(f"{n} blocks of {channels} channels from {asset} published on {topic.format(asset=asset)}")
+
+
 def _duration(value: str, hint: str) -> float:
     try:
         seconds = float(_seconds(value))
@@ -133,6 +165,30 @@ def _duration(value: str, hint: str) -> float:
     if seconds <= 0:
         raise typer.BadParameter("must be positive", param_hint=hint)
     return seconds
+
+
+@app.command()
+def people(
+    count: Annotated[int, typer.Option(min=1, max=1000, help="how many people")] = 10,
+    days: Annotated[int, typer.Option(min=1, max=366, help="days simulated")] = 14,
+    seed: Annotated[int, typer.Option(help="random seed")] = 0,
+    broker: Annotated[str, typer.Option(help="the home hubs' MQTT broker")] = "mqtt://127.0.0.1:1883",
+    out: Annotated[Path | None, typer.Option(help="where ground_truth.json goes")] = None,
+    publish: Annotated[bool, typer.Option(help="send the readings; --no-publish only writes files")] = True,
+) -> None:
+    """Simulate people with type 1 diabetes (the Hovorka model) and publish their CGM, pump and watch readings
+    as their home hubs would (hub/<subject>/<point>)."""
+    from simulators.person import publish as publish_people
+    from simulators.person import simulate_people
+
+    step = 300 * 10**9  # the readings end now (a live cloud refuses samples from the future)
+    run_ = simulate_people(count, days, seed, start_ns=(time.time_ns() - days * 86_400 * 10**9) // step * step)
+    out_dir = out or Path("artifacts") / "sim" / "people"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "ground_truth.json").write_text(json.dumps(run_.ground_truth()))
+    console.print(f"{count} people, {days} days; ground truth in {out_dir / 'ground_truth.json'}")
+    if publish:
+        _summary(publish_people(run_, broker))
 
 
 @app.command()

@@ -2,14 +2,17 @@
 
 Why: the actuator loop (cloud → gateway → device → reading back) is only closed when the device does something
 physical with a command. ``ReeferPlant`` is the smallest plant that does: supply air approaches the setpoint
-first-order (time constant ``tau_s``), and a defrost warms it towards ``defrost_c`` for ``defrost_s``. Two fronts
-put it on the wire the way real units are read:
+first-order (time constant ``tau_s``), and a defrost warms it towards ``defrost_c`` for ``defrost_s``. Its run
+``mode`` (the codes of ``simulators.trailer.MODES``) is continuous (1: it holds the setpoint) or start-stop (0: the
+compressor stops below setpoint - ``band_c`` and the air drifts towards ``ambient_c`` until setpoint + ``band_c``).
+Two fronts put it on the wire the way real units are read:
 
-- ``MqttReefer``: takes ``{"v": <setpoint>}`` on ``sim/{asset}/set/setpoint`` and ``{"start": …}`` on
-  ``sim/{asset}/cmd/defrost`` (the refrigerated-trailer type's declared writes), and reports ``setpoint`` and
-  ``supply_air`` on ``sim/{asset}/{point}`` every ``period_s``; every write it received is in ``writes``.
-- ``follow_setpoint``: drives ``supply_air`` of an asset on a ``SimOpcUaServer`` from the ``setpoint`` node that
-  clients write (the server's own write log is ``SimOpcUaServer.writes``).
+- ``MqttReefer``: takes ``{"v": <setpoint>}`` on ``sim/{asset}/set/setpoint``, ``{"v": <mode>}`` on
+  ``sim/{asset}/set/mode`` and ``{"start": …}`` on ``sim/{asset}/cmd/defrost`` (the refrigerated-trailer type's
+  declared writes), reports ``setpoint``, ``mode`` and ``supply_air`` on ``sim/{asset}/{point}`` every
+  ``period_s``; every write it received is in ``writes``.
+- ``follow_setpoint``: drives ``supply_air`` of an asset on a ``SimOpcUaServer`` from the ``setpoint`` and ``mode``
+  nodes that clients write (the server's own write log is ``SimOpcUaServer.writes``).
 
 >>> plant = ReeferPlant(setpoint_c=4.0, supply_air_c=4.0, tau_s=10.0)
 >>> plant.setpoint_c = -18.0
@@ -36,6 +39,10 @@ class ReeferPlant:
     tau_s: float = 5.0
     defrost_c: float = 10.0
     defrost_s: float = 0.0
+    mode: int = 1
+    band_c: float = 1.0
+    ambient_c: float = 25.0
+    compressor_on: bool = True
     _defrost_until: float = 0.0
 
     def start_defrost(self, now: float | None = None) -> None:
@@ -43,7 +50,17 @@ class ReeferPlant:
 
     def step(self, dt_s: float, now: float | None = None) -> float:
         """Advance ``dt_s`` seconds; the new supply air temperature."""
-        target = self.defrost_c if (time.monotonic() if now is None else now) < self._defrost_until else self.setpoint_c
+        if self.mode == 1:
+            self.compressor_on = True
+        elif self.supply_air_c <= self.setpoint_c - self.band_c:
+            self.compressor_on = False
+        elif self.supply_air_c >= self.setpoint_c + self.band_c:
+            self.compressor_on = True
+        # Start-stop cools past the setpoint (towards the band's far side) and then coasts: it cycles.
+        cooling = self.setpoint_c if self.mode == 1 else self.setpoint_c - 2 * self.band_c
+        target = cooling if self.compressor_on else self.ambient_c
+        if (time.monotonic() if now is None else now) < self._defrost_until:
+            target = self.defrost_c
         self.supply_air_c += (target - self.supply_air_c) * (1.0 - math.exp(-dt_s / self.tau_s))
         return self.supply_air_c
 
@@ -66,7 +83,8 @@ class MqttReefer:
         self._thread.start()
 
     def _report(self) -> None:
-        for point, value in (("setpoint", self.plant.setpoint_c), ("supply_air", self.plant.supply_air_c)):
+        for point, value in (("setpoint", self.plant.setpoint_c), ("mode", self.plant.mode),
+                             ("supply_air", self.plant.supply_air_c)):
             self._client.publish(f"sim/{self.asset}/{point}", json.dumps({"v": round(value, 3)}), qos=1)
 
     def _run(self) -> None:
@@ -88,6 +106,9 @@ class MqttReefer:
             if msg.topic.endswith("/set/setpoint") and isinstance(body.get("v"), int | float):
                 self.plant.setpoint_c = float(body["v"])
                 self._report()  # a unit acknowledges a new setpoint at once
+            elif msg.topic.endswith("/set/mode") and body.get("v") in (0, 1):
+                self.plant.mode = int(body["v"])
+                self._report()
             elif msg.topic.endswith("/cmd/defrost") and body.get("start"):
                 self.plant.start_defrost()
 
@@ -111,6 +132,9 @@ def follow_setpoint(sim: Any, asset: str, plant: ReeferPlant, period_s: float = 
                 value = sim.value(asset, "setpoint")
                 if isinstance(value, int | float):
                     plant.setpoint_c = float(value)
+                mode = sim.value(asset, "mode")
+                if mode in (0, 1):
+                    plant.mode = int(mode)
                 sim.set_value(asset, "supply_air", round(plant.step(now - last, now), 3))
             except Exception:  # the server restarting or stopped: try again next period
                 pass

@@ -64,6 +64,12 @@ _POLICY = {
     "Sign": ua.SecurityPolicyType.Basic256Sha256_Sign,
     "SignAndEncrypt": ua.SecurityPolicyType.Basic256Sha256_SignAndEncrypt,
 }
+_POLICIES = {  # the other current policies (OPC 10000-7), as (policy, mode) -> what the server offers
+    ("Aes128_Sha256_RsaOaep", "Sign"): ua.SecurityPolicyType.Aes128Sha256RsaOaep_Sign,
+    ("Aes128_Sha256_RsaOaep", "SignAndEncrypt"): ua.SecurityPolicyType.Aes128Sha256RsaOaep_SignAndEncrypt,
+    ("Aes256_Sha256_RsaPss", "Sign"): ua.SecurityPolicyType.Aes256Sha256RsaPss_Sign,
+    ("Aes256_Sha256_RsaPss", "SignAndEncrypt"): ua.SecurityPolicyType.Aes256Sha256RsaPss_SignAndEncrypt,
+}
 # UNECE Recommendation 20 codes, which OPC-UA's EUInformation encodes (OPC 10000-8 §5.6.3).
 _UNECE = {"degC": "CEL", "degF": "FAH", "K": "KEL", "A": "AMP", "V": "VLT", "W": "WTT", "kW": "KWT",
           "Hz": "HTZ", "bar": "BAR", "Pa": "PAL", "kPa": "KPA", "%": "P1", "rpm": "RPM", "mm/s": "C16",
@@ -117,7 +123,7 @@ def status_code(status: str | int) -> int:
 def _builtin_value(spec: PointSpec, point: str, t: float) -> float:
     """A slow sine inside the point's normal range: enough to see values move."""
     lo, hi = spec.normal_range or spec.physical_range or (0.0, 1.0)
-    if spec.unit == "bool":
+    if spec.unit in ("bool", "code"):  # a switch or a mode: its first state
         return 0.0
     phase = (sum(map(ord, point)) % 360) * math.pi / 180
     return round((lo + hi) / 2 + (hi - lo) * 0.3 * math.sin(2 * math.pi * t / 60 + phase), 3)
@@ -141,7 +147,8 @@ class _PasswordUsers(UserManager):
 class SimOpcUaServer:
     """An asyncua server for ``assets`` = [(asset id, asset type id)], driven from any thread.
 
-    ``security``: one mode or several offered side by side (Basic256Sha256 for Sign/SignAndEncrypt);
+    ``security``: one mode or several offered side by side, Sign/SignAndEncrypt with ``policy``
+    (Basic256Sha256, Aes128_Sha256_RsaOaep or Aes256_Sha256_RsaPss);
     the certificate is ``cert_file``/``key_file`` or generated into ``cert_dir`` (a temp dir by default).
     ``users``: {name: password}; when given, anonymous sessions are refused. ``rate_hz`` > 0 updates
     every point that often from ``values`` (or a built-in slow sine), stamped with the current time.
@@ -150,13 +157,17 @@ class SimOpcUaServer:
     def __init__(self, port: int = 4840, assets: Sequence[tuple[str, str]] = (("trailer-001", "refrigerated-trailer"),),
                  *, host: str = "127.0.0.1", security: SecurityMode | Sequence[SecurityMode] = "None",
                  users: Mapping[str, str] | None = None, cert_file: Path | None = None, key_file: Path | None = None,
-                 cert_dir: Path | None = None, rate_hz: float = 0.0, values: ValueFn | None = None) -> None:
+                 cert_dir: Path | None = None, rate_hz: float = 0.0, values: ValueFn | None = None,
+                 policy: str = "Basic256Sha256") -> None:
         self.host, self.port = host, port
         self.assets = [(a, t, get_type(t)) for a, t in assets]
         self.modes: list[SecurityMode] = [security] if isinstance(security, str) else list(security)
         for m in self.modes:
             if m not in _POLICY:
                 raise ValueError(f"security {m!r}: use None, Sign or SignAndEncrypt")
+        if policy != "Basic256Sha256" and any((policy, m) not in _POLICIES for m in self.modes if m != "None"):
+            raise ValueError(f"policy {policy!r}: use Basic256Sha256, Aes128_Sha256_RsaOaep or Aes256_Sha256_RsaPss")
+        self.policy = policy
         self.users = dict(users or {})
         self.rate_hz = rate_hz
         self.values = values
@@ -281,7 +292,7 @@ class SimOpcUaServer:
         server.set_endpoint(self.endpoint)
         server.set_server_name("assettwin simulated PLC")
         await server.set_application_uri(APPLICATION_URI)
-        server.set_security_policy([_POLICY[m] for m in self.modes])
+        server.set_security_policy([_POLICIES.get((self.policy, m), _POLICY[m]) for m in self.modes])
         if self.users:
             server.set_identity_tokens([ua.UserNameIdentityToken])
         if self.cert_file is not None and self.key_file is not None:

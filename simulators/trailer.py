@@ -35,8 +35,11 @@ from models.catalogue import get_type
 from models.wire import Quality
 
 ASSET_TYPE = "refrigerated-trailer"
-POINTS: tuple[str, ...] = tuple(p for p, spec in get_type(ASSET_TYPE).points.items() if spec.kind == "number")
-"""The points a trailer reports, in the catalogue's order."""
+POINTS: tuple[str, ...] = tuple(p for p, spec in get_type(ASSET_TYPE).points.items()
+                                if spec.kind == "number" and p != "mode")
+"""The points a trailer samples, in the catalogue's order; ``mode`` is reported on change (``simulators.obedient``)."""
+MODES: tuple[str, ...] = ("start_stop", "continuous")  # by their code on the wire (the type's writable ``mode``)
+CONTINUOUS_BAND_C = 0.2  # continuous run modulates instead of cycling: the thermostat's band narrows to this, K
 
 FaultKind = Literal[
     "compressor_failure",
@@ -72,6 +75,9 @@ class TrailerParams(BaseModel):
         "auto", description="controlled air: auto = supply for setpoints ≥ -10 °C, else return"
     )
     hysteresis_c: float = Field(1.0, gt=0, description="cool above setpoint + h, stop below setpoint - h, K")
+    mode: Literal["start_stop", "continuous"] = Field(
+        "start_stop", description="start-stop cycles within ±hysteresis; continuous holds ±CONTINUOUS_BAND_C"
+    )
     # Thermal
     air_heat_capacity_j_per_k: float = Field(2.0e6, gt=0, description="air, evaporator and liner, J/K")
     cargo_heat_capacity_j_per_k: float = Field(3.5e7, gt=0, description="the load, J/K")
@@ -327,7 +333,8 @@ def _coefficients(params: Sequence[TrailerParams], dt: float) -> dict[str, np.nd
     e = _expm(m * dt)
     alpha = np.array([math.exp(-dt / p.evaporator_tau_s) for p in params])
     sp = np.array([p.setpoint_c for p in params])
-    hyst = np.array([p.hysteresis_c for p in params])
+    hyst = np.array([p.hysteresis_c if p.mode == "start_stop" else min(p.hysteresis_c, CONTINUOUS_BAND_C)
+                     for p in params])
     w_supply = np.array([1.0 if p.controls_supply else 0.0 for p in params])
     return {
         "a11": e[:, 0, 0], "a12": e[:, 0, 1], "a21": e[:, 1, 0], "a22": e[:, 1, 1],

@@ -38,6 +38,21 @@ from tests.harness import HarnessError, InfluxServer, MosquittoServer, PostgresS
 
 ServerT = TypeVar("ServerT", MosquittoServer, InfluxServer, PostgresServer)
 
+LONGEST_FIRST = ("test_vessel_pack.py", "test_fuzz_api.py", "test_cloud_outages.py", "test_coldchain_scenarios.py",
+                 "test_zero_loss.py", "test_vessel_e2e.py", "test_fuzz_ingest.py", "test_commands.py",
+                 "test_demo.py", "test_shipments.py", "test_customer_access.py", "test_webhooks.py",
+                 "test_scale_out_nats.py", "test_rul_live.py", "test_pdm_model.py", "test_api_params.py",
+                 "test_web.py", "test_api.py", "test_opcua_interop.py")
+"""Files of 45 s and more (``--durations=0``, summed per file), longest first. ``make test`` hands whole files to
+its three processes in collection order; alphabetical order left vessel, web and zero-loss for last, and one
+process ran them alone for minutes while the others had finished."""
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """The longest files first (a stable sort: each file's tests keep their order, the rest theirs)."""
+    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))
+
 
 def _serve(factory: Callable[[], ServerT]) -> Iterator[ServerT]:
     """Start a server for the session; a missing binary or failed start fails (never skips) its tests."""

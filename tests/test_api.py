@@ -101,11 +101,15 @@ def test_every_route_that_names_a_resource_answers_404_to_another_tenant(platfor
     assert _client(p, keys["admin"]).put("/api/v1/shares/charterer-a/assets/trailer-001").status_code == 201
     command_id = p.commands.issue("acme", "trailer-001", "rebirth", {}, ttl_s=60, actor="test")["id"]
     ids = {"asset": "trailer-001", "gateway": "gw-a", "alert_id": str(alert_id), "key_id": key_id,
-           "hook_id": str(hook_id), "grantee": "charterer-a", "command_id": command_id}
+           "hook_id": str(hook_id), "grantee": "charterer-a", "command_id": command_id, "snapshot": "1"}
     bodies = {"/api/v1/twins/{asset}/desired": {"desired": {"setpoint": 2}},
               "/api/v1/assets/{asset}/commands": {"action": "rebirth"},
               "/api/v1/gateways/{gateway}/config": {"config": {}}, "/api/v1/assets/{asset}/simulate": {},
-              "/api/v1/assets/{asset}/baseline": {}, "/api/v1/keys/{key_id}/revoke": {"reason": "mine now"}}
+              "/api/v1/assets/{asset}/baseline": {}, "/api/v1/keys/{key_id}/revoke": {"reason": "mine now"},
+              **{f"/api/v1/people/{{asset}}/{r}": {"reason": "someone else's", "start_ns": 0, "end_ns": 1}
+                 for r in ("identity", "report", "read", "erase")},
+              "/api/v1/people/{asset}/consents": {"grantee": "someone"},
+              "/api/v1/twins/{asset}/rul": {"horizon_cycles": 40}, "/api/v1/assets/{asset}/machine": {}}
     app = create_app(p)
     routes = {(m.upper(), path) for path, ops in app.openapi()["paths"].items() if "{" in path for m in ops}
     assert {path for _, path in routes} >= SHIPMENT_ROUTES  # a renamed route must be renamed here too
@@ -258,6 +262,7 @@ def test_alert_lifecycle_with_dedup_signed_webhook_and_mqtt_notification(platfor
     acked = op.post(f"/api/v1/alerts/{first}/ack", json={"note": "driver called"}).json()
     assert (acked["state"], acked["acked_by"].startswith("key:"), acked["note"]) == ("acknowledged", True,
                                                                                     "driver called")
+    assert acked["command"] is None  # not a device's own alarm: nothing goes to a gateway
     assert op.post(f"/api/v1/alerts/{first}/ack").status_code == 409
     assert op.post(f"/api/v1/alerts/{first}/resolve").json()["state"] == "resolved"
     reopened, new3 = p.alerts.raise_alert("acme", "trailer-002", "supply-air-high", "high", "too warm", evidence)

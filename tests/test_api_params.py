@@ -44,11 +44,17 @@ HOSTILE = [
 """What a careless or hostile client puts in a parameter; every one goes to every parameter."""
 
 VALID = {"asset": "trailer-001", "point": "supply_air", "gateway": "gw-a", "alert_id": "1", "key_id": "k-none",
-         "shipment_id": "shp-1", "lot": "lot-1", "webhook_id": "1", "command_id": "c-none", "grantee": "g-none"}
+         "shipment_id": "shp-1", "lot": "lot-1", "webhook_id": "1", "command_id": "c-none", "grantee": "g-none",
+         "snapshot": "1"}
 """Path and required query parameters other than the one probed: real where the registry has them."""
 
 BODIES = {
     "/api/v1/twins/{asset}/desired": {"desired": {}},
+    "/api/v1/twins/{asset}/rul": {"horizon_cycles": 40},
+    "/api/v1/assets/{asset}/machine": {},
+    **{f"/api/v1/people/{{asset}}/{r}": {"reason": "probe", "start_ns": 0, "end_ns": 1}
+       for r in ("identity", "report", "read", "erase")},
+    "/api/v1/people/{asset}/consents": {"grantee": "g-none"},
     "/api/v1/gateways/{gateway}/config": {"config": {}},
     "/api/v1/alerts/{alert_id}/ack": {"note": ""},
     "/api/v1/alerts/{alert_id}/resolve": {"note": ""},

@@ -6,6 +6,8 @@ reported, and the twin's delta closed."""
 from __future__ import annotations
 
 import json
+import re
+import threading
 import time
 import uuid
 
@@ -37,6 +39,7 @@ def rig(tmp_path_factory, mosquitto, influxdb, postgres):
     sim.start()
     sim.set_value("trailer-001", "setpoint", 4.0)
     sim.set_value("trailer-001", "supply_air", 4.0)
+    sim.set_value("trailer-001", "mode", 1.0)  # continuous: the plant holds its setpoint
     plc_plant = follow_setpoint(sim, "trailer-001", ReeferPlant(setpoint_c=4.0, supply_air_c=4.0, tau_s=3.0))
     device = MqttReefer(mosquitto.url, "trailer-002", ReeferPlant(setpoint_c=4.0, supply_air_c=4.0, tau_s=3.0,
                                                                   defrost_s=10.0))
@@ -44,10 +47,11 @@ def rig(tmp_path_factory, mosquitto, influxdb, postgres):
     cloud.start()
     cloud.wait_ready()
     nodes = [{"node": f"nsu={NAMESPACE_URI};s=trailer-001.{p}", "asset": "trailer-001", "point": p}
-             for p in ("setpoint", "supply_air")]
+             for p in ("setpoint", "supply_air", "mode")]
     cfg = gateway_config(work / "edge", mosquitto.url, mosquitto.url, gateway=GATEWAY,
                          assets=["trailer-001", "trailer-002"])
-    cfg["sources"].append({"type": "opcua", "name": "plc", "endpoint": sim.endpoint, "nodes": nodes})
+    cfg["sources"].append({"type": "opcua", "name": "plc", "endpoint": sim.endpoint, "nodes": nodes,
+                           "reconnect_max_s": 1.0})  # back within a second of the PLC's restart
     edge = EdgeProcess(work / "edge", cfg)
     edge.start()
     edge.wait_log("uplink: connected")
@@ -392,3 +396,114 @@ def _try_write(runner, node: str, value: float, data_type: str):
         return runner.write(node, value, data_type, 10)
     except ConnectionError:
         return None
+
+
+def test_a_command_to_an_unreachable_opcua_server_is_retried_within_its_ttl_then_fails_with_why(rig):
+    """The PLC's server stops and comes back ~5 s later: a setpoint with a 2 s TTL is tried until its TTL and
+    comes back failed saying the server could not be reached; one with 60 s is written once the server is back,
+    after the first (one asset's commands in order). Another asset's command, issued behind them, is not held up."""
+    cloud, _, sim, _, _ = rig
+    down = threading.Thread(target=sim.restart, kwargs={"down_s": 3.0}, name="plc-restart")
+    down.start()
+    with cloud.client() as api:
+        body = {"action": "set", "property": "setpoint", "confirm": True, "reason": "while the PLC restarts"}
+        short = api.post("/api/v1/assets/trailer-001/commands", json={**body, "value": -17, "ttl_s": 2}).json()
+        long = api.post("/api/v1/assets/trailer-001/commands", json={**body, "value": -14, "ttl_s": 60}).json()
+        other = api.post("/api/v1/assets/trailer-002/commands", json={**body, "value": -13, "ttl_s": 60}).json()
+        meanwhile = _finished(api, "trailer-002", other["id"])
+        failed = wait_until(lambda: (c := _command(api, "trailer-001", short["id"]))["state"] == "failed" and c,
+                            timeout=30, what="the short command failed")
+        done = _finished(api, "trailer-001", long["id"], timeout=60)
+    down.join(30)
+    assert failed["delivered_ns"] is not None
+    assert failed["reason"].startswith("the OPC-UA server did not take the write to nsu=urn:assettwin:sim;s=trailer-001"
+                                       ".setpoint: "), failed["reason"]
+    assert re.search(r"; tried \d+ times until the command's TTL ran out$", failed["reason"]), failed["reason"]
+    assert (done["state"], done["value"]) == ("succeeded", -14.0), done
+    assert done["delivered_ns"] >= failed["finished_ns"]
+    assert (meanwhile["state"], meanwhile["value"]) == ("succeeded", -13.0) and meanwhile["finished_ns"] < min(
+        failed["finished_ns"], done["finished_ns"]), (meanwhile, failed, done)
+    assert sim.value("trailer-001", "setpoint") == -14.0
+    assert [w for w in sim.writes if w[1] in (-17.0, -14.0)] == [("ns=2;s=trailer-001.setpoint", -14.0, "Good")]
+
+
+def test_apply_in_the_what_if_panel_confirms_a_change_outside_the_profile_and_the_trailer_follows(rig):
+    """The dashboard in Chromium: a what-if answer for a -16 degC setpoint on trailer-001, which carries a WHO
+    refrigerator load; Apply is refused for confirmation, the operator confirms on the page, the desired state is
+    stored with the forecast in the audit trail, the command's lifecycle shows as it moves, the PLC follows. The
+    model's answer is the pack's shape, served to the page (the rig holds seconds of history, not the day a fit
+    needs; tests/test_simulate.py checks the real model's evidence)."""
+    from playwright.sync_api import sync_playwright
+
+    from tests.test_web import CHROMIUM, CHROMIUM_FLAGS
+
+    cloud, _, sim, _, _ = rig
+    evidence = {"kind": "reefer-thermal", "scenario": {"setpoint_c": -16.0}, "limit_c": 8.0, "horizon_s": 21600.0,
+                "time_to_excursion_s": None, "supply_end_c": -15.8, "model": {"tau_box_s": 5400.0}}
+    answer = {"asset": "trailer-001", "kind": "reefer-thermal", "limit_c": 8.0, "horizon_s": 21600.0,
+              "scenario": {"compressor_off": False, "door_open_s": 0.0, "ambient_offset_c": 0.0, "setpoint_c": -16.0},
+              "t_ns": [time.time_ns() + i * 10**12 for i in range(3)], "supply_c": [4.0, -10.0, -15.8],
+              "time_to_excursion_s": None, "baseline_time_to_excursion_s": None, "model": {"warnings": []},
+              "evidence": evidence}
+    with cloud.client() as api:
+        for site in ("dc-apply", "store-apply"):
+            assert api.post("/api/v1/sites", json={"id": site}).status_code in (201, 200), site
+        api.post("/api/v1/shipments", json={"id": "shp-apply", "profile": "who-30-day-refrigerator",
+                                            "origin_site": "dc-apply", "destination_site": "store-apply"}
+                 ).raise_for_status()
+        api.post("/api/v1/shipments/shp-apply/custody",
+                 json={"asset": "trailer-001", "from": time.time_ns() - 10**9}).raise_for_status()
+        with sync_playwright() as pw:
+            browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_FLAGS)
+            page = browser.new_page()
+            page.set_default_timeout(30_000)
+            errors: list[str] = []
+            page.on("pageerror", lambda e: errors.append(str(e)))
+            page.add_init_script(f"sessionStorage.setItem('assettwin.key', {json.dumps(cloud.api_key)})")
+            page.route("**/api/v1/assets/trailer-001/simulate", lambda route: route.fulfill(json=answer))
+            page.goto(f"{cloud.url}/#/asset/trailer-001")
+            page.fill("#what-if input[name=setpoint_c]", "-16")
+            page.click("#whatif-run")
+            page.fill("#whatif-apply-reason", "frozen load, forecast checked")
+            page.click("#whatif-apply-run")
+            page.wait_for_selector("#whatif-apply[data-state=confirm]")
+            assert "-16 degC is outside profile who-30-day-refrigerator" in page.inner_text("#whatif-apply-status")
+            assert api.get("/api/v1/twins/trailer-001").json()["desired"].get("setpoint") != -16.0  # not yet
+            page.click("#whatif-apply-confirm")
+            page.wait_for_selector("#whatif-apply[data-state=succeeded]")
+            shown = page.inner_text("#whatif-apply-commands")
+            browser.close()
+        assert errors == []
+        twin = api.get("/api/v1/twins/trailer-001").json()
+        audit = api.get("/api/v1/audit").json()["items"]
+    assert twin["desired"]["setpoint"] == -16.0 and twin["reported"]["points"]["setpoint"]["value"] == -16.0
+    [put] = [e for e in audit if e["action"] == "twin.desired.put" and e["after"]["desired"].get("setpoint") == -16.0]
+    [cmd] = [e for e in audit if e["action"] == "command.set" and e["after"]["args"]["value"] == -16.0]
+    assert put["after"]["evidence"] == evidence and put["reason"] == "frozen load, forecast checked"
+    assert cmd["after"]["evidence"] == evidence and cmd["after"]["confirmed"] is True
+    # Its lifecycle as the page saw it move (delivered may come and go between two messages).
+    assert shown.startswith("setpoint → -16: pending → ") and shown.endswith(
+        "succeeded (written to nsu=urn:assettwin:sim;s=trailer-001.setpoint, read back -16.0)"), shown
+    assert sim.value("trailer-001", "setpoint") == -16.0
+    assert sim.writes[-1] == ("ns=2;s=trailer-001.setpoint", -16.0, "Good")
+
+
+def test_the_run_mode_is_written_over_opcua_and_mqtt_and_the_units_start_cycling(rig):
+    """``mode`` 0 (start-stop) on both trailers: the PLC's node read back, the MQTT unit's own report; the MQTT unit
+    then stops its compressor below its band (it cycles instead of holding the setpoint)."""
+    cloud, _, sim, device, _ = rig
+    before = len(device.writes)
+    with cloud.client() as api:
+        sent = {a: api.post(f"/api/v1/assets/{a}/commands", json={"action": "set", "property": "mode", "value": 0,
+                                                                   "reason": "save fuel"}).json()
+                for a in ("trailer-001", "trailer-002")}
+        done = {a: _finished(api, a, c["id"]) for a, c in sent.items()}
+        assert api.post("/api/v1/assets/trailer-001/commands",
+                        json={"action": "set", "property": "mode", "value": 2}).status_code == 422
+    assert {a: (d["state"], d["value"]) for a, d in done.items()} == {
+        "trailer-001": ("succeeded", 0.0), "trailer-002": ("succeeded", 0.0)}, done
+    assert done["trailer-002"]["reason"] == "published to sim/trailer-002/set/mode, device reported mode = 0.0"
+    assert sim.value("trailer-001", "mode") == 0.0
+    assert [w for w in sim.writes if w[0].endswith(".mode")] == [("ns=2;s=trailer-001.mode", 0.0, "Good")]
+    assert device.writes[before:] == [{"topic": "sim/trailer-002/set/mode", "v": 0.0}]
+    wait_until(lambda: not device.plant.compressor_on, timeout=30, what="trailer-002's compressor stopping")

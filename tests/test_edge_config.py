@@ -19,7 +19,7 @@ def test_a_good_config_loads_with_paths_relative_to_the_file(tmp_path):
     p.write_text(yaml.safe_dump(GOOD))
     cfg = load_config(p)
     assert cfg.outbox.path == tmp_path / "outbox.sqlite"
-    assert len(cfg.points()) == 6
+    assert len(cfg.points()) == 7  # the trailer's six sampled points and its run mode
 
 
 @pytest.mark.parametrize(("patch", "message"), [

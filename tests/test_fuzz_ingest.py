@@ -136,8 +136,13 @@ def _batch(rnd: random.Random, tenant: str, nonempty: bool = False) -> dict:
     series = [_series(rnd, nonempty=nonempty and i == 0) for i in range(rnd.randint(1 if nonempty else 0, 4))]
     if rnd.random() < 0.1:
         series.append(_series(rnd, bulk=True))
-    seq = rnd.randint(0, 60) if rnd.random() < 0.95 else 2**63 - 1
-    return {"v": "v1", "kind": "telemetry", "tenant": tenant, "gateway": rnd.choice(GATEWAYS), "seq": seq,
+    # The largest seq goes to a gateway of its own: after it, a small seq on the same gateway is below ingest's
+    # window, where "written before?" has no answer and the batch is written again (a real gateway resends the
+    # same batch under a seq, so that is harmless; two different fuzzed batches under one seq would make the
+    # stored data depend on how messages happened to be grouped).
+    big = rnd.random() >= 0.95
+    seq, gateway = (2**63 - 1, "gw-max") if big else (rnd.randint(0, 60), rnd.choice(GATEWAYS))
+    return {"v": "v1", "kind": "telemetry", "tenant": tenant, "gateway": gateway, "seq": seq,
             "sent_ns": _time(rnd), "series": series}
 
 
@@ -456,7 +461,8 @@ FUZZ = {"deadline": None, "derandomize": True, "database": None, "phases": [Phas
                                   HealthCheck.function_scoped_fixture]}
 
 
-@settings(max_examples=int(os.environ.get("FUZZ_EXAMPLES", 100)), **FUZZ)
+# 50 examples in the suite (100 took over a minute on a loaded machine); FUZZ_EXAMPLES=1000 for a longer hunt.
+@settings(max_examples=int(os.environ.get("FUZZ_EXAMPLES", 50)), **FUZZ)
 @given(drawn=cases_st(MESSAGES_PER_EXAMPLE))
 def test_hostile_messages_are_stored_exactly_or_dead_lettered(bulk, pg_registry, influxdb, fuzz_db, drawn):
     ing, totals = bulk

@@ -36,7 +36,7 @@ TRAILER = {"id": "trailer-001", "type": "refrigerated-trailer"}
 def test_a_gateway_config_may_define_the_types_its_assets_use():
     cfg = parse_config({**GOOD, "asset_types": {"acme-pump": PUMP}, "assets": [*GOOD["assets"],
                                                                                 {"id": "p1", "type": "acme-pump"}]})
-    assert cfg.points()[-1] == ("p1", "flow_m3h") and len(cfg.points()) == 7
+    assert cfg.points()[-1] == ("p1", "flow_m3h") and len(cfg.points()) == 8  # the trailer's 7, the pump's
     assert cfg.text_points() == {("t1", "driver_id"): True, ("p1", "operator"): True}
     assert cfg.assets[1].asset_type.local_rules[0].name == "no-flow"
     again = parse_config(cfg.model_dump(mode="json"))  # what the agent merges a desired configuration into

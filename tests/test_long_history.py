@@ -449,7 +449,7 @@ def test_the_ingest_worker_of_partition_0_runs_housekeeping_and_counts_it(tmp_pa
                 wait_until(lambda p=p: p.counters()["housekeeping_runs"] >= 2, what="two housekeeping passes")
                 key = p.registry.create_api_key(TENANT, "viewer", "ops")
                 metrics = TestClient(create_app(p), headers={"Authorization": f"Bearer {key}"}).get("/metrics").text
-                assert "twin_housekeeping_runs " in metrics and "twin_pruned_dead_letters 0" in metrics
+                assert "twin_housekeeping_runs_total " in metrics and "twin_pruned_dead_letters_total 0.0" in metrics
                 assert p.counters()["housekeeping_failures"] == 0
         finally:
             p.close()

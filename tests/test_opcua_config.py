@@ -57,7 +57,7 @@ def test_the_agent_builds_an_opcua_runner_that_speaks_the_source_protocol() -> N
     assert runner.mark() == 0 and runner.commit(0) is None
     assert runner.counters() == {"opcua_values": 0, "opcua_bad_quality": 0, "opcua_reconnects": 0,
                                  "opcua_unknown_nodes": 0, "opcua_errors": 0, "opcua_untrusted": 0,
-                                 "opcua_pinned": 0}
+                                 "opcua_pinned": 0, "opcua_blocks": 0}
 
 
 def test_a_relative_trust_dir_is_relative_to_the_config_file(tmp_path: Path) -> None:

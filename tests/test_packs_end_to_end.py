@@ -94,7 +94,7 @@ def test_a_type_created_through_the_api_runs_on_a_gateway_whose_samples_reach_th
                                                 "gateway": gateway.id}).status_code == 201
         report = gateway.push(api, {"assets": [TRAILER, {"id": "pump-7", "type": "acme-pump"}]})
         assert (report["applied"], report["reason"]) == (True, "")
-        gateway.process.wait_log("assets now trailer-001 (refrigerated-trailer), pump-7 (acme-pump): 7 points")
+        gateway.process.wait_log("assets now trailer-001 (refrigerated-trailer), pump-7 (acme-pump): 8 points")
 
         t0 = time.time_ns() - 120 * S
         flows = [12.0, 12.5, 13.0, 12.5, 12.0, 0.5, 0.5, 0.5, 0.5, 0.5]  # then no flow for 40 s: its own rule

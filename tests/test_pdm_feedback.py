@@ -128,7 +128,8 @@ def test_a_baseline_pushed_from_the_cloud_makes_the_edge_flag_a_shift_its_point_
     assert (pushed["gateway"], pushed["rows"]) == (gw, HEALTHY_S)
     assert pushed["baseline"]["points"] == list(SLOW_POINTS)  # the vibration features have no data: skipped
     assert pushed["baseline"]["smooth_tau_s"] == 10.0
-    assert set(pushed["skipped"]) == {"vib_velocity_rms", "vib_accel_rms", "vib_kurtosis"}
+    assert set(pushed["skipped"]) == {"vib_velocity_rms", "vib_accel_rms", "vib_kurtosis", "vib_accel_peak",
+                                      "vib_crest_factor", "vib_env_bpfo", "vib_env_bpfi", "vib_env_bsf", "vib_env_ftf"}
     g = wait_until(lambda: (x := api.get(f"/api/v1/gateways/{gw}").json())["config_version"] == pushed["version"]
                    and x, what="the gateway's report of the applied baseline")
     assert g["config_report"]["applied"] is True and g["desired_version"] == pushed["version"]

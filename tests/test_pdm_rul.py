@@ -27,6 +27,7 @@ from cloud.pdm.model import (
     phm_score,
     rmse,
 )
+from cloud.pdm.prior import UNIFORM, row_weights
 from cloud.pdm.registry import ModelRegistry, resolve
 from twin.pdm_cli import app
 
@@ -170,6 +171,29 @@ def test_prediction_is_one_row_per_engine_at_its_last_cycle_with_an_interval_aro
     assert rmse(pred.rul_capped, np.minimum(true, QUICK.cap)) < 25.0  # it learned something: the spread is ~30
     assert fitted.cv["folds"] == 3 and fitted.cv["engines"] == 40
     assert 0.8 <= fitted.cv["coverage"] <= 1.0  # 90 % split-conformal on its own residuals
+
+
+def test_the_interval_is_calibrated_on_engines_each_truncated_once_not_on_all_their_rows():
+    # a long-lived engine (300 cycles) estimated 30 short at every cycle, a short-lived one (60) 30 long: by rows the
+    # long one is 5/6 of the residuals and sets both quartiles; truncated once at random, each engine weighs alike
+    rows = np.vstack([np.column_stack([np.full(n, u), np.arange(1, n + 1), np.zeros((n, 24))])
+                      for u, n in ((1, 300), (2, 60))])
+    traj = from_array(rows)
+    true = rul_target(traj, None)
+    pred = true - np.where(traj.unit == 1, 30.0, -30.0)
+    params = replace(QUICK, cap=400.0, interval_bins=1, coverage=0.5)
+    np.testing.assert_array_equal(_conformal_offsets(pred, true, params)[0], [0.0, 30.0])
+    np.testing.assert_array_equal(_conformal_offsets(pred, true, params, row_weights(traj, UNIFORM))[0], [-30.0, 30.0])
+
+
+def test_a_model_takes_its_interval_from_held_out_engines_and_covers_nine_in_ten_truncated_ones(fitted):
+    train = from_array(synthetic_rows(40, 1)[0])
+    oof = out_of_fold(train, QUICK)
+    expect = _conformal_offsets(oof[:, 1], rul_target(train, None), QUICK, row_weights(train, UNIFORM))
+    np.testing.assert_array_equal(fitted.offsets, expect)
+    rows, true = synthetic_rows(300, 11, truncate=True)  # engines stopped 10-70 % of their life before failure
+    pred = fitted.predict(from_array(rows))
+    assert 0.87 <= np.mean((true >= pred.lower) & (true <= pred.upper)) <= 0.93
 
 
 def test_registry_keeps_versions_metrics_hash_and_an_active_pointer(tmp_path, fitted):

@@ -44,6 +44,10 @@ def test_compressor_off_what_if_matches_the_simulated_failure(influx_platform):
     assert abs(out["time_to_excursion_s"] - true_s) <= 0.10 * true_s, (out["time_to_excursion_s"], true_s)
     assert out["earliest_s"] <= out["time_to_excursion_s"]
     assert out["baseline_time_to_excursion_s"] is None  # carrying on as now, it stays in range
+    ev = out["evidence"]  # what "Apply" keeps in the audit trail: the forecast's figures, no series
+    assert ev["time_to_excursion_s"] == out["time_to_excursion_s"] and ev["scenario"] == out["scenario"]
+    assert ev["supply_end_c"] == out["supply_c"][-1] and ev["supply_max_c"] == max(out["supply_c"])
+    assert ev["model"] == out["model"] and "supply_c" not in ev
     assert "thermal" in api.get("/api/v1/twins/trailer-001").json()["model"]  # kept on the twin
     assert api.post("/api/v1/assets/nope/simulate", json={}).status_code == 404
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 import threading
 
 import pytest
@@ -56,6 +57,38 @@ def test_missing_values_keep_their_quality_and_same_timestamps_survive(store):
     assert (s.t_ns, s.values, s.quality) == ([T0, T0 + 30 * S], [7.5, None], [0, 2])
     assert store.query_range("acme", "trailer-1", "supply_air", T0, T0 + 1).values == [0.0]
     assert store.query_range("acme", "a b,c=d", "p t", T0, T0 + 1).values == [1.25]
+
+
+def test_full_status_codes_are_kept_beside_the_quality(store):
+    """A source's 32-bit status code per sample (OPC-UA: UncertainLastUsableValue, BadSensorFailure, Good with its
+    LimitHigh bit; 0 = plain Good) is stored and read back, raw and through ``read``; a series without one has None."""
+    codes = [0x40900000, 0x808C0000, 0, 0x00000200]
+    r = _rows()
+    r.extend_series("acme", "trailer-1", "ambient", [T0 + i * S for i in range(4)], [4.5, None, 4.75, 5.0],
+                    [1, 2, 0, 0], codes)
+    store.write(r)
+    s = store.query_range("acme", "trailer-1", "ambient", T0, T0 + 10 * S)
+    assert (s.values, s.quality, s.status) == ([4.5, None, 4.75, 5.0], [1, 2, 0, 0], codes)
+    assert store.read("acme", "trailer-1", "ambient", T0, T0 + 10 * S, now_ns=T0 + 60 * S).status == codes
+    assert store.query_range("acme", "trailer-1", "supply_air", T0, T0 + 10 * S).status is None
+    assert store.query_range("acme", "trailer-1", "ambient", T0 + 2 * S, T0 + 3 * S).status is None  # Good alone
+
+
+def test_an_embedded_store_from_before_status_codes_gains_their_column(tmp_path):
+    db = sqlite3.connect(tmp_path / "old.sqlite")
+    db.execute("CREATE TABLE telemetry (tenant TEXT NOT NULL, asset TEXT NOT NULL, point TEXT NOT NULL, "
+               "t_ns INTEGER NOT NULL, value REAL, quality INTEGER NOT NULL, "
+               "PRIMARY KEY (tenant, asset, point, t_ns)) WITHOUT ROWID")
+    db.execute("INSERT INTO telemetry VALUES ('acme', 'a', 'p', ?, 1.5, 0)", (T0,))
+    db.commit()
+    db.close()
+    s = EmbeddedStore(tmp_path / "old.sqlite")
+    r = Rows()
+    r.extend_series("acme", "a", "p", [T0 + S], [None], [2], [0x808C0000])
+    s.write(r)
+    got = s.query_range("acme", "a", "p", T0, T0 + 2 * S)
+    assert (got.values, got.quality, got.status) == ([1.5, None], [0, 2], [0, 0x808C0000])
+    s.close()
 
 
 def test_tenants_do_not_see_each_other(store):

@@ -1,5 +1,5 @@
 """The shipping fleet through the processes a user starts: ``twin sim vessels`` publishes the fault scenario's four
-ships (``simulators/scenarios/vessel-faults.yaml``, logged every 5 minutes here to keep the run short) as sensor
+ships (``simulators/scenarios/vessel-faults.yaml``, logged every 10 minutes here to keep the run short) as sensor
 topics on the real Mosquitto; a ``twin edge run`` gateway reads them as ``vessel`` assets and uplinks them; ``twin
 cloud run`` ingests into the real InfluxDB and runs the vessel pack in its rule runner. Every fault must come back
 through the API as an alert with its classification (the injector by its cylinder, the bearing by its number),
@@ -43,7 +43,7 @@ def fleet(tmp_path_factory, mosquitto, influxdb):
     cfg["sources"][0]["subscriptions"][0]["topic"] = f"{topic}/+/+"
     edge = EdgeProcess(work / "edge", cfg)
     scenario = yaml.safe_load(SCENARIO.read_text()) | {
-        "sample_period": "300s", "topic_template": f"{topic}/{{asset}}/{{point}}", "broker": mosquitto.url}
+        "sample_period": "600s", "topic_template": f"{topic}/{{asset}}/{{point}}", "broker": mosquitto.url}
     (work / "scenario.yaml").write_text(yaml.safe_dump(scenario))
     cloud.start()
     try:
@@ -57,7 +57,7 @@ def fleet(tmp_path_factory, mosquitto, influxdb):
         assert sim.returncode == 0, sim.stderr[-3000:]
         truth = json.loads((work / "sim" / "ground_truth.json").read_text())
         with cloud.client() as api:
-            last = truth["end_ns"] - 300 * 1_000_000_000
+            last = truth["end_ns"] - 600 * 1_000_000_000
             for ship in SHIPS:  # every ship's last reading is in the cloud ...
                 wait_until(lambda s=ship: api.get(f"/api/v1/assets/{s}/latest").json()
                            .get("me_shaft_power", {}).get("t_ns") == last,
@@ -72,7 +72,7 @@ def fleet(tmp_path_factory, mosquitto, influxdb):
             wait_until(judged, timeout=120, interval=1, what="the three faults' alerts")
             time.sleep(3)
             alerts = api.get("/api/v1/alerts", params={"limit": 1000}).json()["items"]
-        print(f"\nvessel-faults.yaml at 5-minute logging through sim -> edge -> cloud: {len(SHIPS)} ships in "
+        print(f"\nvessel-faults.yaml at 10-minute logging through sim -> edge -> cloud: {len(SHIPS)} ships in "
               f"{time.monotonic() - started:.0f} s; alerts: "
               + "; ".join(f"{a['asset']} {a['rule']} ({a['evidence'].get('classification', a['evidence']['source'])})"
                           for a in sorted(alerts, key=lambda a: a["opened_ns"])))

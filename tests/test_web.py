@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
+import numpy as np
 import pytest
 import uvicorn
 
@@ -176,7 +177,9 @@ def tab(browser, stack):
 
 
 def test_web_ui_is_served_offline_with_security_headers(stack):
-    with httpx.Client(base_url=stack.url) as c:
+    # The API shares its process with ingest and rules: their first numba compiles hold the GIL for seconds on a
+    # loaded machine (httpx's 5 s default ran out once in CI), so this first request may wait.
+    with httpx.Client(base_url=stack.url, timeout=60) as c:
         index = c.get("/")
         assert index.status_code == 200 and index.headers["content-type"].startswith("text/html")
         js = c.get("/static/js/app.js")
@@ -316,7 +319,7 @@ def test_a_vessels_page_shows_its_engine_and_shaft_line(tab, stack):
     for point, v in values.items():
         rows.extend_series("acme", "vessel-web", point, [now - S], [v], [0])
     p.store.write(rows)
-    p.twins.put_model("acme", "vessel-web", {"maintenance": {"turbocharger": {
+    p.twins.merge_model("acme", "vessel-web", {"maintenance": {"turbocharger": {
         "what": "turbocharger cleaning", "at_ns": now + 20 * 86_400 * S, "interval_ns": [None, None]}}})
     page = tab("viewer").open("asset/vessel-web")
     page.wait_for_selector('#pack-panel[data-pack="vessel"] #pack-facts')
@@ -478,3 +481,70 @@ def test_fleet_renders_a_thousand_assets_in_under_a_second(tab, stack):
     t.shot("fleet-1000", full_page=False)
     # The budget holds for what an operator gets first: a fresh tab (nothing cached, the first read of the fleet).
     assert figures[0] < RENDER_BUDGET_MS, f"the fleet of {BULK_ASSETS} took {figures} ms to render (fresh tab first)"
+
+
+def test_a_machines_page_shows_its_zone_with_predicted_dates_and_a_snapshots_spectra(tab, stack):
+    """cloud/packs/rotating_machine/panel.js: the zone of the machine's own class with the dates of crossing into C
+    and D (the zone trend the pack keeps on the twin), and the newest waveform snapshot as a spectrum and an envelope
+    spectrum whose peak is the bearing's BPFO."""
+    import numpy as np
+
+    from cloud import machines
+    from cloud.packs import pack_for
+    from models.machine import MachineProfile
+    from models.waveform import encode_snapshot
+    from simulators.machine import Machine, MachineParams
+    from simulators.waveforms import machine_frame
+
+    p, now, day = stack.platform, time.time_ns(), 86_400 * S
+    with p.registry.session() as s:
+        s.add(Asset(tenant="acme", id="pump-web", type="rotating-machine", first_seen_ns=0))
+    machines.put_profile(p.registry, "acme", "pump-web", MachineProfile(foundation="flexible"), "test")
+    t = now - np.arange(20, 0, -1) * day  # 20 daily readings growing from 3 mm/s, in zone B of a flexible group 2
+    rows = Rows()
+    rows.extend_series("acme", "pump-web", "vib_velocity_rms", t.tolist(), (3.0 + 0.03 * np.exp(0.2 * np.arange(20)))
+                       .tolist(), [0] * 20)
+    p.store.write(rows)
+    pack_for("rotating-machine")(p).assess("acme", "pump-web", now)  # what the rule runner does each cycle
+    m = Machine("pump-web", MachineParams(onset_s=0.0, failure_s=10 * 86_400.0), seed=4)
+    frames = [machine_frame(m, now - 10 * S, 8 * 86_400.0 + i, 4) for i in range(2)]
+    machines.SnapshotSink(p.registry)("twin/v1/acme/gw-web/snapshots", encode_snapshot(
+        {"asset": "pump-web", "event_id": "gw-web:pump-web:vib_env_bpfo:1", "reason": "anomaly on vib_env_bpfo"},
+        frames))
+    page = tab("viewer").open("asset/pump-web")
+    page.wait_for_selector('#pack-panel[data-pack="rotating-machine"] #zone-now')
+    facts = page.inner_text("#pack-facts")
+    assert "Zone B" in facts and "group 2, flexible: A/B 2.3, B/C 4.5, C/D 7.1 mm/s" in facts, facts
+    assert "(90 %:" in page.inner_text("#zone-c-date") and "(90 %:" in page.inner_text("#zone-d-date"), facts
+    page.wait_for_selector("#snapshot-spectrum canvas")
+    page.wait_for_selector("#snapshot-envelope canvas")
+    bpfo = machines.defect_lines(MachineProfile(), frames[-1].rpm / 60)["bpfo"]
+    peak = float(page.get_attribute("#snapshot-envelope", "data-peak-hz"))
+    assert abs(peak - bpfo) < 0.03 * bpfo, (peak, bpfo)
+
+
+def test_a_persons_page_shows_the_agp_and_today_with_the_forecast_band(tab, stack):
+    """cloud/packs/person/panel.js: the consensus metrics, the AGP's percentile bands and today's glucose under
+    the 30-minute forecast band, read through the clinic's consent (POST /api/v1/people/{id}/report, audited)."""
+    from cloud.people import CLINIC, PersonAccess
+
+    p, step = stack.platform, 300 * S
+    now = time.time_ns() // step * step
+    with p.registry.session() as s:
+        s.add(Asset(tenant="acme", id="subj-web", type="person", first_seen_ns=0))
+    PersonAccess(p.registry, p.store, None).grant("acme", "subj-web", CLINIC, ["*"], 0, None, "test")
+    t = now - np.arange(3 * 288, 0, -1, dtype=np.int64) * step
+    g = 140 + 50 * np.sin(2 * np.pi * ((t // S) % 86_400) / 86_400) + np.random.default_rng(3).normal(0, 8, t.size)
+    rows = Rows()
+    rows.extend_series("acme", "subj-web", "glucose", t.tolist(), g.round(0).tolist(), [0] * t.size)
+    p.store.write(rows)
+    page = tab("viewer").open("asset/subj-web")
+    page.wait_for_selector('#pack-panel[data-pack="person"] #pack-facts')
+    facts = page.inner_text("#pack-facts")
+    assert "Time in range 70–180" in facts and "GMI" in facts and "data sufficiency" in facts, facts
+    assert page.locator("#agp-chart path.agp-5-95").get_attribute("d").count("L") > 90  # 96 quarter hours
+    assert page.locator("#agp-chart path.agp-median").count() == 1
+    assert page.locator("#today-chart path.glucose-line").get_attribute("d").startswith("M")
+    assert page.locator("#today-chart path.forecast-band").get_attribute("d").endswith("Z")
+    page.click("#glucose-unit")
+    page.locator("#pack-facts", has_text="mmol/L").wait_for()

@@ -71,7 +71,7 @@ def test_topics_round_trip_and_refuse_wildcards():
 def test_the_refrigerated_trailer_type_is_in_the_catalogue():
     t = builtin_types()["refrigerated-trailer"]
     assert set(t.points) == {"supply_air", "return_air", "setpoint", "door", "compressor_current", "ambient",
-                             "driver_id"}
+                             "mode", "driver_id"}
     assert (t.points["driver_id"].kind, t.points["driver_id"].personal) == ("text", True)
     assert t.points["supply_air"].unit == "degC"
     assert t.points["supply_air"].detectors[0].kind == "novelty"

@@ -205,3 +205,34 @@ def run_edge_bench(harness, *, points: int, rate_hz: float, duration_s: float, c
         proc.wait(30)
         log.close()
         broker.close()
+
+
+def block_stage_rate(channels: int = 4, sample_rate_hz: float = 25_600.0, blocks: int = 50,
+                     per_tick: int = 5) -> dict[str, float]:
+    """The agent's block path on one core (CPU time): ``blocks`` wire frames of a worn simulated bearing decoded and
+    drained through ``edge.blocks.BlockStage`` ``per_tick`` at a time, as ticks do; compile and warm-up excluded."""
+    from edge.blocks import POINTS, BlockStage
+    from models.machine import MachineProfile
+    from models.waveform import decode, encode
+    from simulators.machine import Machine, MachineParams
+    from simulators.waveforms import machine_frame
+
+    params = MachineParams(sample_rate_hz=sample_rate_hz, onset_s=0.0, failure_s=30 * 86_400.0)
+    machine = Machine("bench-1", params, seed=1)
+    wire = [encode(machine_frame(machine, 0, 20 * 86_400.0 + 3600.0 * i, channels)) for i in range(per_tick)]
+    index = {("bench-1", p): i for i, p in enumerate(POINTS)}
+    stage = BlockStage({"bench-1": MachineProfile()}, index)
+    out: list[tuple] = []
+    for w in wire:  # compile / load the kernels, plan the bands
+        stage.put(decode(w))
+    stage.drain(lambda *a: out.append(a))
+    t0 = time.process_time()
+    done = 0
+    while done < blocks:
+        for w in wire:
+            stage.put(decode(w))
+        done += stage.drain(lambda *a: out.append(a))
+    cpu = time.process_time() - t0
+    n = round(sample_rate_hz * params.block_s)
+    return {"blocks": done, "cpu_s": cpu, "samples_per_s": done * channels * n / cpu,
+            "realtime_factor": done * params.block_s / cpu}

@@ -170,12 +170,17 @@ def demo(
     data_dir: Path = typer.Option(Path(".demo"), help="where the demo keeps its files"),
     trailers: int = typer.Option(3, help="simulated trailers"),
     duration: float = typer.Option(0.0, help="stop after this many seconds (0: until Ctrl-C)"),
+    tour: str = typer.Option("on", help="on: seed a week of history and play the scripted story; off: plain"),
+    speed: float = typer.Option(10.0, min=1.0, help="the tour's clock, times the wall clock until it catches up"),
 ) -> None:
     """The whole chain on one machine: simulated trailers → edge agent → broker → cloud → API."""
     setup_logging("text", "WARNING")
     from twin.demo import run_demo
 
-    run_demo(broker=broker, influx=influx, port=port, data_dir=data_dir, trailers=trailers, duration=duration)
+    if tour not in ("on", "off"):
+        raise typer.BadParameter("on or off", param_hint="--tour")
+    run_demo(broker=broker, influx=influx, port=port, data_dir=data_dir, trailers=trailers, duration=duration,
+             tour=tour == "on", speed=speed)
 
 
 CORE_GROUPS = {"edge", "cloud", "demo"}

@@ -3,6 +3,10 @@
 Simulated trailers publish sensor readings → an edge agent detects and batches them → an MQTT broker
 (embedded amqtt unless ``--broker``) → cloud ingest → a time-series store (embedded SQLite unless
 ``--influx``) → the API, whose URL and key are printed. Runs until Ctrl-C (or ``--duration``).
+
+With the tour (the default; ``--tour off`` for the plain version) a week of history is seeded first and a
+scripted story plays on a compressed clock (``twin/tour.py``): a compressor failure, a wearing bearing, engines
+with their remaining useful life.
 """
 
 from __future__ import annotations
@@ -98,8 +102,36 @@ def _until(readings, stop: threading.Event):
         yield r
 
 
+def _wait_api(url: str, timeout_s: float = 30.0) -> None:
+    import httpx
+
+    end = time.monotonic() + timeout_s
+    while time.monotonic() < end:
+        with contextlib.suppress(httpx.HTTPError):
+            if httpx.get(f"{url}/health", timeout=2).status_code < 500:
+                return
+        time.sleep(0.2)
+
+
+def _guide(url: str, story) -> str:
+    from twin import tour as t
+
+    engines = [a for a, typ in story.types.items() if typ == "turbofan"]
+    return f"""
+The tour ({len(story.types)} assets, a week of history; the story plays in the next minutes):
+  alerts:    {url}/#/alerts                 {t.TRAILER}'s compressor fails: predicted, then real excursion
+  shipment:  {url}/#/shipments/{t.SHIPMENT}     its lots are quarantined by the excursion
+  machine:   {url}/#/asset/{t.PUMP}           bearing wear: ISO 20816-3 zone B -> C
+""" + (f"  turbofan:  {url}/#/asset/{engines[0]}   remaining useful life per cycle\n" if engines else "") + \
+        f"  what-if:   {url}/#/asset/trailer-001       its thermal twin: 'what if the compressor stops?'\n" + \
+        "".join(f"  {typ + ':':<10} {url}/#/asset/{a}\n" for a, typ in story.types.items()
+                if typ in ("vessel", "person"))
+
+
 def run_demo(*, broker: str | None, influx: str | None, port: int, data_dir: Path, trailers: int,
-             duration: float) -> None:
+             duration: float, tour: bool = True, speed: float = 10.0) -> None:
+    import os
+
     import uvicorn
 
     from cloud.api.app import create_app
@@ -116,6 +148,25 @@ def run_demo(*, broker: str | None, influx: str | None, port: int, data_dir: Pat
         embedded.start()
         broker = embedded.url
     mqtt_version = "3.1.1" if embedded else "5"
+    engines_data = None
+    if tour:
+        # The story is told from the start each time: the last run's stores go (the RUL model cache stays).
+        import shutil
+
+        for name in ("registry.sqlite", "timeseries.sqlite", "outbox.sqlite", "outbox.sqlite.reserve", "state"):
+            for f in data_dir.glob(f"{name}*"):
+                shutil.rmtree(f) if f.is_dir() else f.unlink()
+        # The thermal twin's bootstrap warns on the failing trailer's draws; the visitor reads the tour's lines.
+        warnings.filterwarnings("ignore", category=RuntimeWarning, module="cloud.thermal")
+        from cloud.pdm.data import default_data_dir
+        from twin import tour as story_mod
+
+        engines_data = default_data_dir()
+        t = time.monotonic()
+        rul_dir = story_mod.train_rul(engines_data, data_dir / "rul-models")
+        if rul_dir is not None:
+            os.environ.setdefault("TWIN_RUL_MODEL", str(rul_dir))
+            print(f"RUL model ready ({rul_dir}, {time.monotonic() - t:.1f} s)", flush=True)
     key = f"demo_{secrets.token_urlsafe(16)}"
     settings = CloudSettings(
         database_url=f"sqlite:///{data_dir / 'registry.sqlite'}",
@@ -123,6 +174,7 @@ def run_demo(*, broker: str | None, influx: str | None, port: int, data_dir: Pat
         influx_url=influx or "http://127.0.0.1:8086", mqtt_url=broker, mqtt_version=mqtt_version,
         ingest_shared=embedded is None, ingest_client_id=f"demo-ingest-{secrets.token_hex(3)}",
         api_port=port, bootstrap_api_key=key, bootstrap_tenant="demo",
+        **({"rules_interval_s": 2.0} if tour else {}),
     )
     platform = Platform.open(settings, with_ingest=True, with_link=True)
     platform.start()
@@ -143,9 +195,25 @@ def run_demo(*, broker: str | None, influx: str | None, port: int, data_dir: Pat
     agent_thread = threading.Thread(target=agent.run, name="edge-agent", daemon=True)
     agent_thread.start()
     stop = threading.Event()
-    threading.Thread(target=_simulate, args=(broker, assets, stop), name="simulator", daemon=True).start()
-
     url = f"http://127.0.0.1:{port}"
+    story = wire = None
+    if tour:
+        t = time.monotonic()
+        lag_s = 840.0  # the tour starts 14 min back: the excursion (~11.5 min in) still plays on the compressed
+        # clock, not in real time after it caught up (at 11 min it came ~3.5 min after the prediction), and at the
+        # hold the data is ~6.5 min old, within the 10 min the predictive rule believes current (the history is
+        # paced by the cloud's commits, so ingest does not run minutes behind)
+        story = story_mod.build_story(time.time_ns(), assets, engines_data, lag_s)
+        wire = story_mod.Wire(broker, mqtt_version)
+        wire.status(story.types)
+        n = wire.send(story.series, 0, story.start_ns)
+        _wait_api(url)
+        story_mod.setup_shipment(url, key, story.start_ns,
+                                 [a for a, typ in story.types.items() if typ == "person"])
+        stored = "stored" if wire.drain() else "published (the cloud is still storing it)"
+        print(f"history: {n:,} samples of {len(story.types)} assets over a week, {stored} in "
+              f"{time.monotonic() - t:.1f} s", flush=True)
+    threading.Thread(target=_simulate, args=(broker, assets, stop), name="simulator", daemon=True).start()
     print(f"""
 assettwin demo is running ({len(assets)} simulated trailers → edge agent → {broker} → cloud)
   dashboard: {url}/                       (log in with the key below)
@@ -153,8 +221,15 @@ assettwin demo is running ({len(assets)} simulated trailers → edge agent → {
   API key:  {key}
   try:      curl -H 'Authorization: Bearer {key}' '{url}/api/v1/assets/trailer-001/latest'
   store:    {"InfluxDB at " + influx if influx else "embedded (" + str(data_dir / "timeseries.sqlite") + ")"}
-Ctrl-C stops it.
+{_guide(url, story) if story else ""}Ctrl-C stops it.
 """, flush=True)
+    if story is not None:
+        engines = [a for a, typ in story.types.items() if typ == "turbofan"]
+        hold = (story.hold_s, story_mod.predicted(url, key), 45.0)
+        threading.Thread(target=story_mod.play, args=(wire, story), kwargs={"speed": speed, "stop": stop,
+                         "hold": hold}, name="tour", daemon=True).start()
+        threading.Thread(target=story_mod.watch, args=(url, key, engines, stop, lambda m: print(m, flush=True)),
+                         name="tour-watch", daemon=True).start()
     done = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: done.set())
     try:
@@ -163,6 +238,8 @@ Ctrl-C stops it.
         print("\nstopping…", flush=True)
     finally:
         stop.set()
+        if wire is not None:
+            wire.close()
         agent.stop()
         agent_thread.join(15)
         server.should_exit = True

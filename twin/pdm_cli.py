@@ -48,7 +48,8 @@ def _train(data: Path, dataset: str, params: RulParams, units: int | None, jobs:
     if units is not None:
         traj = traj.subset(traj.units[:units])
     t0 = time.perf_counter()
-    model = RulModel(params).fit(traj, jobs=jobs)
+    observed = load_trajectories(files["test"]) if files["test"].is_file() else None  # its ages: the RUL prior
+    model = RulModel(params).fit(traj, jobs=jobs, observed=observed)
     metrics: dict[str, Any] = {"train_seconds": time.perf_counter() - t0, "cv": model.cv}
     if files["test"].is_file() and files["rul"].is_file():
         test = evaluate_dataset(data, dataset, model=model)

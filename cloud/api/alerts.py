@@ -16,6 +16,7 @@ from cloud.api.auth import Admin, Operator, Viewer
 from cloud.api.deps import Page, decode_cursor, encode_cursor
 from cloud.api.params import AssetFilter, Body, RowCursor, RuleFilter, SeverityFilter
 from cloud.api.problems import Problem
+from cloud.people import without_personal_values
 from cloud.registry import Alert, AuditEntry
 from cloud.rules import explain
 
@@ -36,6 +37,9 @@ class AlertOut(BaseModel):
     resolved_by: str | None
     resolved_ns: int | None
     note: str
+    command: dict[str, Any] | None = Field(None, description="acknowledging an alert raised from a device's own "
+                                           "alarm (an OPC-UA condition): the acknowledge command sent to its gateway "
+                                           "(GET /api/v1/assets/{asset}/commands/{id} follows it)")
 
 
 class NoteIn(Body):
@@ -56,6 +60,9 @@ class WebhookOut(BaseModel):
     last_error: str
     pending: int = Field(description="deliveries waiting for their (next) attempt")
     failed: int = Field(description="deliveries given up in the last week")
+    kind: str = Field("json", description="json (signed body), slack, teams or email (/notification-channels)")
+    min_severity: str = Field("low", description="only alerts of this severity or above")
+    asset_group: str | None = Field(None, description="only alerts on assets of this group (site:, line:, type:)")
 
 
 class WebhookCreated(WebhookOut):
@@ -89,7 +96,7 @@ def get_router(platform) -> APIRouter:
             rows = list(s.scalars(q.order_by(Alert.id.desc()).limit(limit + 1)))
         more = len(rows) > limit
         rows = rows[:limit]
-        return Page(items=[AlertOut(**alert_dict(a)) for a in rows],
+        return Page(items=[AlertOut(**without_personal_values(alert_dict(a))) for a in rows],
                     next_cursor=encode_cursor(rows[-1].id) if more else None)
 
     @r.get("/alerts/{alert_id}", response_model=AlertOut, tags=["alerts"])
@@ -98,7 +105,7 @@ def get_router(platform) -> APIRouter:
             a = s.scalar(select(Alert).where(Alert.tenant == p.tenant, Alert.id == alert_id))
             if a is None:
                 raise Problem(404, "Not found", f"no alert {alert_id}")
-            return AlertOut(**alert_dict(a))
+            return AlertOut(**without_personal_values(alert_dict(a)))
 
     @r.get("/alerts/{alert_id}/explain", tags=["alerts"])
     def explain_alert(alert_id: AlertId, p: Viewer) -> dict[str, Any]:
@@ -108,11 +115,14 @@ def get_router(platform) -> APIRouter:
             if a is None:
                 raise Problem(404, "Not found", f"no alert {alert_id}")
             alert = {**alert_dict(a), "tenant": a.tenant}
-        return {"alert_id": alert_id, "rule": alert["rule"], **explain.explain(platform, alert)}
+        out = explain.explain(platform, alert)
+        if "stored" in out:  # a person's values are read through consent, not here
+            out["stored"] = without_personal_values({"evidence": out["stored"]})["evidence"]
+        return {"alert_id": alert_id, "rule": alert["rule"], **out}
 
     def _move(alert_id: int, to: str, p, note: str) -> AlertOut:
         try:
-            return AlertOut(**alerts.transition(p.tenant, alert_id, to, p.actor, note))
+            return AlertOut(**without_personal_values(alerts.transition(p.tenant, alert_id, to, p.actor, note)))
         except LookupError as exc:
             raise Problem(404, "Not found", str(exc)) from None
         except AlertError as exc:
@@ -120,7 +130,12 @@ def get_router(platform) -> APIRouter:
 
     @r.post("/alerts/{alert_id}/ack", response_model=AlertOut, tags=["alerts"])
     def ack(alert_id: AlertId, p: Operator, body: NoteIn | None = None) -> AlertOut:
-        return _move(alert_id, "acknowledged", p, body.note if body else "")
+        """An alert raised from a device's own alarm (an OPC-UA condition) is acknowledged on the device too:
+        ``command`` is the command that carries it, succeeded or failed with the server's status."""
+        note = body.note if body else ""
+        out = _move(alert_id, "acknowledged", p, note)
+        out.command = platform.commands.acknowledge_alarm(p.tenant, out.model_dump(), p.actor, note)
+        return out
 
     @r.post("/alerts/{alert_id}/resolve", response_model=AlertOut, tags=["alerts"])
     def resolve(alert_id: AlertId, p: Operator, body: NoteIn | None = None) -> AlertOut:

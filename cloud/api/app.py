@@ -7,7 +7,7 @@ scoped to the caller's tenant, so a resource of another tenant is simply not fou
 from __future__ import annotations
 
 from fastapi import FastAPI, Request
-from fastapi.responses import PlainTextResponse
+from fastapi.responses import PlainTextResponse, Response
 
 from cloud.api import (
     alerts,
@@ -17,6 +17,9 @@ from cloud.api import (
     fleet,
     keys,
     live,
+    machines,
+    notifications,
+    people,
     problems,
     security,
     sharing,
@@ -26,6 +29,7 @@ from cloud.api import (
     twins,
 )
 from cloud.api.auth import Viewer
+from cloud.metrics import exposition, platform_registry
 from cloud.platform import Platform
 from cloud.store import StoreUnavailable
 
@@ -40,7 +44,7 @@ def create_app(platform: Platform) -> FastAPI:
     problems.install(app)
     security.install(app, platform.settings)
     for module in (fleet, data, twins, alerts, keys, simulate, baseline, shipments, subjects, sharing, live,
-                   commands):
+                   commands, machines, people, notifications):
         app.include_router(module.get_router(platform))
     try:  # the web dashboard, when its module is present
         from cloud.api import web
@@ -56,12 +60,13 @@ def create_app(platform: Platform) -> FastAPI:
                 "ingest": None if ingest is None else ("connected" if ingest.connected.is_set() else "connecting"),
                 "broker": None if link is None else ("connected" if link.connected.is_set() else "connecting")}
 
+    registry = platform_registry(platform.counters)
+
     @app.get("/metrics", response_class=PlainTextResponse, tags=["ops"])
-    def metrics(_: Viewer) -> str:
-        lines = []
-        for k, v in sorted(platform.counters().items()):
-            lines += [f"# TYPE twin_{k} counter", f"twin_{k} {v}"]
-        return "\n".join(lines) + "\n"
+    def metrics(_: Viewer) -> Response:
+        """Prometheus text exposition (cloud/metrics.py): counters, gauges, latency histograms."""
+        body, ctype = exposition(registry)
+        return Response(body, media_type=ctype)
 
     @app.exception_handler(StoreUnavailable)
     async def _store_down(request: Request, exc: StoreUnavailable):

@@ -12,41 +12,47 @@ import json
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Path
-from pydantic import Field, StrictBool, StrictFloat, StrictInt, field_validator
+from pydantic import AfterValidator, Field, StrictBool, StrictFloat, StrictInt
 
 from cloud.api.auth import Operator, Viewer
 from cloud.api.params import NAME, AssetId, Body, invalid
 from cloud.api.problems import Problem
 from cloud.commands import InvalidCommand, NoGateway, RateLimited
 
+
+def _storable(v: dict[str, Any] | None) -> dict[str, Any] | None:
+    """Kept in the audit trail as JSON: no NaN or infinity (PostgreSQL refuses them), at most 64 KiB."""
+    if v is not None:
+        try:
+            size = len(json.dumps(v, allow_nan=False))
+        except ValueError:
+            raise ValueError("NaN or infinity cannot be stored; send null or leave it out") from None
+        if size > 65536:
+            raise ValueError(f"{size} bytes as JSON; at most 65536")
+    return v
+
+
+Evidence = Annotated[dict[str, Any] | None, AfterValidator(_storable),
+                     Field(description="what the decision rests on (a forecast), kept in the audit trail")]
+"""A command's or a desired change's evidence, as the audit trail keeps it."""
+
 CommandId = Annotated[str, Path(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$", description="a command's id")]
 
 
 class CommandIn(Body):
     """``set``: ``property`` and ``value``; ``command``: ``name`` (one the asset's type declares); ``rebirth``: the
-    gateway announces itself again. ``confirm``: the operator confirms a change outside the load's profile."""
+    gateway announces itself again; ``snapshot``: the gateway uploads the asset's recent raw waveform blocks
+    (``GET /api/v1/assets/{asset}/snapshots``). ``confirm``: the operator confirms a change outside the load's
+    profile."""
 
-    action: Literal["set", "command", "rebirth"]
+    action: Literal["set", "command", "rebirth", "snapshot"]
     property: str | None = Field(default=None, min_length=1, max_length=128, pattern=NAME)
     value: StrictBool | StrictInt | StrictFloat | None = None
     name: str | None = Field(default=None, min_length=1, max_length=128, pattern=NAME)
     ttl_s: float = Field(default=3600.0, ge=1, le=7 * 86400, description="how long it may wait for its gateway")
     reason: str = Field(default="", max_length=2000)
     confirm: bool = False
-    evidence: dict[str, Any] | None = Field(default=None, description="what the decision rests on (a forecast)")
-
-    @field_validator("evidence")
-    @classmethod
-    def _storable(cls, v: dict[str, Any] | None) -> dict[str, Any] | None:
-        """Kept in the audit trail as JSON: no NaN or infinity (PostgreSQL refuses them), at most 64 KiB."""
-        if v is not None:
-            try:
-                size = len(json.dumps(v, allow_nan=False))
-            except ValueError:
-                raise ValueError("NaN or infinity cannot be stored; send null or leave it out") from None
-            if size > 65536:
-                raise ValueError(f"{size} bytes as JSON; at most 65536")
-        return v
+    evidence: Evidence = None
 
 
 def get_router(platform) -> APIRouter:

@@ -15,8 +15,9 @@ from cloud.api.auth import Principal, Viewer
 from cloud.api.deps import Page, encode_cursor
 from cloud.api.params import AssetId, End, Point, Start, TimeCursor, TimeEventCursor, Window, invalid
 from cloud.api.problems import Problem
+from cloud.people import PERSON_TYPE
 from cloud.pii import mask_value
-from cloud.registry import AlarmRecord, AnomalyRecord
+from cloud.registry import AlarmRecord, AnomalyRecord, Asset
 from cloud.store.rollup import Span
 from models.wire import T_NS_MAX, T_NS_MIN
 
@@ -46,6 +47,9 @@ class TelemetryOut(BaseModel):
     t_ns: list[int]
     values: list[float | str | None] = Field(description="numbers, or strings for a text point")
     quality: list[int] | None = None
+    status: list[int] | None = Field(None, description="raw samples' full status codes from their source (OPC-UA's "
+                                     "32-bit StatusCode, e.g. 2156658688 = 0x808C0000 BadSensorFailure; 0: none beyond "
+                                     "the quality), where any sample has one")
     next_cursor: str | None = None
     resolution: str = Field("raw", description="the coarsest resolution in this answer: raw where raw samples are "
                                                "still kept, a roll-up (1m, 1h, ...) beyond; see sources")
@@ -90,6 +94,10 @@ def get_router(platform) -> APIRouter:
     def known(p: Principal, asset: str) -> None:
         if not platform.twins.exists(p.tenant, asset):
             raise Problem(404, "Not found", f"no asset {asset!r}")
+        with reg.session() as s:
+            if s.scalar(select(Asset.type).where(Asset.tenant == p.tenant, Asset.id == asset)) == PERSON_TYPE:
+                raise Problem(403, "Consent required", f"{asset!r} is a person: their data is read through "
+                              "POST /api/v1/people/{id}/report or /read, consented and audited")
 
     @r.get("/assets/{asset}/telemetry", response_model=TelemetryOut, tags=["telemetry"])
     def telemetry(
@@ -123,8 +131,8 @@ def get_router(platform) -> APIRouter:
         nxt = str(ser.t_ns[-1] + 1) if len(ser.t_ns) == limit else None
         resolution, sources = _sources(ser.spans, start_ns, end_ns)
         return TelemetryOut(asset=asset, point=point, start_ns=start_ns, end_ns=end_ns, t_ns=ser.t_ns,
-                            values=ser.values, quality=ser.quality, next_cursor=nxt, resolution=resolution,
-                            sources=sources)
+                            values=ser.values, quality=ser.quality, status=ser.status, next_cursor=nxt,
+                            resolution=resolution, sources=sources)
 
     @r.get("/assets/{asset}/latest", tags=["telemetry"])
     def latest(asset: AssetId, p: Viewer) -> dict[str, dict]:

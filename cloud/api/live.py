@@ -23,6 +23,7 @@ from starlette.concurrency import run_in_threadpool
 
 from cloud.api.security import MISS, socket_key
 from cloud.live import LiveClient
+from cloud.people import people_among
 from cloud.registry import ApiKey, Registry
 from cloud.sharing import CUSTOMER
 
@@ -135,7 +136,12 @@ def get_router(platform) -> APIRouter:
                                          ("unsubscribe", client.assets.difference_update)):
                             assets = msg.get(key_)
                             if isinstance(assets, list) and all(isinstance(a, str) for a in assets):
-                                op(assets[:1000])
+                                assets = assets[:1000]
+                                if key_ == "subscribe":  # a person's values are read through consent, audited
+                                    people = await run_in_threadpool(people_among, platform.registry,
+                                                                     found.tenant, assets)
+                                    assets = [a for a in assets if a not in people]
+                                op(assets)
                         await ws.send_json({"type": "subscribed", "assets": sorted(client.assets)})
             finally:
                 tasks.cancel_scope.cancel()

@@ -20,6 +20,7 @@ from cloud.api.auth import Admin, Customer
 from cloud.api.deps import Page, encode_cursor
 from cloud.api.params import NAME, AssetId, Body, cursor_of
 from cloud.api.problems import Problem
+from cloud.people import people_of
 from cloud.registry import Alert
 from cloud.twin import NotFound
 
@@ -139,8 +140,9 @@ def get_router(platform) -> APIRouter:
     def create_customer_key(grantee: Grantee, p: Admin, body: CustomerKeyIn | None = None) -> CustomerKeyOut:
         """A ``customer`` key for the grantee: it reads the assets shared with the grantee and nothing else.
         Listed and revoked with the tenant's other keys (``/api/v1/keys``). A grantee is known to the tenant once
-        an asset is shared with it: before that, 404."""
-        if not sharing.shares(reg, p.tenant, grantee, limit=1):
+        an asset is shared with it, or a person consented to it (a carer's or guardian's organisation,
+        ``cloud.people``): before that, 404."""
+        if not sharing.shares(reg, p.tenant, grantee, limit=1) and not people_of(reg, p.tenant, grantee):
             raise Problem(404, "Not found", f"nothing is shared with {grantee!r}: share an asset first")
         name = body.name if body else ""
         key_id, key = sharing.issue_customer_key(reg, p.tenant, grantee, p.actor, name)

@@ -9,7 +9,9 @@ from typing import Any
 from fastapi import APIRouter, Header, Response
 from pydantic import BaseModel, Field
 
+from cloud.api import rul as rul_api
 from cloud.api.auth import Operator, Principal, Viewer
+from cloud.api.commands import Evidence
 from cloud.api.params import AssetId, Body, GatewayId, invalid
 from cloud.api.problems import Problem
 from cloud.commands import InvalidCommand, NoGateway, RateLimited, check_set
@@ -19,6 +21,7 @@ from cloud.gateway_config import (
     push_desired_config,
     replaced_keeping_baselines,
 )
+from cloud.people import PERSON_TYPE
 from cloud.pii import mask_deep
 from cloud.twin import NotFound, VersionConflict
 
@@ -40,6 +43,12 @@ class DesiredIn(Body):
     desired: dict[str, Any]
     reason: str = Field("", max_length=2000)
     confirm: bool = Field(False, description="apply a value outside the profile of the load in custody")
+    evidence: Evidence = None
+
+
+class DesiredOut(TwinOut):
+    commands: list[dict[str, Any]] = Field(default_factory=list, description="the set commands this change sent to "
+                                           "the device (their lifecycle: GET /assets/{asset}/commands/{id})")
 
 
 class GatewayConfigIn(Body):
@@ -60,6 +69,11 @@ def _if_match(value: str | None) -> int:
 def _twin_out(st, p: Principal) -> TwinOut:
     """Reported text points may be personal: masked for keys without ``pii:read``."""
     out = TwinOut(**st.__dict__)
+    if st.type == PERSON_TYPE:  # a person's values are read through consent (/api/v1/people/{id}/report)
+        points = out.reported.get("points") or {}
+        out.reported = {**out.reported, "points": {k: {**v, "value": None} if isinstance(v, dict) else None
+                                                   for k, v in points.items()}}
+        out.delta = {}
     if not p.pii_read:
         out.reported, out.delta = mask_deep(out.reported), mask_deep(out.delta)
     return out
@@ -80,9 +94,9 @@ def get_router(platform) -> APIRouter:
         return Response(_twin_out(st, p).model_dump_json(), media_type="application/json",
                         headers={"ETag": f'"{st.version}"'})
 
-    @r.put("/twins/{asset}/desired", response_model=TwinOut, tags=["twins"])
+    @r.put("/twins/{asset}/desired", response_model=DesiredOut, tags=["twins"])
     def put_desired(asset: AssetId, body: DesiredIn, p: Operator, response: Response,
-                    if_match: str | None = Header(default=None)) -> TwinOut:
+                    if_match: str | None = Header(default=None)) -> DesiredOut:
         expected = _if_match(if_match)
         commands = platform.commands
         try:
@@ -99,21 +113,22 @@ def get_router(platform) -> APIRouter:
                         outside := commands.outside_load_profile(p.tenant, asset, value)):
                     invalid("confirm", f"desired.{prop}: {outside}: send confirm: true to apply it anyway", "body")
         try:
-            twins.put_desired(p.tenant, asset, body.desired, expected, p.actor, body.reason)
+            twins.put_desired(p.tenant, asset, body.desired, expected, p.actor, body.reason, body.evidence)
         except NotFound as exc:
             raise Problem(404, "Not found", str(exc)) from None
         except VersionConflict as exc:
             raise Problem(412, "Precondition failed", f"{exc}; you sent If-Match {expected}: read it again",
                           current_version=exc.current) from None
         st = twins.state(p.tenant, asset)
+        sent: list[dict[str, Any]] = []
         if atype is not None and atype.writable:
             try:  # desired values the device does not report yet go to it, as set commands
-                commands.sets_for_delta(p.tenant, asset, st.delta, actor=p.actor, why=body.reason,
-                                        confirmed=body.confirm)
+                sent = commands.sets_for_delta(p.tenant, asset, st.delta, actor=p.actor, why=body.reason,
+                                               confirmed=body.confirm, evidence=body.evidence)
             except (NoGateway, RateLimited) as exc:
                 response.headers["Warning"] = f'199 - "desired state stored, not sent: {exc}"'
         response.headers["ETag"] = f'"{st.version}"'
-        return _twin_out(st, p)
+        return DesiredOut(**_twin_out(st, p).model_dump(), commands=sent)
 
     @r.put("/gateways/{gateway}/config", tags=["fleet"])
     def put_gateway_config(gateway: GatewayId, body: GatewayConfigIn, p: Operator, response: Response,
@@ -133,4 +148,5 @@ def get_router(platform) -> APIRouter:
         response.headers["ETag"] = f'"{version}"'
         return {"gateway": gateway, "version": version, "published_ns": time.time_ns()}
 
+    r.include_router(rul_api.get_router(platform))  # /twins/{asset}/rul: remaining-useful-life history, settings
     return r

@@ -39,6 +39,7 @@ from cloud.api.auth import Viewer
 from cloud.api.deps import Page, assets_query, encode_cursor
 from cloud.api.params import GatewayFilter, NameCursor, SiteFilter, TypeFilter
 from cloud.packs import PACKS
+from cloud.people import PERSON_TYPE
 from cloud.platform import Platform
 from cloud.registry import Alert, AnomalyRecord, Asset, Gateway
 from cloud.store.latest import LatestCache
@@ -204,7 +205,8 @@ def get_router(platform: Platform) -> APIRouter:
                 asset=a.id, name=a.name or "", type=a.type, site=a.site, line=a.line, gateway=a.gateway,
                 status=status, health=health_of(sev, anomalies[a.id], status), open_alerts=len(sev),
                 worst_severity=max(sev, key=_severity_rank) if sev else None, active_anomalies=anomalies[a.id],
-                last_seen_ns=last, latest={pt: v for pt, (_, v) in sorted(points.items())}))
+                last_seen_ns=last, latest={pt: v for pt, (_, v) in sorted(points.items())}
+                if a.type != PERSON_TYPE else {}))  # a person's values are read through consent
         page = Page[TwinSummary](items=items, next_cursor=encode_cursor(assets[-1].id) if more else None)
         # Thousands of items validated once and written as they are (FastAPI would validate them again); gzipped
         # when the client takes it: 1,000 twins are ~300 kB of JSON, ~50 kB gzipped (level 1: ~2 ms).

@@ -15,6 +15,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from cloud.packs.base import Alarm, Assessment, NotRecomputable, Pack, RuleContext, SimulationError
+from cloud.packs.person import PersonPack
 from cloud.packs.refrigerated_trailer import ReeferPack
 from cloud.packs.rotating_machine import MachinePack
 from cloud.packs.turbofan import TurbofanPack
@@ -40,7 +41,7 @@ def register(pack: type[Pack], folder: Path | None = None) -> type[Pack]:
     return pack
 
 
-for _pack in (ReeferPack, MachinePack, TurbofanPack, VesselPack):
+for _pack in (ReeferPack, MachinePack, TurbofanPack, VesselPack, PersonPack):
     register(_pack)
 
 

@@ -1,15 +1,17 @@
 """Local rules (a threshold held for a time, evaluated on the gateway): their alarms become alerts in
 the cloud, and an auditor can have the cloud recompute any such alert from the stored samples. The rules are
-the asset type's: a shipped or pack type's, or a tenant's own (``type_definition``)."""
+the asset type's: a shipped or pack type's, or a tenant's own (``type_definition``). A device's own alarm (an OPC-UA
+condition) arrives the same way, and its alert follows the device's acknowledgement (``acknowledged_on_device``)."""
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 from pydantic import ValidationError
 from sqlalchemy.orm import Session
 
-from cloud.alerts import AlertService
+from cloud.alerts import AlertError, AlertService
 from cloud.registry import AssetTypeRecord
 from cloud.store import TimeSeriesStore
 from models.catalogue import AssetType, LocalRule, builtin_types
@@ -47,8 +49,20 @@ def alert_from_alarm(alerts: AlertService, ev: AlarmEvent, asset_type: str | Ass
     point = ev.evidence.get("point", rule.point if rule else "?")
     cmp = "above" if (rule is None or rule.above is not None) else "below"
     title = f"{point} {cmp} {ev.evidence.get('limit', '?')} for {ev.evidence.get('for_s', '?')} s"
-    return alerts.raise_alert(ev.tenant, ev.asset, ev.rule, ev.severity, title, evidence,
-                              at_ns=int(ev.evidence.get("fired_ns", ev.start_ns)))
+    if ev.evidence.get("source") == "opcua":  # a device's own alarm (edge/sources/opcua_alarms.py)
+        title = f"{ev.rule}: {ev.evidence.get('message') or 'raised by the device'}"[:500]
+    alert_id, new = alerts.raise_alert(ev.tenant, ev.asset, ev.rule, ev.severity, title, evidence,
+                                       at_ns=int(ev.evidence.get("fired_ns", ev.start_ns)))
+    if ev.evidence.get("source") == "opcua" and ev.evidence.get("acked") == 1:
+        acknowledged_on_device(alerts, ev.tenant, alert_id, ev.gateway)
+    return alert_id, new
+
+
+def acknowledged_on_device(alerts: AlertService, tenant: str, alert_id: int, gateway: str) -> None:
+    """A device's alarm acknowledged where it was raised (an operator on the SCADA, or the cloud's own command):
+    its alert, still open, becomes acknowledged by the device; one acknowledged or resolved already stays."""
+    with contextlib.suppress(AlertError):
+        alerts.transition(tenant, alert_id, "acknowledged", f"device via {gateway}", "acknowledged on the device")
 
 
 def alert_from_anomaly(alerts: AlertService, ev: AnomalyEvent) -> tuple[int, bool]:

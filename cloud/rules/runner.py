@@ -48,7 +48,9 @@ class RuleRunner:
         self._offline: dict[tuple[str, str], list[list[int | None]]] = {}
         self._lock = threading.Lock()
         self._stop = threading.Event()
-        self.counters = {"rules_alerts_raised": 0, "rules_assessments": 0, "rules_alerts_resolved": 0}
+        self.counters = {"rules_alerts_raised": 0, "rules_assessments": 0, "rules_alerts_resolved": 0,
+                         "rules_errors": 0}
+        self._failing: set[tuple[str, str]] = set()
         self._packs: dict[str, Pack] = {}
         for type_id in PACKS:  # now, so a bad option (an unknown profile) stops start-up
             self._pack(type_id)
@@ -144,20 +146,40 @@ class RuleRunner:
         now = now_ns or time.time_ns()
         raised = 0
         for tenant, asset in sorted(dirty):
-            pack = self._pack(self._type(tenant, asset))
-            if pack is None:
-                continue
-            out = pack.assess(tenant, asset, now)
-            if out is None:
-                continue
-            self.counters["rules_assessments"] += 1
-            for rule, why in out.resolved:
-                self._resolve(tenant, asset, rule, why, actor=f"rules:{pack.type_id}")
-            for a in out.alarms:
-                _, new = self.platform.alerts.raise_alert(tenant, asset, a.rule, a.severity, a.title, a.evidence,
-                                                          at_ns=a.at_ns)
-                raised += int(new)
+            try:
+                raised += self._assess(tenant, asset, now)
+                self._failing.discard((tenant, asset))
+            except Exception:  # one asset's failure (a bug, a locked database) is retried, and spares the others
+                self.counters["rules_errors"] += 1
+                if (tenant, asset) not in self._failing:
+                    self._failing.add((tenant, asset))
+                    log.exception("rules: assessing %s/%s failed; retried each cycle until it succeeds", tenant,
+                                  asset)
+                with self._lock:  # judged again next cycle, from where this cycle's data started
+                    self._dirty.add((tenant, asset))
+                    since = self._assessing_from.get((tenant, asset))
+                    if since is not None:
+                        self._written_from[(tenant, asset)] = min(self._written_from.get((tenant, asset), since),
+                                                                  since)
         self.counters["rules_alerts_raised"] += raised
+        return raised
+
+    def _assess(self, tenant: str, asset: str, now: int) -> int:
+        """One asset by its type's pack: its resolutions, then its alarms; the number of alerts newly opened."""
+        pack = self._pack(self._type(tenant, asset))
+        if pack is None:
+            return 0
+        out = pack.assess(tenant, asset, now)
+        if out is None:
+            return 0
+        self.counters["rules_assessments"] += 1
+        for rule, why in out.resolved:
+            self._resolve(tenant, asset, rule, why, actor=f"rules:{pack.type_id}")
+        raised = 0
+        for a in out.alarms:
+            _, new = self.platform.alerts.raise_alert(tenant, asset, a.rule, a.severity, a.title, a.evidence,
+                                                      at_ns=a.at_ns)
+            raised += int(new)
         return raised
 
     def _resolve(self, tenant: str, asset: str, rule: str, note: str, actor: str) -> None:

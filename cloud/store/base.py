@@ -1,9 +1,10 @@
 """The store contract: columnar writes in, ranges / windows / latest values out.
 
 Schema (same in every store): one series per (tenant, asset, point); each sample has a time in ns,
-a float ``value`` (absent when the source had none) and an integer ``quality``. In InfluxDB that is
-measurement ``telemetry``, tags ``tenant``, ``asset``, ``point``, fields ``value``, ``quality``:
-10,000 assets x 20 points = 200,000 series.
+a float ``value`` (absent when the source had none), an integer ``quality`` and, where the source gave one that
+is not plain Good, its full ``status`` code (OPC-UA's 32-bit StatusCode: BadSensorFailure...). In InfluxDB that is
+measurement ``telemetry``, tags ``tenant``, ``asset``, ``point``, fields ``value``, ``quality``, ``status``:
+10,000 assets x 20 points = 200,000 series. Roll-ups keep the worst quality, not the codes.
 
 Text points (an id, a state name) are kept apart from the numbers, one string ``value`` per sample, so a
 float field never meets a string one. A personal text point (already a pseudonym when it reaches a store,
@@ -50,6 +51,8 @@ class SeriesRows(NamedTuple):
     t_ns: Sequence[int]
     values: Sequence[float | None]
     quality: Sequence[int]
+    status: Sequence[int] | None = None
+    """Each sample's full status code (0: none beyond its quality); None when all are 0."""
 
 
 class TextRows(NamedTuple):
@@ -75,9 +78,10 @@ class Rows:
         return self.n
 
     def extend_series(self, tenant: str, asset: str, point: str, t_ns: Sequence[int],
-                      values: Sequence[float | None], quality: Sequence[int]) -> None:
+                      values: Sequence[float | None], quality: Sequence[int],
+                      status: Sequence[int] | None = None) -> None:
         if len(t_ns):
-            self.series.append(SeriesRows(tenant, asset, point, t_ns, values, quality))
+            self.series.append(SeriesRows(tenant, asset, point, t_ns, values, quality, status or None))
             self.n += len(t_ns)
 
     def extend_text(self, tenant: str, asset: str, point: str, t_ns: Sequence[int], values: Sequence[str],
@@ -122,6 +126,8 @@ class Series:
     values: list[float | None]
     quality: list[int] | None = None
     spans: list[Span] = field(default_factory=list)
+    status: list[int] | None = None
+    """Raw samples' full status codes (0: none beyond the quality); None when all are 0."""
 
 
 class TimeSeriesStore(ABC):
@@ -180,6 +186,10 @@ class TimeSeriesStore(ABC):
             out.t_ns += part.t_ns
             out.values += part.values
             out.quality += part.quality if part.quality is not None else [0] * len(part.t_ns)
+            if part.status is not None:
+                out.status = (out.status or [0] * (len(out.t_ns) - len(part.t_ns))) + part.status
+            elif out.status is not None:
+                out.status += [0] * len(part.t_ns)
         return out
 
     def read_windows(self, tenant: str, asset: str, point: str, start_ns: int, end_ns: int, every_ns: int,
@@ -234,6 +244,10 @@ class TimeSeriesStore(ABC):
     @abstractmethod
     def erase_subject(self, tenant: str, subject: str) -> int:
         """Delete every sample of a pseudonym in the tenant; the number of samples deleted."""
+
+    def erase_asset(self, tenant: str, asset: str) -> int:
+        """Delete every sample of the asset (raw, text, roll-ups: a person's erasure); the raw samples deleted."""
+        raise NotImplementedError(f"{type(self).__name__} cannot erase an asset")
 
     def close(self) -> None:  # noqa: B027 - optional hook
         pass

@@ -67,9 +67,11 @@ class EmbeddedStore(TimeSeriesStore):
         self._db.execute(
             """CREATE TABLE IF NOT EXISTS telemetry (
                  tenant TEXT NOT NULL, asset TEXT NOT NULL, point TEXT NOT NULL, t_ns INTEGER NOT NULL,
-                 value REAL, quality INTEGER NOT NULL,
+                 value REAL, quality INTEGER NOT NULL, status INTEGER,
                  PRIMARY KEY (tenant, asset, point, t_ns)) WITHOUT ROWID"""
         )
+        if "status" not in {r[1] for r in self._db.execute("PRAGMA table_info(telemetry)")}:  # a store from before
+            self._db.execute("ALTER TABLE telemetry ADD COLUMN status INTEGER")
         self._db.execute(
             """CREATE TABLE IF NOT EXISTS text (
                  tenant TEXT NOT NULL, asset TEXT NOT NULL, point TEXT NOT NULL, t_ns INTEGER NOT NULL,
@@ -106,8 +108,10 @@ class EmbeddedStore(TimeSeriesStore):
 
     def write(self, rows: Rows) -> None:
         cutoff = self._cutoff(self._resolutions[0].keep_ns, time.time_ns())
-        data = [(tenant, asset, point, t, None if v is None or not math.isfinite(v) else v, q)
-                for tenant, asset, point, t, v, q in rows.samples() if cutoff is None or t >= cutoff]
+        data = [(s.tenant, s.asset, s.point, t, None if v is None or not math.isfinite(v) else v, q, c or None)
+                for s in rows.series
+                for t, v, q, c in zip(s.t_ns, s.values, s.quality, s.status or [0] * len(s.t_ns), strict=True)
+                if cutoff is None or t >= cutoff]
         text = [(r.tenant, r.asset, r.point, t, v, v if r.personal else None)
                 for r in rows.text for t, v in zip(r.t_ns, r.values, strict=True) if cutoff is None or t >= cutoff]
         touched = [(s.tenant, s.asset, s.point, min(kept), max(kept)) for s in rows.series
@@ -115,7 +119,8 @@ class EmbeddedStore(TimeSeriesStore):
         try:
             with self._lock:
                 self._db.execute("BEGIN")
-                self._db.executemany("INSERT OR REPLACE INTO telemetry VALUES (?, ?, ?, ?, ?, ?)", data)
+                self._db.executemany("INSERT OR REPLACE INTO telemetry (tenant, asset, point, t_ns, value, quality, "
+                                     "status) VALUES (?, ?, ?, ?, ?, ?, ?)", data)
                 self._db.executemany("INSERT OR REPLACE INTO text VALUES (?, ?, ?, ?, ?, ?)", text)
                 for series in touched:
                     self._roll_up(*series)
@@ -205,10 +210,12 @@ class EmbeddedStore(TimeSeriesStore):
 
     def query_range(self, tenant, asset, point, start_ns, end_ns, limit=10_000) -> Series:
         rows = self._select(
-            "SELECT t_ns, value, quality FROM telemetry WHERE tenant=? AND asset=? AND point=? "
+            "SELECT t_ns, value, quality, status FROM telemetry WHERE tenant=? AND asset=? AND point=? "
             "AND t_ns >= ? AND t_ns < ? ORDER BY t_ns LIMIT ?",
             (tenant, asset, point, start_ns, end_ns, limit))
-        return Series([r[0] for r in rows], [r[1] for r in rows], [r[2] for r in rows])
+        status = [r[3] or 0 for r in rows]
+        return Series([r[0] for r in rows], [r[1] for r in rows], [r[2] for r in rows],
+                      status=status if any(status) else None)
 
     def query_window(self, tenant, asset, point, start_ns, end_ns, every_ns, agg: Agg) -> Series:
         where = "tenant=? AND asset=? AND point=? AND t_ns >= ? AND t_ns < ?"
@@ -270,6 +277,17 @@ class EmbeddedStore(TimeSeriesStore):
             with self._lock:
                 n = self._db.execute("DELETE FROM text WHERE tenant=? AND subject=?", (tenant, subject)).rowcount
                 # The WAL still holds the deleted pages' old images until a checkpoint copies it back.
+                self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        except sqlite3.OperationalError as exc:
+            raise StoreUnavailable(f"embedded store {self.path}: {exc}") from None
+        return n
+
+    def erase_asset(self, tenant, asset) -> int:
+        try:
+            with self._lock:
+                n = self._db.execute("DELETE FROM telemetry WHERE tenant=? AND asset=?", (tenant, asset)).rowcount
+                n += self._db.execute("DELETE FROM text WHERE tenant=? AND asset=?", (tenant, asset)).rowcount
+                self._db.execute("DELETE FROM rollup WHERE tenant=? AND asset=?", (tenant, asset))
                 self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         except sqlite3.OperationalError as exc:
             raise StoreUnavailable(f"embedded store {self.path}: {exc}") from None

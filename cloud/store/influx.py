@@ -136,7 +136,8 @@ def _text_lines(r: TextRows) -> str:
 
 def line_protocol(rows: Rows, keys: dict[tuple[str, str, str], str] | None = None) -> str:
     """The line-protocol body of ``rows``: one line per sample; a missing or non-finite value is written as
-    quality only. ``keys`` caches series keys across calls.
+    quality only; a sample's full status code, when it has one, as the field ``status``. ``keys`` caches series keys
+    across calls.
 
     Built a series at a time with C-level loops (``map`` over ``repr``/``str`` and string concatenation)
     when the series is regular — every value a finite float, one quality — which is what sensors send:
@@ -157,18 +158,20 @@ def line_protocol(rows: Rows, keys: dict[tuple[str, str, str], str] | None = Non
             continue
         q0 = quality[0]
         # A sum that is finite means every value is (an overflow only sends a series down the slow path).
-        if list(quality).count(q0) == len(quality) and None not in values and math.isfinite(sum(values)):
+        if (not s.status and list(quality).count(q0) == len(quality) and None not in values
+                and math.isfinite(sum(values))):
             pre = f"{key} value="
             mid = f",quality={int(q0)}i "
             chunks.append(pre + (f"\n{pre}").join(map(add, map(add, map(repr, map(float, values)), repeat(mid)),
                                                       map(str, t_ns))))
             continue
         lines = []
-        for t, v, q in zip(t_ns, values, quality, strict=True):
+        for t, v, q, c in zip(t_ns, values, quality, s.status or [0] * len(t_ns), strict=True):
+            st = f",status={int(c)}i" if c else ""
             if v is None or not math.isfinite(v):
-                lines.append(f"{key} quality={int(q)}i {int(t)}")
+                lines.append(f"{key} quality={int(q)}i{st} {int(t)}")
             else:
-                lines.append(f"{key} value={float(v)!r},quality={int(q)}i {int(t)}")
+                lines.append(f"{key} value={float(v)!r},quality={int(q)}i{st} {int(t)}")
         chunks.append("\n".join(lines))
     chunks.extend(_text_lines(r) for r in rows.text if len(r.t_ns))
     return "\n".join(chunks)
@@ -331,14 +334,15 @@ class InfluxStore(TimeSeriesStore):
         return f"{w} AND time >= {int(start_ns)} AND time < {int(end_ns)}"
 
     def query_range(self, tenant, asset, point, start_ns, end_ns, limit=10_000) -> Series:
-        q = (f"SELECT value, quality FROM {MEASUREMENT} WHERE {self._where(tenant, asset, point, start_ns, end_ns)}"
-             f" ORDER BY time ASC LIMIT {int(limit)}")
+        q = (f'SELECT value, quality, "status" FROM {MEASUREMENT} '
+             f"WHERE {self._where(tenant, asset, point, start_ns, end_ns)} ORDER BY time ASC LIMIT {int(limit)}")
         series = self._query(q)
         if not series:
             return Series([], [], [])
         vals = series[0]["values"]
+        status = [int(r[3]) if len(r) > 3 and r[3] is not None else 0 for r in vals]
         return Series([r[0] for r in vals], [r[1] for r in vals],
-                      [int(r[2]) if r[2] is not None else 0 for r in vals])
+                      [int(r[2]) if r[2] is not None else 0 for r in vals], status=status if any(status) else None)
 
     def query_window(self, tenant, asset, point, start_ns, end_ns, every_ns, agg: Agg) -> Series:
         every_us = max(1, int(every_ns) // 1000)
@@ -550,6 +554,26 @@ class InfluxStore(TimeSeriesStore):
                                  f'AND subject="{_pred_str(subject)}"'})
                 if r.status_code >= 300:
                     raise StoreUnavailable(f"InfluxDB could not erase the subject ({r.status_code}): {err}")
+        except httpx.HTTPError as exc:
+            raise StoreUnavailable(f"InfluxDB unreachable at {self.url}: {exc}") from None
+        return n
+
+    def erase_asset(self, tenant, asset) -> int:
+        """``DROP SERIES`` with no ``FROM``: every measurement (raw, text, late marks) in every retention policy
+        (the roll-ups); InfluxDB 2.x's delete API takes the same tags as a predicate."""
+        where = f"tenant = {_ql_str(tenant)} AND asset = {_ql_str(asset)}"
+        n = sum(int(ser["values"][0][1]) for m in (MEASUREMENT, TEXT_MEASUREMENT)
+                for ser in self._query_once(f"SELECT count(value) FROM {m} WHERE {where}"))
+        try:
+            r = self._http.post("/query", params={"db": self.database}, data={"q": f"DROP SERIES WHERE {where}"})
+            body = r.json() if r.headers.get("content-type", "").startswith("application/json") else {}
+            err = r.status_code >= 300 or body.get("error") or (body.get("results") or [{}])[0].get("error")
+            if err:
+                r = self._http.post("/api/v2/delete", params={"org": self.org, "bucket": self.bucket}, json={
+                    "start": "1677-09-21T00:12:43.145224194Z", "stop": "2262-04-11T23:47:16.854775806Z",
+                    "predicate": f'tenant="{_pred_str(tenant)}" AND asset="{_pred_str(asset)}"'})
+                if r.status_code >= 300:
+                    raise StoreUnavailable(f"InfluxDB could not erase the asset ({r.status_code}): {err}")
         except httpx.HTTPError as exc:
             raise StoreUnavailable(f"InfluxDB unreachable at {self.url}: {exc}") from None
         return n

@@ -120,7 +120,7 @@ class LatestCache(TimeSeriesStore):
             return
         horizon = self._horizon()
         with self._lock:
-            for tenant, asset, point, t_ns, values, _ in rows.series:
+            for tenant, asset, point, t_ns, values, *_ in rows.series:
                 e = entries.get((tenant, asset))
                 if e is None:
                     if held is None or len(entries) >= _MAX_ENTRIES:
@@ -306,6 +306,14 @@ class LatestCache(TimeSeriesStore):
                     if t == tenant:
                         e.text.clear()
                         e.text_read = None
+
+    def erase_asset(self, tenant: str, asset: str) -> int:
+        try:
+            return self.store.erase_asset(tenant, asset)
+        finally:
+            with self._lock:
+                self._erasures += 1
+                self._entries.pop((tenant, asset), None)
 
     def close(self) -> None:
         self._stop.set()

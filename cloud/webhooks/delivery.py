@@ -10,6 +10,7 @@ import hmac
 import json
 import logging
 import random
+import smtplib
 import ssl
 import threading
 import time
@@ -19,7 +20,8 @@ from typing import Any
 import httpx
 from sqlalchemy import delete, func, select, update
 
-from cloud.registry import Registry, Webhook, WebhookDelivery
+from cloud.registry import Asset, Registry, Webhook, WebhookDelivery
+from cloud.webhooks.formats import asset_groups, chat_body, email_message, routed
 from cloud.webhooks.targets import AddressPolicy, Target, WebhookRefused, WebhookUnresolved, first_line, redact, scrub
 
 log = logging.getLogger("cloud.webhooks")
@@ -51,6 +53,10 @@ class DeliverySettings:
     sweep_s: float = 30.0
     """How often a process looks for due deliveries it was not told about (another process died holding them)."""
     idle_exit_s: float = 300.0
+    smtp_host: str = ""
+    """E-mail channels' relay (``TWIN_SMTP_HOST``); empty: an e-mail delivery is given up, saying so."""
+    smtp_port: int = 25
+    smtp_from: str = "assettwin@localhost"
 
     @property
     def lease_ns(self) -> int:
@@ -153,10 +159,17 @@ class WebhookDispatcher:
 
     # -- scheduling ------------------------------------------------------------------------------
     def enqueue(self, tenant: str, event: dict) -> int:
-        """One pending delivery per active webhook of ``tenant``, due now; returns how many."""
+        """One pending delivery per active webhook of ``tenant`` whose route takes the event, due now; returns
+        how many."""
         now = time.time_ns()
         with self.registry.session() as s:
-            hooks = list(s.scalars(select(Webhook.id).where(Webhook.tenant == tenant, Webhook.active.is_(True))))
+            rows = list(s.execute(select(Webhook.id, Webhook.min_severity, Webhook.asset_group).where(
+                Webhook.tenant == tenant, Webhook.active.is_(True))))
+            groups: set[str] = set()
+            if any(g for _, _, g in rows):
+                asset = s.get(Asset, (tenant, str((event.get("alert") or {}).get("asset", ""))))
+                groups = asset_groups(asset.site, asset.line, asset.type) if asset is not None else set()
+            hooks = [hook_id for hook_id, sev, group in rows if routed(event, sev, group, groups)]
             for hook_id in hooks:
                 s.add(WebhookDelivery(tenant=tenant, webhook_id=hook_id, event=event, state="pending", attempts=0,
                                       created_ns=now, next_try_ns=now, last_error=""))
@@ -225,7 +238,7 @@ class WebhookDispatcher:
             return s.scalar(select(func.min(WebhookDelivery.next_try_ns)).where(
                 WebhookDelivery.tenant == tenant, WebhookDelivery.state == "pending"))
 
-    def _claim(self, tenant: str) -> tuple[WebhookDelivery, str, str] | None:
+    def _claim(self, tenant: str) -> tuple[WebhookDelivery, str, str, str] | None:
         while True:
             now = time.time_ns()
             with self.registry.session() as s:
@@ -243,18 +256,22 @@ class WebhookDispatcher:
                 if hook is None or hook.tenant != tenant:
                     s.delete(row)
                     continue
-                return row, hook.url, hook.secret
+                return row, hook.url, hook.secret, hook.kind
 
-    def _attempt(self, row: WebhookDelivery, url: str, secret: str) -> None:
+    def _attempt(self, row: WebhookDelivery, url: str, secret: str, kind: str = "json") -> None:
         attempt = row.attempts + 1
         try:
-            target = self.policy.check(url)
-            sent_ns = time.time_ns()
-            body = json.dumps({**row.event, "delivery": row.id, "sent_ns": sent_ns}, separators=(",", ":")).encode()
-            headers = {"Content-Type": "application/json", "User-Agent": "assettwin-webhooks/1",
-                       SIGNATURE_HEADER: sign(secret, body), TIMESTAMP_HEADER: str(sent_ns),
-                       DELIVERY_HEADER: str(row.id), EVENT_HEADER: str(row.event.get("event", ""))}
-            outcome = post(target, body, headers, self.config.timeout_s)
+            if kind == "email":
+                outcome = self._mail(row, url.removeprefix("mailto:"))
+            else:
+                target = self.policy.check(url)
+                sent_ns = time.time_ns()
+                body = (json.dumps({**row.event, "delivery": row.id, "sent_ns": sent_ns}, separators=(",", ":"))
+                        .encode() if kind == "json" else chat_body(kind, row.event))
+                headers = {"Content-Type": "application/json", "User-Agent": "assettwin-webhooks/1",
+                           SIGNATURE_HEADER: sign(secret, body), TIMESTAMP_HEADER: str(sent_ns),
+                           DELIVERY_HEADER: str(row.id), EVENT_HEADER: str(row.event.get("event", ""))}
+                outcome = post(target, body, headers, self.config.timeout_s)
         except WebhookUnresolved as exc:
             outcome = Outcome(False, True, str(exc))
         except WebhookRefused as exc:
@@ -263,6 +280,23 @@ class WebhookDispatcher:
         except Exception as exc:  # counted as an attempt, so a delivery that trips a bug is given up, not looped
             outcome = Outcome(False, True, f"{type(exc).__name__}: {first_line(exc)}")
         self._record(row, url, attempt, outcome)
+
+    def _mail(self, row: WebhookDelivery, to: str) -> Outcome:
+        """One e-mail through the relay; a relay away or refusing for now (4xx) is retried, a 5xx is not."""
+        c = self.config
+        if not c.smtp_host:
+            return Outcome(False, False, "no TWIN_SMTP_HOST: e-mail channels cannot deliver")
+        try:
+            with smtplib.SMTP(c.smtp_host, c.smtp_port, timeout=c.timeout_s) as smtp:
+                smtp.send_message(email_message(c.smtp_from, to, row.event, row.id))
+        except smtplib.SMTPResponseException as exc:
+            said = exc.smtp_error.decode(errors="replace") if isinstance(exc.smtp_error, bytes) else exc.smtp_error
+            return Outcome(False, exc.smtp_code < 500, f"SMTP {exc.smtp_code}: {str(said)[:300]}")
+        except smtplib.SMTPRecipientsRefused as exc:
+            return Outcome(False, False, f"SMTP refused {', '.join(exc.recipients)}")
+        except (OSError, smtplib.SMTPException) as exc:
+            return Outcome(False, True, f"SMTP {type(exc).__name__}: {first_line(exc)}")
+        return Outcome(True, False)
 
     def _record(self, row: WebhookDelivery, url: str, attempt: int, outcome: Outcome) -> None:
         now = time.time_ns()

@@ -11,6 +11,7 @@ from typing import Any
 from sqlalchemy import delete, func, select
 
 from cloud.registry import Registry, Webhook, WebhookDelivery
+from cloud.webhooks.formats import check_group
 from cloud.webhooks.targets import AddressPolicy, redact
 
 
@@ -20,20 +21,28 @@ def new_secret() -> str:
 
 def webhook_dict(h: Webhook, pending: int = 0, failed: int = 0) -> dict[str, Any]:
     """A webhook as the API shows it: the URL redacted, never the secret."""
-    return {"id": h.id, "url": redact(h.url), "active": h.active, "created_ns": h.created_ns,
-            "rotated_ns": h.rotated_ns, "last_delivered_ns": h.last_delivered_ns, "last_error": h.last_error,
-            "pending": pending, "failed": failed}
+    return {"id": h.id, "url": h.url if h.kind == "email" else redact(h.url), "active": h.active,
+            "created_ns": h.created_ns, "rotated_ns": h.rotated_ns, "last_delivered_ns": h.last_delivered_ns,
+            "last_error": h.last_error, "pending": pending, "failed": failed, "kind": h.kind or "json",
+            "min_severity": h.min_severity or "low", "asset_group": h.asset_group}
 
 
-def create(registry: Registry, policy: AddressPolicy, tenant: str, actor: str, url: str) -> tuple[dict, str]:
-    """Register a webhook after checking where its URL leads; (webhook, secret shown once)."""
-    policy.check(url)
+def create(registry: Registry, policy: AddressPolicy, tenant: str, actor: str, url: str, kind: str = "json",
+           min_severity: str = "low", asset_group: str | None = None) -> tuple[dict, str]:
+    """Register a webhook (or another notification channel, cloud/webhooks/formats.py) after checking where its
+    URL leads (an e-mail channel's ``mailto:`` has no address to check); (webhook, secret shown once)."""
+    check_group(asset_group)
+    if kind != "email":
+        policy.check(url)
     secret = new_secret()
     with registry.session() as s:
-        h = Webhook(tenant=tenant, url=url, secret=secret, active=True, created_ns=time.time_ns(), last_error="")
+        h = Webhook(tenant=tenant, url=url, secret=secret, active=True, created_ns=time.time_ns(), last_error="",
+                    kind=kind, min_severity=min_severity, asset_group=asset_group)
         s.add(h)
         s.flush()
-        registry.audit(s, tenant, actor, "webhook.create", f"webhook:{h.id}", after={"url": redact(url)})
+        shown = url if kind == "email" else redact(url)
+        registry.audit(s, tenant, actor, "webhook.create", f"webhook:{h.id}",
+                       after={"url": shown, "kind": kind, "min_severity": min_severity, "asset_group": asset_group})
         return webhook_dict(h), secret
 
 

@@ -8,11 +8,14 @@ from __future__ import annotations
 
 from typing import Protocol
 
+from models.waveform import Frame
+
 
 class Sink(Protocol):
-    """``value`` is a float for numeric points and a str for text points (ids, state names)."""
+    """``value`` is a float for numeric points, a str for text points (ids, state names), and a
+    ``models.waveform.Frame`` for a block of raw samples (an accelerometer's), which the agent turns into features."""
 
-    def __call__(self, asset: str, point: str, t_ns: int, value: float | str, quality: int) -> None: ...
+    def __call__(self, asset: str, point: str, t_ns: int, value: float | str | Frame, quality: int) -> None: ...
 
 
 class Source(Protocol):

@@ -1,12 +1,14 @@
 """MQTT source: subscribes to sensor topics and maps topic + payload to (asset, point, t, value).
 
-Payloads are bare numbers (``4.25``) or JSON with configurable paths for value, timestamp and
-quality. A bad payload is counted and logged with its topic, never raised: one broken sensor must
+Payloads are bare numbers (``4.25``), JSON with configurable paths for value, timestamp and
+quality, or binary waveform frames (``models.waveform``: an accelerometer's block, handed on whole, for the
+asset the topic maps to). A bad payload is counted and logged with its topic, never raised: one broken sensor must
 not take the gateway down.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import re
@@ -21,6 +23,7 @@ from paho.mqtt.matcher import MQTTMatcher
 from edge.config import MqttSource, MqttSubscription
 from edge.mqttlink import connect_async, make_client
 from edge.sources import Sink
+from models import waveform
 from models.timestamps import parse_time_ns
 from models.wire import Quality
 
@@ -223,6 +226,17 @@ class MqttSourceRunner:
         route, asset, point = hit
         if route.sub.payload == "json_map":
             self._handle_map(route, asset, msg)
+            return
+        if route.sub.payload == "waveform":
+            try:
+                frame = waveform.decode(msg.payload, asset)
+            except waveform.FrameError as exc:
+                self._bad(msg.topic, str(exc))
+                return
+            if frame.asset != asset:  # the mapping decides, as for every other payload
+                frame = dataclasses.replace(frame, asset=asset)
+            assert self._sink is not None
+            self._sink(asset, point, frame.t0_ns, frame, Quality.GOOD)
             return
         try:
             value, t_ns, quality = route.parse(msg.payload)

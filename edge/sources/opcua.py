@@ -8,7 +8,10 @@ What a reading becomes:
 - time: the SourceTimestamp (the device's clock), else the ServerTimestamp, else the arrival time, as
   integer ns since the epoch;
 - quality: the StatusCode's severity, 0 good / 1 uncertain / 2 bad; a Bad reading's value is NaN, so a
-  stale number a PLC still carries is never taken for a measurement.
+  stale number a PLC still carries is never taken for a measurement; any code but plain Good
+  (BadSensorFailure, UncertainLastUsableValue, Good with limit bits...) is also handed, whole, to ``on_status``
+  (the agent), and travels on the wire as the series' ``status``;
+- an array variable configured as a ``waveform``: one block of raw samples (``edge.blocks.array_frame``).
 
 What survives an outage: any loss (server restart, network down, a subscription the server dropped)
 tears the session down; reconnects wait ``reconnect_min_s`` doubling to ``reconnect_max_s`` with
@@ -34,7 +37,7 @@ Counters: ``opcua_values`` (readings handed to the sink), ``opcua_bad_quality`` 
 the server did not know, each retry counts), ``opcua_errors`` (failed connects, lost connections,
 rejected monitored items, unusable values), ``opcua_untrusted`` (connects refused because the server's
 certificate is not trusted; also counted in ``opcua_errors``), ``opcua_pinned`` (certificates pinned on
-first use).
+first use), ``opcua_blocks`` (waveform blocks handed to the sink).
 """
 
 from __future__ import annotations
@@ -47,16 +50,18 @@ import random
 import re
 import threading
 import time
-from datetime import UTC, datetime, timedelta
+from collections.abc import Callable
 from pathlib import Path
 
 from asyncua import Client, ua
 from asyncua.crypto import security_policies, uacrypto
-from cryptography import x509
 
+from edge.blocks import array_frame
 from edge.config import OpcUaNode, OpcUaSource
-from edge.sources import Sink
-from edge.sources.opcua_trust import ServerTrust, UntrustedServer
+from edge.sources import Sink, opcua_publish
+from edge.sources.opcua_alarms import AlarmTracker, SourceAlarm
+from edge.sources.opcua_alarms import timestamp_ns as _ns
+from edge.sources.opcua_trust import ServerTrust, UntrustedServer, certificate_uri
 from edge.sources.opcua_trust import fingerprint as fingerprint  # re-exported: what refusals name a server by
 from models.wire import Quality
 
@@ -78,12 +83,12 @@ logging.getLogger("asyncua.client.ua_session.UaSession").addFilter(_LostConnecti
 logging.getLogger("asyncuagds.validate").addFilter(
     lambda record: not str(record.msg).startswith("Not trusted certificate used"))
 
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_US = timedelta(microseconds=1)
 _UNKNOWN = frozenset({ua.StatusCodes.BadNodeIdUnknown, ua.StatusCodes.BadNoMatch, ua.StatusCodes.BadNodeIdInvalid})
 _SEGMENT = re.compile(r"^(\d+):(.+)$")
 _MODES = {"Sign": ua.MessageSecurityMode.Sign, "SignAndEncrypt": ua.MessageSecurityMode.SignAndEncrypt}
-_POLICIES = {"Basic256Sha256": security_policies.SecurityPolicyBasic256Sha256}
+_POLICIES = {"Basic256Sha256": security_policies.SecurityPolicyBasic256Sha256,
+             "Aes128_Sha256_RsaOaep": security_policies.SecurityPolicyAes128Sha256RsaOaep,
+             "Aes256_Sha256_RsaPss": security_policies.SecurityPolicyAes256Sha256RsaPss}
 
 
 def browse_path(path: str) -> ua.BrowsePath:
@@ -102,24 +107,6 @@ def _status_name(code: int) -> str:
     return ua.StatusCode(code).name
 
 
-def _ns(ts: datetime | None) -> int:
-    """Exact ns since the epoch; 0 when absent (OPC-UA's "no time" decodes to 1601)."""
-    if ts is None:
-        return 0
-    if ts.tzinfo is None:
-        ts = ts.replace(tzinfo=UTC)
-    return max(0, (ts - _EPOCH) // _US * 1000)
-
-
-def _certificate_uri(cert: x509.Certificate) -> str | None:
-    try:
-        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
-    except x509.ExtensionNotFound:
-        return None
-    uris = san.get_values_for_type(x509.UniformResourceIdentifier)
-    return uris[0] if uris else None
-
-
 class OpcUaSourceRunner:
     """One server connection (a session with one subscription) serving all of a source's nodes."""
 
@@ -129,11 +116,14 @@ class OpcUaSourceRunner:
         self._nodes: list[OpcUaNode] = list(cfg.nodes)
         # Client handle i+1 is node i: stable across sessions, so the publish callback needs one dict lookup.
         self._routes: dict[int, tuple[str, str]] = {i + 1: (n.asset, n.point) for i, n in enumerate(self._nodes)}
-        self._node_ids: dict[int, ua.NodeId] = {
-            i: ua.NodeId.from_string(n.node) for i, n in enumerate(self._nodes) if not n.is_browse_path
-        }
-        self._counts = {"opcua_values": 0, "opcua_bad_quality": 0, "opcua_reconnects": 0,
-                        "opcua_unknown_nodes": 0, "opcua_errors": 0, "opcua_untrusted": 0, "opcua_pinned": 0}
+        self._node_ids: dict[int, ua.NodeId] = {i: ua.NodeId.from_string(n.node) for i, n in enumerate(self._nodes)
+                                                if not n.is_browse_path}
+        self._counts = {k: 0 for k in ("opcua_values", "opcua_bad_quality", "opcua_reconnects", "opcua_unknown_nodes",
+                                       "opcua_errors", "opcua_untrusted", "opcua_pinned", "opcua_blocks")}
+        self.on_alarm: Callable[[SourceAlarm], None] | None = None  # the agent's alarm path, set before start()
+        self.on_status: Callable[[str, str, int, int], None] | None = None  # (asset, point, t_ns, StatusCode)
+        self.alarms = cfg.alarms and AlarmTracker(cfg.alarms, {n.asset for n in self._nodes} | {cfg.alarms.asset},
+                                                  lambda a: self.on_alarm and self.on_alarm(a))
         self._refused_fingerprint = ""  # the untrusted certificate last logged (one log line per certificate)
         self._sink: Sink | None = None
         self._thread: threading.Thread | None = None
@@ -172,7 +162,7 @@ class OpcUaSourceRunner:
             self._thread = None
 
     def counters(self) -> dict[str, int]:
-        return dict(self._counts)
+        return {**self._counts, **(self.alarms.counts if self.alarms else {})}
 
     def mark(self) -> int:
         """Nothing to acknowledge upstream: an OPC-UA server keeps current values, not a queue to drain."""
@@ -180,6 +170,11 @@ class OpcUaSourceRunner:
 
     def commit(self, mark: int) -> None:
         """See ``mark``: a no-op for OPC-UA."""
+
+    def acknowledge(self, asset: str, condition: str, comment: str = "", timeout_s: float = 5.0) -> str:
+        """Acknowledge a condition of this server (``alarms`` configured): the status name the server answered."""
+        assert self.alarms is not None, "no alarms configured"
+        return self.alarms.acknowledge_from(self._loop, self._client, asset, condition, comment, timeout_s)
 
     # -- writes (the actuator side) ----------------------------------------------------------------------
 
@@ -310,7 +305,7 @@ class OpcUaSourceRunner:
             assert cfg.cert_file is not None and cfg.key_file is not None  # the config validator made sure
             if self._app_uri is None:
                 cert = await uacrypto.load_certificate(Path(cfg.cert_file))
-                self._app_uri = _certificate_uri(cert) or f"urn:assettwin:edge:{self.name}"
+                self._app_uri = certificate_uri(cert) or f"urn:assettwin:edge:{self.name}"
             client.application_uri = self._app_uri
             server_cert = str(cfg.server_cert_file) if cfg.server_cert_file else None
             try:
@@ -351,12 +346,15 @@ class OpcUaSourceRunner:
         params = ua.CreateSubscriptionParameters(
             RequestedPublishingInterval=cfg.publishing_interval_ms, RequestedLifetimeCount=keepalive * 10,
             RequestedMaxKeepAliveCount=keepalive, MaxNotificationsPerPublish=0, PublishingEnabled=True, Priority=0)
-        # The raw session API rather than asyncua's Subscription: its handler path creates a task per value,
-        # and the agent's contract is "no per-sample work beyond calling the sink".
+        # No per-value work but the sink call: the raw session API, not asyncua's Subscription (a task per value
+        # there), and each PLC-shaped data change read as columns (opcua_publish), not an object per value.
+        opcua_publish.install(getattr(client.uaclient, "session", None))
         sub = await client.uaclient.create_subscription(params, self._on_publish)
         namespaces: list[str] = await client.get_namespace_array()
         pending = list(range(len(self._nodes)))
         pending = await self._monitor(client, sub.SubscriptionId, pending, namespaces)
+        if self.alarms:
+            await self.alarms.subscribe(client, sub.SubscriptionId)
         log.info("opcua source %s (%s): subscribed %d of %d nodes (security %s, publishing every %.0f ms)",
                  self.name, cfg.endpoint, len(self._nodes) - len(pending), len(self._nodes), cfg.security,
                  sub.RevisedPublishingInterval, extra={"endpoint": cfg.endpoint})
@@ -449,7 +447,9 @@ class OpcUaSourceRunner:
         sink, routes, counts = self._sink, self._routes, self._counts
         assert sink is not None
         for notif in data:
-            if isinstance(notif, ua.DataChangeNotification):
+            if type(notif) is opcua_publish.ScalarChanges:
+                opcua_publish.hand(notif, routes, sink, counts, self.on_status)
+            elif isinstance(notif, ua.DataChangeNotification):
                 for item in notif.MonitoredItems:
                     route = routes.get(item.ClientHandle)
                     if route is None:
@@ -457,6 +457,8 @@ class OpcUaSourceRunner:
                     dv = item.Value
                     code = dv.StatusCode.value if dv.StatusCode is not None else 0
                     t_ns = _ns(dv.SourceTimestamp) or _ns(dv.ServerTimestamp) or time.time_ns()
+                    if code and self.on_status is not None:  # the full code, beyond good/uncertain/bad
+                        self.on_status(route[0], route[1], t_ns, code)
                     if code >> 31:  # Bad (severity bits 10 or 11)
                         counts["opcua_values"] += 1
                         counts["opcua_bad_quality"] += 1
@@ -466,8 +468,13 @@ class OpcUaSourceRunner:
                     if isinstance(raw, int | float):  # bool is an int
                         counts["opcua_values"] += 1
                         sink(route[0], route[1], t_ns, float(raw), Quality.UNCERTAIN if code >> 30 else Quality.GOOD)
+                    elif type(raw) is list and (frame := array_frame(self._nodes[item.ClientHandle - 1], t_ns, raw)):
+                        counts["opcua_blocks"] += 1
+                        sink(route[0], route[1], t_ns, frame, Quality.GOOD)
                     else:
                         self._unusable(item.ClientHandle - 1, raw)
+            elif isinstance(notif, ua.EventNotificationList) and self.alarms:
+                self.alarms.on_events(notif.Events)
             elif isinstance(notif, ua.StatusChangeNotification) and not notif.Status.is_good():
                 # The server dropped our subscription (e.g. it timed out): start a fresh session.
                 self._session_lost(f"subscription status {notif.Status.name}")

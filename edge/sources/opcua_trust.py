@@ -122,3 +122,13 @@ class ServerTrust:
                     "from now on a server showing another certificate is refused", self.source, self.endpoint,
                     thumb, _subject(cert), path,
                     extra={"endpoint": self.endpoint, "fingerprint": thumb, "pinned": str(path)})
+
+
+def certificate_uri(cert: x509.Certificate) -> str | None:
+    """The application URI in a certificate's SAN, which servers compare with the session's."""
+    try:
+        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except x509.ExtensionNotFound:
+        return None
+    uris = san.get_values_for_type(x509.UniformResourceIdentifier)
+    return uris[0] if uris else None

@@ -65,7 +65,10 @@ class CloudProcess(TwinProcess):
             "TWIN_DATABASE_URL": database_url, "TWIN_STORE": "influx", "TWIN_INFLUX_URL": influx_url,
             "TWIN_INFLUX_BUCKET": f"{influx_db}/autogen", "TWIN_INFLUX_DATABASE": influx_db,
             "TWIN_MQTT_URL": mqtt_url, "TWIN_API_PORT": str(self.port), "TWIN_BOOTSTRAP_API_KEY": api_key,
-            "TWIN_BOOTSTRAP_TENANT": tenant, **(extra_env or {}),
+            "TWIN_BOOTSTRAP_TENANT": tenant,
+            # the ingest session is persistent: one per database, so a broker shared by several tests does not hand
+            # one test's cloud what another's gateways sent while it was away (a restart of this cloud resumes it)
+            "TWIN_INGEST_CLIENT_ID": f"ingest-{influx_db}", **(extra_env or {}),
         }
         super().__init__(["cloud", "run", "--workers", str(workers)], workdir / "cloud.log", env)
         self.url = f"http://127.0.0.1:{self.port}"
@@ -90,8 +93,20 @@ class CloudProcess(TwinProcess):
 
     def metrics(self) -> dict[str, float]:
         with self.client() as c:
-            text = c.get("/metrics").text
-        return {k: float(v) for k, v in (ln.split() for ln in text.splitlines() if ln and not ln.startswith("#"))}
+            return parse_metrics(c.get("/metrics").text)
+
+
+def parse_metrics(text: str) -> dict[str, float]:
+    """Prometheus text exposition → {sample: value}; a counter's ``x_total`` is also under its family name ``x``
+    (what the hand-written /metrics called it before prometheus_client). Labelled samples keep their labels."""
+    out: dict[str, float] = {}
+    for ln in text.splitlines():
+        if ln and not ln.startswith("#"):
+            name, value = ln.rsplit(" ", 1)
+            out[name] = float(value)
+            if name.endswith("_total"):
+                out.setdefault(name[: -len("_total")], float(value))
+    return out
 
 
 def gateway_config(workdir: Path, uplink_url: str, source_url: str, *, tenant: str = "acme",

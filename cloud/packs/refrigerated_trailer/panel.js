@@ -16,6 +16,13 @@ export function whatIf(type) {
   ];
 }
 
+// What "Apply" under an answer changes on the trailer: the setpoint the question tried (the other conditions —
+// a door, the ambient, a failed compressor — are not the operator's to set).
+export function applyOf(answer) {
+  const sp = answer?.scenario?.setpoint_c;
+  return sp == null ? null : { desired: { setpoint: sp }, label: `setpoint ${fmtValue(sp, 'degC')}` };
+}
+
 export function render(box, { twin, type }) {
   const now = (p) => twin.reported.points[p] || {};
   const supply = now('supply_air');

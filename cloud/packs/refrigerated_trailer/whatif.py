@@ -9,7 +9,6 @@ from typing import Any
 import numpy as np
 
 from cloud.packs.base import SimulationError
-from cloud.registry import Twin
 from cloud.rules.coldchain.profiles import load_profile
 from cloud.rules.coldchain.reefer import assess_trailer, load_samples
 from cloud.thermal import Scenario, ThermalFitError, ThermalModel, TrailerHistory, fit
@@ -27,10 +26,7 @@ def thermal_model(platform, tenant: str, asset: str, now_ns: int) -> tuple[Therm
         history = TrailerHistory.from_samples(samples)
     except ThermalFitError as exc:
         raise SimulationError(f"not enough history to model this trailer: {exc}") from None
-    with platform.registry.session() as s:
-        row = s.get(Twin, (tenant, asset))
-        model_doc = dict(row.model) if row else {}
-    stored = model_doc.get("thermal")
+    stored = platform.twins.model(tenant, asset).get("thermal")
     if stored and int(history.t_ns[-1]) - stored["fitted_until_ns"] < REFIT_AFTER_S * NS:
         return ThermalModel.from_dict(stored), history
     defrosts = [(e.start_ns, e.end_ns) for e in assess_trailer(samples, load_profile("who-type-1")).events
@@ -39,7 +35,7 @@ def thermal_model(platform, tenant: str, asset: str, now_ns: int) -> tuple[Therm
         model = fit(history, exclude=defrosts)
     except (ThermalFitError, np.linalg.LinAlgError, FloatingPointError, ValueError) as exc:
         raise SimulationError(f"cannot fit this trailer's thermal model from its history: {exc}") from None
-    platform.twins.put_model(tenant, asset, {**model_doc, "thermal": model.to_dict()})
+    platform.twins.merge_model(tenant, asset, {"thermal": model.to_dict()})
     return model, history
 
 
@@ -58,16 +54,30 @@ def simulate_trailer(platform, tenant: str, asset: str, *, horizon_s: float, lim
     def rel(ns: int | None) -> float | None:
         return None if ns is None else (ns - int(fc.t_ns[0])) / NS
 
-    return {
+    facts = {
         "asset": asset, "kind": "reefer-thermal", "limit_c": limit_c, "horizon_s": horizon_s,
         "scenario": {"compressor_off": compressor_off, "door_open_s": door_open_s,
                      "ambient_offset_c": ambient_offset_c, "setpoint_c": setpoint_c},
-        "t_ns": fc.t_ns.tolist(), "supply_c": fc.supply_c.round(3).tolist(),
-        "supply_lo_c": fc.supply_lo_c.round(3).tolist(), "supply_hi_c": fc.supply_hi_c.round(3).tolist(),
-        "cargo_c": fc.cargo_c.round(3).tolist(),
         "time_to_excursion_s": rel(fc.excursion_ns), "earliest_s": rel(fc.earliest_ns), "latest_s": rel(fc.latest_ns),
         "baseline_time_to_excursion_s": rel(baseline.excursion_ns),
         "model": {"tau_ambient_s": model.tau_ambient_s, "tau_box_s": model.tau_box_s,
                   "cooling_lift_k": model.cooling_lift_k, "door_ratio": model.door_ratio,
                   "fitted_until_ns": model.fitted_until_ns, "warnings": model.warnings},
     }
+    # What "Apply" in the panel keeps in the audit trail beside the change it makes: the forecast in figures an
+    # auditor can read (no series: it must stay small), as of the moment it was asked.
+    evidence = {**facts, "forecast_from_ns": int(fc.t_ns[0]), "supply_end_c": _finite(fc.supply_c[-1]),
+                "supply_min_c": _finite(fc.supply_c.min()), "supply_max_c": _finite(fc.supply_c.max()),
+                "cargo_end_c": _finite(fc.cargo_c[-1])}
+    return {
+        **facts,
+        "t_ns": fc.t_ns.tolist(), "supply_c": fc.supply_c.round(3).tolist(),
+        "supply_lo_c": fc.supply_lo_c.round(3).tolist(), "supply_hi_c": fc.supply_hi_c.round(3).tolist(),
+        "cargo_c": fc.cargo_c.round(3).tolist(),
+        "evidence": evidence,
+    }
+
+
+def _finite(x: float) -> float | None:
+    """JSON for the audit trail takes no NaN."""
+    return round(float(x), 3) if np.isfinite(x) else None

@@ -1,5 +1,5 @@
 """A machine's what-if: "if maintenance is postponed by N days, how likely is zone D before then?", from the
-trend of its own vibration history (ISO 10816-3 class group 2, rigid, by default)."""
+trend of its own vibration history, judged by its own ISO 20816-3 class (its profile; group 2, rigid, without one)."""
 
 from __future__ import annotations
 
@@ -21,7 +21,11 @@ HISTORY_S = 90 * 24 * 3600
 
 def simulate_machine(platform, tenant: str, asset: str, *, postpone_days: float, now_ns: int,
                      severity: SeverityClass | None = None) -> dict[str, Any]:
-    sev = severity or SeverityClass()
+    if severity is None:
+        from cloud.machines import profile, severity_of
+
+        severity = severity_of(profile(platform.registry, tenant, asset)[0])
+    sev = severity
     t, y = velocity_history(platform.store, tenant, asset, now_ns - HISTORY_S * NS, now_ns + 1)  # bounded size
     if t.size < 10:
         raise SimulationError(f"{POINT}: {t.size} readings in the last 90 days; a trend needs at least 10")

@@ -127,14 +127,8 @@ class VesselPack(Pack):
     def _keep_forecast(self, tenant: str, asset: str, forecast: dict[str, dict[str, Any]]) -> None:
         """The twin's ``model.maintenance``: other keys of the model (a calibration) are left as they are."""
         twins = self.platform.twins
-        with self.platform.registry.session() as s:
-            from cloud.registry import Twin
-
-            row = s.get(Twin, (tenant, asset))
-            model = dict(row.model or {}) if row is not None else {}
-        if model.get("maintenance") == forecast:
-            return
-        twins.put_model(tenant, asset, {**model, "maintenance": forecast})
+        if twins.model(tenant, asset).get("maintenance") != forecast:
+            twins.merge_model(tenant, asset, {"maintenance": forecast})
 
     def explain(self, alert: dict) -> dict | None:
         """Every vessel rule as of the moment the alert's evidence was judged, through the same functions; the

@@ -6,7 +6,7 @@ import { KEY, dropEarly, takeEarly } from './boot.js';
 export const session = { me: null, get key() { return sessionStorage.getItem(KEY); } };
 
 export class ApiError extends Error {
-  constructor(status, detail) { super(detail); this.status = status; }
+  constructor(status, detail, data) { super(detail); this.status = status; this.data = data; }  // data: the problem+json
 }
 
 export async function request(path, { method = 'GET', body, headers = {}, key = session.key, signal } = {}) {
@@ -20,7 +20,7 @@ export async function request(path, { method = 'GET', body, headers = {}, key = 
   const r = (early && await early.catch(() => null)) || await fetch(path, init);
   const data = (r.headers.get('content-type') || '').includes('json') ? await r.json() : await r.text();
   if (r.status === 401 && key === session.key) logout();
-  if (!r.ok) throw new ApiError(r.status, data?.detail || data?.title || `HTTP ${r.status}`);
+  if (!r.ok) throw new ApiError(r.status, data?.detail || data?.title || `HTTP ${r.status}`, data);
   return { data, etag: r.headers.get('etag') };
 }
 

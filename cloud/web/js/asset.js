@@ -235,7 +235,8 @@ export async function renderAsset(root, signal, assetId) {
   renderTwin();
   const renderPanel = () => panel?.render?.(packBox, { twin, type, signal });
   renderPanel();
-  renderWhatIf(whatIfBox, { path, signal, fields: pack?.what_if && panel?.whatIf ? panel.whatIf(type) : null });
+  renderWhatIf(whatIfBox, { path, signal, fields: pack?.what_if && panel?.whatIf ? panel.whatIf(type) : null,
+    applyOf: canOperate() ? panel?.applyOf : null });
   await Promise.all([load(), loadEvents()]);
   const timer = setInterval(async () => {
     try {

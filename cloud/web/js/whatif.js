@@ -1,12 +1,13 @@
 // What-if: ask the twin's calibrated model what would happen under other conditions (POST
-// /api/v1/assets/{id}/simulate; nothing is sent to the asset) and draw the answer. The questions are the
-// asset's pack's (its panel's whatIf(type): cloud/packs/<kind>/panel.js); a kind with none says so, and a
-// server without the route says so too.
+// /api/v1/assets/{id}/simulate; nothing is sent to the asset until an operator applies it: apply.js) and draw
+// the answer. The questions are the asset's pack's (its panel's whatIf(type): cloud/packs/<kind>/panel.js); a
+// kind with none says so, and a server without the route says so too.
 //
 // The answer is read leniently: every numeric array as long as a "t_ns" array beside it is a series
 // (supply_c, cargo_c, ...; *_lo / *_hi drawn dashed), "limit_c" a limit line, other scalars facts.
 
 import { ApiError, api } from './api.js';
+import { applyBox } from './apply.js';
 import { COLORS, timeChart } from './charts.js';
 import { NS, fmtDuration, fmtTime, fmtValue, h, humanize, message } from './dom.js';
 
@@ -53,7 +54,9 @@ function field(f) {
   return h('label', { class: f.checkbox ? 'check' : '' }, f.checkbox ? [input, ` ${f.label}`] : [f.label, input]);
 }
 
-export function renderWhatIf(box, { path, fields, signal }) {
+// applyOf(answer): the change an answer's question would make to the asset (the pack's panel says; null: none),
+// offered as "Apply" under the answer (apply.js) to people who may operate.
+export function renderWhatIf(box, { path, fields, signal, applyOf }) {
   if (!fields) {
     box.dataset.outcome = 'none';
     box.replaceChildren(h('h2', {}, 'What if…'), h('p', { class: 'muted' }, 'This kind of asset has no what-if model.'));
@@ -90,8 +93,10 @@ export function renderWhatIf(box, { path, fields, signal }) {
     }
     const series = forecastSeries(answer);
     const chartEl = h('div', { class: 'chart', id: 'whatif-chart' });
+    const change = applyOf?.(answer);
     done('answer', h('ul', { class: 'facts' }, summary(answer).map((f) => h('li', {}, f))),
-      series.length ? chartEl : h('p', { class: 'muted' }, 'The answer has no time series to draw.'));
+      series.length ? chartEl : h('p', { class: 'muted' }, 'The answer has no time series to draw.'),
+      change ? applyBox({ path, change, evidence: answer.evidence ?? {}, signal }) : null);
     chart?.destroy();
     chart = null;
     if (!series.length) return;
@@ -108,6 +113,6 @@ export function renderWhatIf(box, { path, fields, signal }) {
   const form = h('form', { class: 'whatif', onsubmit: run }, h('div', { class: 'fields' }, fields.map(field)),
     h('button', { type: 'submit', class: 'primary', id: 'whatif-run' }, 'Run what-if'));
   box.replaceChildren(h('h2', {}, 'What if…'),
-    h('p', { class: 'muted small' }, 'Ask the twin\'s calibrated model what would happen under other conditions; nothing is sent to the asset.'),
+    h('p', { class: 'muted small' }, 'Ask the twin\'s calibrated model what would happen under other conditions; nothing is sent to the asset unless you apply it.'),
     form, out);
 }
