@@ -38,6 +38,9 @@ ACK_TTL_S = 86400.0
 """How long the acknowledgement of a device's alarm waits for its gateway: it stays true while the condition waits
 for one (a condition acknowledged there meanwhile answers BadConditionBranchAlreadyAcked: failed, and harmless)."""
 _ORDER = {"pending": 0, "delivered": 1, "succeeded": 2, "failed": 2, "expired": 2}
+_EXPIRED_UNDELIVERED = "not delivered to its gateway within its TTL"
+_EXPIRED_DELIVERED = "delivered, but no result from the gateway within its TTL"
+_EXPIRED_HERE = (_EXPIRED_UNDELIVERED, _EXPIRED_DELIVERED)
 
 
 class InvalidCommand(ValueError):
@@ -283,13 +286,18 @@ class CommandService:
             r = s.get(CommandRecord, (parts.tenant, rep.id))
             if r is None or r.gateway != parts.gateway:
                 return  # not this gateway's to report on
-            late_result = r.state == "expired" and r.delivered_ns is not None and rep.state in ("succeeded", "failed")
-            if _ORDER[rep.state] <= _ORDER[r.state] and not late_result:
+            # Expired here is a guess that nothing will come (``expire_due``); the gateway knows better. Its result
+            # wins, and its late "delivered" (a loaded link can bring it after the sweep) is recorded, not dropped.
+            expired_here = r.state == "expired" and (r.reason or "") in _EXPIRED_HERE
+            late_result = expired_here and rep.state in ("succeeded", "failed")
+            if expired_here and rep.state == "delivered" and r.delivered_ns is None:
+                r.delivered_ns, r.reason = now, _EXPIRED_DELIVERED
+            elif _ORDER[rep.state] <= _ORDER[r.state] and not late_result:
                 return  # a repeat, or older than what is known
-            r.state = rep.state
-            if rep.state == "delivered":
-                r.delivered_ns = now
+            elif rep.state == "delivered":
+                r.state, r.delivered_ns = rep.state, now
             else:
+                r.state = rep.state
                 r.delivered_ns = r.delivered_ns or now
                 finite = not isinstance(rep.value, float) or math.isfinite(rep.value)  # JSON columns take no NaN
                 r.finished_ns, r.reason, r.value = now, rep.reason, rep.value if finite else None
@@ -309,8 +317,7 @@ class CommandService:
                                                               CommandRecord.expires_ns <= now).limit(1000)))
             for r in rows:
                 r.state, r.finished_ns = "expired", now
-                r.reason = ("not delivered to its gateway within its TTL" if r.delivered_ns is None
-                            else "delivered, but no result from the gateway within its TTL")
+                r.reason = _EXPIRED_UNDELIVERED if r.delivered_ns is None else _EXPIRED_DELIVERED
             done = [(r.tenant, r.gateway, command_out(r)) for r in rows]
         for tenant, _, out in done:
             self.notify(tenant, out)

@@ -114,11 +114,12 @@ def _serve(platform: Platform) -> Iterator[str]:
 
 
 def _closed_after_revocation(ws, revoke) -> tuple[float, int, str]:
-    """Revoke, then wait for the server to close the socket: (seconds it took, close code, reason)."""
+    """Revoke, then wait for the server to close the socket: (seconds from the revocation's answer to the close,
+    close code, reason). Timed from the answer: on a loaded CI machine the request alone once took over 5 s."""
     ws.send('{"subscribe": ["trailer-001"]}')
     assert ws.recv(timeout=5) == '{"type":"subscribed","assets":["trailer-001"]}'
-    t0 = time.monotonic()
     revoke()
+    t0 = time.monotonic()
     with pytest.raises(ConnectionClosed) as closed:
         while True:
             ws.recv(timeout=10)
@@ -142,11 +143,11 @@ def test_a_live_socket_closes_when_its_key_is_revoked_through_the_api(platforms)
     with _serve(p) as host, connect(f"ws://{host}/api/v1/live?api_key={key}") as ws:
         def revoke() -> None:
             r = httpx.post(f"http://{host}/api/v1/keys/{key_id}/revoke", json={"reason": "tablet lost"},
-                           headers={"Authorization": f"Bearer {admin}"})
+                           headers={"Authorization": f"Bearer {admin}"}, timeout=60)
             assert r.status_code == 200
 
         took, code, reason = _closed_after_revocation(ws, revoke)
-        assert (code, reason) == (4401, "API key revoked") and took < 2.0  # the revocation's round trip, mostly
+        assert (code, reason) == (4401, "API key revoked") and took < 2.0  # closed as the revocation is stored
         with connect(f"ws://{host}/api/v1/live?api_key={key}") as again, pytest.raises(ConnectionClosed) as refused:
             again.recv(timeout=5)
         assert (refused.value.rcvd.code, refused.value.rcvd.reason) == (4401, "unknown, revoked or missing API key")
@@ -160,9 +161,9 @@ def test_a_live_socket_closes_when_another_api_process_revokes_its_key(platforms
             connect(f"ws://{socket_host}/api/v1/live", additional_headers={"Authorization": f"Bearer {key}"}) as ws:
         def revoke() -> None:
             r = httpx.post(f"http://{other_host}/api/v1/keys/{key_id}/revoke", json={"reason": "left the company"},
-                           headers={"Authorization": f"Bearer {admin}"})
+                           headers={"Authorization": f"Bearer {admin}"}, timeout=60)
             assert r.status_code == 200
 
         took, code, reason = _closed_after_revocation(ws, revoke)
-        # Checked once a second here (api_key_cache_s): closed within that, the revocation's round trip and a query.
+        # Checked once a second here (api_key_cache_s): closed within that and a query.
         assert (code, reason) == (4401, "API key revoked") and took < 4.0
