@@ -208,17 +208,32 @@ class ThermalModel:
         names = list(PARAMS)
         draws = []
         if self.covariance.size and band_draws > 0:
-            logs = rng.multivariate_normal(np.log([self.params[p] for p in names]), self.covariance[:7, :7],
-                                           band_draws)
-            for row in logs:
-                draws.append(self._run(dict(zip(names, np.exp(row), strict=True)), x0, ambient, door, setpoint, sc,
-                                       step_s)[:, 2])
+            for row in self._draws(rng, band_draws):
+                try:
+                    run = self._run(dict(zip(names, np.exp(row), strict=True)), x0, ambient, door, setpoint, sc,
+                                    step_s)[:, 2]
+                except (np.linalg.LinAlgError, FloatingPointError, ValueError):
+                    continue
+                if np.isfinite(run).all():
+                    draws.append(run)
         spread = np.array(draws) if draws else central[None, :, 2]
         lo = np.minimum(np.percentile(spread, 5, axis=0), central[:, 2]) - 1.645 * self.residual_c
         hi = np.maximum(np.percentile(spread, 95, axis=0), central[:, 2]) + 1.645 * self.residual_c
         return Forecast(sc, t_ns, central[:, 2], lo, hi, central[:, 0], central[:, 1], ambient, limit_c,
                         _crossing(t_ns, central[:, 2], limit_c), _crossing(t_ns, hi, limit_c),
                         _crossing(t_ns, lo, limit_c))
+
+    def _draws(self, rng: np.random.Generator, n: int) -> np.ndarray:
+        """``n`` log-parameter draws from the fit's covariance, made valid first: symmetric, negative eigenvalues
+        (rounding) at zero, and each draw inside the fit's bounds. A model kept from before ``fit`` pinned the
+        parameters at a bound had a log-variance of 10^6 there, whose draws overflowed: no forecast at all
+        (the demo's predictive alert, lost on a loaded CI machine)."""
+        names = list(PARAMS)
+        cov = self.covariance[:7, :7]
+        w, v = np.linalg.eigh((cov + cov.T) / 2)
+        cov = (v * np.clip(w, 0.0, None)) @ v.T
+        logs = rng.multivariate_normal(np.log([self.params[p] for p in names]), cov, n, check_valid="ignore")
+        return np.clip(logs, np.log([_BOUNDS[p][0] for p in names]), np.log([_BOUNDS[p][1] for p in names]))
 
     def _run(self, p: Mapping[str, float], x0: np.ndarray, ambient: np.ndarray, door: np.ndarray,
              setpoint: float, sc: Scenario, step_s: float) -> np.ndarray:
@@ -279,6 +294,11 @@ def fit(history: TrailerHistory, exclude: Iterable[tuple[int, int]] = (), settle
     inflate = _autocorrelation_time(r[: r.size // 2]) if r.size > 8 else 1.0
     jtj = sol.jac.T @ sol.jac
     cov = np.linalg.pinv(jtj) * rms**2 * inflate
+    # A parameter the data pins at a bound (no coupling to the cargo seen, no door opened) is not identified: its
+    # variance from the Jacobian is meaningless (10^6 in log space was seen). It is held at its value in the band.
+    pinned = np.flatnonzero((sol.x[:7] - lower[:7] < 1e-3) | (upper[:7] - sol.x[:7] < 1e-3))
+    cov[pinned, :] = 0.0
+    cov[:, pinned] = 0.0
     params = dict(zip(names, np.exp(sol.x[:7]).tolist(), strict=True))
     stderr = {p: params[p] * math.sqrt(max(cov[i, i], 0.0)) for i, p in enumerate(names)}
     end_state = _simulate(params, history, _x0(history, sol.x[7]), reset)[-1]

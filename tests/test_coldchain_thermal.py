@@ -15,7 +15,7 @@ import pytest
 
 from cloud.rules.coldchain import Profile, iso
 from cloud.rules.coldchain.reefer import assess_trailer
-from cloud.thermal import Scenario, ThermalFitError, ThermalModel, TrailerHistory, fit
+from cloud.thermal import PARAMS, Scenario, ThermalFitError, ThermalModel, TrailerHistory, fit
 from simulators.trailer import Fault, Trailer, TrailerParams
 
 S = 10**9
@@ -162,6 +162,26 @@ def test_the_model_round_trips_through_the_twins_json(world):
     a = model.forecast(h, 3600, Scenario(compressor_off=True))
     b = again.forecast(h, 3600, Scenario(compressor_off=True))
     assert (a.excursion_ns, a.earliest_ns, a.latest_ns) == (b.excursion_ns, b.earliest_ns, b.latest_ns)
+
+
+def test_a_parameter_the_data_does_not_pin_down_leaves_the_forecast_and_its_band_whole(world):
+    """Seen in the demo: a day without the cargo's coupling in it put ``k`` at its lower bound with a log-variance
+    of 1.6e6, beside a covariance with a negative eigenvalue (``d``: no door opened). The band's draws
+    overflowed and the whole forecast raised, so the trailer's predictive alert never came. Now the draws stay
+    inside the fit's bounds: the same central forecast, a finite band around it."""
+    _, history, assessment, model = world
+    called = next(a.fired_at_ns for a in assessment.alarms if a.rule == "coldchain:compressor-failure")
+    d = model.to_dict()
+    cov = np.array(d["covariance"])
+    k, door = list(PARAMS).index("k"), list(PARAMS).index("d")
+    cov[k, k], cov[door, door] = 1.57e6, -2.2e-10
+    unsure = ThermalModel.from_dict({**d, "covariance": cov.tolist()})
+    h = history.window(T0, called + 1)
+    f = unsure.forecast(h, 6 * 3600, Scenario(compressor_off=True), limit_c=8.0)
+    g = model.forecast(h, 6 * 3600, Scenario(compressor_off=True), limit_c=8.0)
+    assert f.excursion_ns == g.excursion_ns and np.array_equal(f.supply_c, g.supply_c)
+    assert np.isfinite(f.supply_lo_c).all() and np.isfinite(f.supply_hi_c).all()
+    assert f.earliest_ns <= f.excursion_ns <= f.latest_ns
 
 
 def test_too_short_a_history_is_refused(world):

@@ -26,7 +26,7 @@ class Demo:
         self.url = f"http://127.0.0.1:{self.port}"
         self.started = time.monotonic()
         self.proc = subprocess.Popen([sys.executable, "-m", "twin", "demo", "--port", str(self.port), "--data-dir",
-                                      str(tmp_path / "demo"), "--duration", "400", "--speed", "20"],
+                                      str(tmp_path / "demo"), "--duration", "460", "--speed", "20"],
                                      stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         self.lines: list[str] = []
         self.changed = threading.Condition()
@@ -73,7 +73,7 @@ def test_demo_serves_telemetry_within_60_seconds(demo):
 
 def test_the_tour_shows_every_capability_in_the_dashboard(demo):
     """Each step of the story as the demo reports it, then each view in Chromium, screenshotted."""
-    demo.wait_for(lambda out: True if all(s in out for s in TOUR_STEPS) else None, 240, "the tour's steps")
+    demo.wait_for(lambda out: True if all(s in out for s in TOUR_STEPS) else None, 300, "the tour's steps")
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as pw:

@@ -60,3 +60,46 @@ def test_a_failing_assessment_is_retried_next_cycle_and_spares_the_other_assets(
     with p.registry.session() as s:
         assert sorted(s.scalars(select(Alert.asset).where(Alert.rule == "flaky-rule"))) == list(assets)
     p.close()
+
+
+class Timed(Pack):
+    """A pack whose assessment of ``asset-a`` (first by name) takes 0.3 s, of ``asset-c`` 0.1 s, the others none."""
+
+    type_id = "timed"
+
+    def __init__(self, platform, rules=None) -> None:
+        super().__init__(platform, rules)
+        self.calls: list[str] = []
+
+    def assess(self, tenant: str, asset: str, now_ns: int) -> Assessment | None:
+        self.calls.append(asset)
+        time.sleep({"asset-a": 0.3, "asset-c": 0.1}.get(asset, 0.0))
+        return Assessment()
+
+
+def test_a_cycle_assesses_the_quickest_assets_first_and_new_ones_last(tmp_path):
+    """A slow assessment (an engine's first RUL backfill) must not hold up a quick, urgent one (a trailer's
+    excursion forecast): a cycle goes by how long each asset took last time, never-assessed ones last."""
+    p = Platform.open(CloudSettings(database_url=f"sqlite:///{tmp_path / 'r.sqlite'}", store="embedded",
+                                    embedded_path=str(tmp_path / "ts.sqlite")))
+    with p.registry.session() as s:
+        s.add(Tenant(id="acme"))
+        s.flush()
+        s.add_all(Asset(tenant="acme", id=a, type="timed") for a in ("asset-a", "asset-b", "asset-c", "asset-d"))
+    runner = RuleRunner(p, interval_s=3600)
+    pack = runner._packs["timed"] = Timed(p, runner)
+    now = time.time_ns()
+
+    def written(*assets: str) -> None:
+        runner.on_written([TelemetryBatch(tenant="acme", gateway="gw", seq=1, series=[
+            PointSeries(asset=a, point="x", t_ns=[now], values=[1.0], quality=[0]) for a in assets])])
+
+    written("asset-a", "asset-b")
+    runner.assess_now(now)
+    written("asset-a", "asset-b", "asset-c")
+    runner.assess_now(now)
+    written("asset-d", "asset-a", "asset-c", "asset-b")
+    runner.assess_now(now)
+    assert pack.calls == ["asset-a", "asset-b", "asset-b", "asset-a", "asset-c", "asset-b", "asset-c", "asset-a",
+                          "asset-d"]
+    p.close()

@@ -31,6 +31,25 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+class _SlowAckFilter(logging.Filter):
+    """amqtt gives a subscriber 5 s to acknowledge a QoS 1 message it has sent, then logs that message's task as
+    failed, with a traceback, once per message: hundreds while a loaded machine stores the tour's history, for
+    messages already sent. Counted, and said once."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.count = 0
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if "Timeout waiting for PUBACK" not in record.getMessage():
+            return True
+        self.count += 1
+        if self.count == 1:
+            log.warning("embedded broker: a subscriber took over 5 s to acknowledge a message (a loaded machine); "
+                        "it was sent, and later ones are not reported")
+        return False
+
+
 class EmbeddedBroker:
     """amqtt in a background event loop: MQTT 3.1.1, enough for a demo, no server to install."""
 
@@ -47,6 +66,9 @@ class EmbeddedBroker:
         from amqtt.broker import Broker
 
         asyncio.set_event_loop(self._loop)
+        slow_acks = _SlowAckFilter()
+        for name in ("amqtt.broker", "amqtt.mqtt.protocol.handler"):
+            logging.getLogger(name).addFilter(slow_acks)
         config = {"listeners": {"default": {"type": "tcp", "bind": f"127.0.0.1:{self.port}"}},
                   "sys_interval": 0, "auth": {"allow-anonymous": True}, "topic-check": {"enabled": False}}
         try:
@@ -225,7 +247,9 @@ assettwin demo is running ({len(assets)} simulated trailers → edge agent → {
 """, flush=True)
     if story is not None:
         engines = [a for a, typ in story.types.items() if typ == "turbofan"]
-        hold = (story.hold_s, story_mod.predicted(url, key), 45.0)
+        # At most 2 min: a loaded machine took the rules over 45 s to reach the trailer (CI, stop 29); the data is
+        # then ~8.5 min old, still inside the 10 min the predictive rule believes current.
+        hold = (story.hold_s, story_mod.predicted(url, key), 120.0)
         threading.Thread(target=story_mod.play, args=(wire, story), kwargs={"speed": speed, "stop": stop,
                          "hold": hold}, name="tour", daemon=True).start()
         threading.Thread(target=story_mod.watch, args=(url, key, engines, stop, lambda m: print(m, flush=True)),

@@ -81,14 +81,19 @@ def _trailers(story: Story, plain: list[str], now_ns: int, end_ns: int) -> None:
                                                           end_ns=fault_ns + 30 * _DAY)])
     run = simulate_fleet([failing], t0, (end_ns - t0) / _NS, 10.0)[0]
     story.add(TRAILER, "refrigerated-trailer", _thin(run.points, story.start_ns - _DAY))
-    # The hold: 6.5 min after the supply air stays above setpoint + 1.2 K (the rule's margin) with the compressor
-    # off, the rule's 5 min confirmation passed, the limit not yet reached (where the air was at the failure
-    # in its thermostat cycle moves this by minutes).
+    # The hold: once the supply air has stayed above setpoint + 1.2 K (the rule's margin) with the compressor off
+    # for the rule's 5 min confirmation (330 s, some margin), and before the air comes within 0.5 K of the
+    # profile's 5 °C — 6.5 min after it warmed at the latest. Where the air was in its thermostat cycle at the
+    # failure moves all of this by minutes: a fixed 6.5 min once held the clock with the air already at 5 °C,
+    # when a prediction can no longer come.
     t, v = run.points["supply_air"].t_ns, run.points["supply_air"].values
     after = t >= fault_ns
     cold = np.flatnonzero(after & ~(v > 2.0 + 1.3))
     warm_ns = int(t[cold[-1] + 1]) if cold.size and cold[-1] + 1 < t.size else fault_ns
-    story.hold_s = (warm_ns - story.start_ns) / _NS + 390.0
+    near = np.flatnonzero(after & (v >= 5.0 - 0.5))
+    near_ns = int(t[near[0]]) if near.size else warm_ns + 390 * _NS
+    hold_ns = max(warm_ns + 330 * _NS, min(warm_ns + 390 * _NS, near_ns))
+    story.hold_s = (hold_ns - story.start_ns) / _NS
     # The live trailers' week, up to now: the live simulator goes on from there through the edge agent.
     runs = simulate_fleet([Trailer(a, TrailerParams(setpoint_c=4.0), seed=100 * i) for i, a in enumerate(plain)],
                           now_ns - 7 * _DAY, 7 * 86_400.0 - 5.0, 10.0)
