@@ -125,9 +125,19 @@ def test_a_wearing_bearing_streams_through_edge_and_cloud_bpfo_rises_and_the_zon
                                 if ":vib_env_bpfo:" in s["event_id"]], timeout=30, what="a snapshot of the BPFO event")
     assert len(snaps) == 1 and snaps[0]["channels"] == 4 and snaps[0]["blocks"] == 4, snaps
     spec = api.get(f"/api/v1/assets/{ASSET}/snapshots/{snaps[0]['id']}").json()
-    env = spec["envelope"]
-    peak_hz = env["f_hz"][int(np.argmax(env["mag"]))]
-    assert abs(peak_hz - spec["lines_hz"]["bpfo"]) < 0.03 * spec["lines_hz"]["bpfo"], (peak_hz, spec["lines_hz"])
+    # The envelope spectrum's strongest line is BPFO or one of its harmonics (CI once saw 2x BPFO on top: with 1 Hz
+    # bins a line between two bins loses up to 15 % under the Hann window), and BPFO itself stands far out of the
+    # floor, where BPFI, BSF and FTF do not.
+    f_hz, mag = np.asarray(spec["envelope"]["f_hz"]), np.asarray(spec["envelope"]["mag"])
+    bpfo, peak_hz = spec["lines_hz"]["bpfo"], f_hz[int(np.argmax(mag))]
+    assert any(abs(peak_hz - k * bpfo) < 0.03 * k * bpfo for k in (1, 2, 3)), (peak_hz, spec["lines_hz"])
+
+    def line(hz: float) -> float:
+        return float(mag[np.abs(f_hz - hz) <= max(2.0, 0.02 * hz)].max())
+
+    floor = float(np.median(mag))
+    assert line(bpfo) > 8 * floor, (line(bpfo), floor)  # 22x here
+    assert all(line(spec["lines_hz"][k]) < line(bpfo) / 3 for k in ("bpfi", "bsf", "ftf")), spec["lines_hz"]
     assert len(spec["spectrum"]["f_hz"]) == len(spec["spectrum"]["mag"]) <= 2048
     # On request too: a snapshot command, carried by the gateway's command queue.
     cmd = api.post(f"/api/v1/assets/{ASSET}/snapshots")
