@@ -43,3 +43,20 @@ def test_the_tour_holds_its_clock_where_the_trailers_excursion_is_predicted(star
     alarm = predict.predict_excursion(samples, model, stop, 5.0, settings)
     assert alarm is not None and alarm.title.startswith("excursion expected in ")
     assert 0 < alarm.evidence["lead_s"] <= 6 * 60
+
+
+def test_without_the_shared_data_sets_the_tour_unpacks_its_cmapss_excerpt(tmp_path):
+    """A fresh clone without ``../shared/data``: the tour's engines and its model's training engines come from
+    the excerpt in ``twin/data/cmapss``, unchanged rows of the published files."""
+    from cloud.pdm.data import load_trajectories
+    from simulators.turbofan import load_engines
+
+    at = tour.cmapss_for_demo(tmp_path / "nowhere", tmp_path / "cmapss")
+    assert at == tmp_path / "cmapss"
+    assert sorted(p.name for p in at.iterdir()) == ["RUL_FD001.txt", "test_FD001.txt", "train_FD001.txt"]
+    engines = load_engines(at, "FD001", "test")
+    assert [(e.unit, len(e.cycles), e.failure_cycle - len(e.cycles)) for e in engines] == [
+        (31, 196, 8), (34, 203, 7), (35, 198, 11)]
+    train = load_trajectories(at / "train_FD001.txt")
+    assert train.units.tolist() == list(range(1, 31)) and len(train.cycle) == 5987
+    assert tour.cmapss_for_demo(tmp_path / "nowhere", tmp_path / "cmapss") == at  # unpacked once

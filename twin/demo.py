@@ -183,7 +183,7 @@ def run_demo(*, broker: str | None, influx: str | None, port: int, data_dir: Pat
         from cloud.pdm.data import default_data_dir
         from twin import tour as story_mod
 
-        engines_data = default_data_dir()
+        engines_data = story_mod.cmapss_for_demo(default_data_dir(), data_dir / "cmapss")
         t = time.monotonic()
         rul_dir = story_mod.train_rul(engines_data, data_dir / "rul-models")
         if rul_dir is not None:

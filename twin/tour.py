@@ -173,6 +173,28 @@ def build_story(now_ns: int, plain_trailers: list[str], cmapss: Path, lag_s: flo
     return story
 
 
+EXCERPT = Path(__file__).parent / "data" / "cmapss"
+
+
+def cmapss_for_demo(shared: Path, out: Path) -> Path:
+    """Where the tour reads C-MAPSS FD001: the shared data sets when they are there, else the excerpt shipped in
+    ``twin/data/cmapss`` (the 30 train engines the demo's model learns from, its three test engines and the RUL
+    file; see its README), unpacked once into ``out``. A fresh clone then shows the RUL step too."""
+    import gzip
+
+    if (shared / "test_FD001.txt").is_file() and (shared / "train_FD001.txt").is_file():
+        return shared
+    out.mkdir(parents=True, exist_ok=True)
+    for src in EXCERPT.iterdir():
+        dest = out / src.name.removesuffix(".gz")
+        if src.suffix in (".gz", ".txt") and not dest.is_file():
+            data = gzip.decompress(src.read_bytes()) if src.suffix == ".gz" else src.read_bytes()
+            tmp = dest.with_suffix(".part")
+            tmp.write_bytes(data)
+            tmp.replace(dest)  # whole or not at all: a demo stopped mid-way unpacks again
+    return out
+
+
 def train_rul(cmapss: Path, out: Path) -> Path | None:
     """A small FD001 model (30 engines, 60 iterations: seconds, not the tuned minutes), cached in ``out``."""
     from cloud.pdm.data import dataset_files, file_sha256, load_trajectories
