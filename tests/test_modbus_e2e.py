@@ -46,7 +46,9 @@ def test_1000_registers_on_10_devices_at_1_hz_arrive_without_loss_and_devices_re
                 polls = stamps.pop()
                 steps = [b - a for a, b in itertools.pairwise(polls)]  # on a 1 s grid, each stamp at its reply
                 assert all(0.5e9 < d < 1.5e9 for d in steps), (unit, steps)
-            assert len(cloud.bad_points()) == 10 * REGISTERS  # what they could not answer went out too, as bad
+            # What they could not answer goes out too, as bad: waited for, since the status that counts a device down
+            # can reach the cloud topic before the batch with its bad samples (CI saw one simulator's 500 of 1,000).
+            wait_until(lambda: len(cloud.bad_points()) == 10 * REGISTERS, timeout=15, what="1,000 points sent as bad")
 
             # They come back: reported up again, and their values flow.
             back = time.time_ns()
